@@ -1,0 +1,143 @@
+# One site: the guide's topology (lb1/lb2, db1/db2 + filer1 as the Galera quorum member,
+# mail1/mail2, filer1 serving Maildirs over NFS) plus the site's authoritative DNS server ns1.
+# Every key is validated as a whole by salt_mailha.core.model.parse_site; unknown keys are errors.
+# Secrets are placeholders: replace every value marked CHANGE-ME (pillar GPG works too).
+mailha:
+  site: example
+  domain: example.net
+
+  networks:
+    public: 1.1.1.0/24        # clients, VIPs, direct routing
+    private: 10.1.1.0/24      # Galera, LDAP sync, NFS: never routed
+
+  # Node order matters: it sets keepalived priorities (first lb = highest) and LDAP serverIDs.
+  nodes:
+    ns1:
+      roles: [dns]
+      addresses: {public: 1.1.1.10}
+    filer1:
+      roles: [filer, quorum]        # NFS server + full Galera member that is not load-balanced
+      addresses: {public: 1.1.1.11, private: 10.1.1.11}
+    lb1:
+      roles: [lb]
+      addresses: {public: 1.1.1.13, private: 10.1.1.13}
+      interface: eth0
+    lb2:
+      roles: [lb]
+      addresses: {public: 1.1.1.14, private: 10.1.1.14}
+      interface: eth0
+    db1:
+      roles: [db]
+      addresses: {public: 1.1.1.15, private: 10.1.1.15}
+    db2:
+      roles: [db]
+      addresses: {public: 1.1.1.16, private: 10.1.1.16}
+    mail1:
+      roles: [mail]
+      addresses: {public: 1.1.1.17, private: 10.1.1.17}
+    mail2:
+      roles: [mail]
+      addresses: {public: 1.1.1.18, private: 10.1.1.18}
+
+  # Two VIPs, never one: a real server holds its VIP on lo, so it could never reach the same
+  # address through the balancer (the guide's 2015 edit).
+  vips:
+    mail:
+      address: 1.1.1.21
+      network: public
+      real_servers: mail            # nodes with this role hold the VIP on lo:0
+      virtual_router_id: 51
+      hostname: lb0a
+    db:
+      address: 1.1.1.22
+      network: public
+      real_servers: db
+      virtual_router_id: 52
+      hostname: db                  # iRedMail's MYSQL_SERVER: db.example.net
+
+  # ldirectord virtual services (the guide's list, with both submission ports).
+  services:
+    mysql:      {vip: db,   port: 3306, check: mysql,     scheduler: wrr}
+    http:       {vip: mail, port: 80,   check: http,      scheduler: sh}
+    https:      {vip: mail, port: 443,  check: https,     scheduler: sh}
+    imaps:      {vip: mail, port: 993,  check: imaps,     scheduler: wrr}
+    pop3s:      {vip: mail, port: 995,  check: pops,      scheduler: wrr}
+    submission: {vip: mail, port: 587,  check: smtp,      scheduler: wrr}
+    smtps:      {vip: mail, port: 465,  check: connect,   scheduler: wrr}
+
+  keepalived:
+    auth_pass: CHANGEME             # keepalived uses at most 8 characters
+    advert_int: 1
+    vrrp_version: 3
+    unicast: false
+    preempt: true
+
+  ldirectord:
+    checkinterval: 5
+    checktimeout: 3
+    failurecount: 3
+    quiescent: true                 # failed servers go to weight 0, connections drain
+    health_page: ldirectord.txt
+    health_content: ldirectord
+
+  galera:
+    cluster_name: mailha_db
+    bootstrap_node: db1             # the only node that may start a brand-new cluster
+    network: private
+    sst_method: rsync               # rsync | mariabackup | mysqldump
+    arbitrator: none                # none | garbd (on the node with role garbd)
+    root_password: CHANGE-ME-db-root
+    sst_user: sst
+    sst_password: CHANGE-ME-db-sst
+    monitor:
+      user: monitor
+      password: CHANGE-ME-db-monitor
+      database: monitoring
+
+  ldap:
+    suffix: dc=example,dc=net       # ONE suffix: every DN below must sit under it
+    rootdn: cn=Manager,dc=example,dc=net
+    rootpw: CHANGE-ME-ldap-root
+    network: private
+    port: 389
+    config_format: slapd.conf       # slapd.conf (what iRedMail writes) | cn=config
+    replication:
+      binddn: cn=Manager,dc=example,dc=net
+      credentials: CHANGE-ME-ldap-repl
+      searchbase: dc=example,dc=net
+
+  dns:
+    zone: example.net
+    updater: ns1                    # the minion that sends RFC 2136 updates
+    servers:
+      - {address: 1.1.1.10, port: 53}
+    tsig:
+      name: mailha-update
+      algorithm: hmac-sha256
+      secret: Q0hBTkdFLU1FLXRzaWctc2VjcmV0LWJhc2U2NA==    # CHANGE-ME (base64)
+    ttl: {default: 3600, failover: 60}
+    mx:                             # mail node -> preference
+      mail1: 10
+      mail2: 10
+    names: [mail, smtp, imap, pop]  # A records at the mail VIP
+    max_delete_share: 0.3           # refuse plans deleting more than this share unless forced
+
+  mail:
+    vmail:
+      path: /var/vmail
+      nfs_server: filer1
+      export: /srv/var/vmail
+      options: [vers=3, noatime, nodiratime, noexec]
+    iredmail:
+      source: salt://iredmail/iRedMail-1.6.8.tar.gz
+      source_hash: sha256=CHANGE-ME
+      admin_user: admin_iredmail
+      admin_password: CHANGE-ME-iredmail-admin
+      postmaster_password: CHANGE-ME-postmaster
+
+  remediation:
+    probe_interval: 1               # seconds between beacon probes
+    down_after: 3                   # consecutive failures before "down"
+    up_after: 3                     # consecutive successes before "up"
+    max_actions: 4                  # per node per window
+    window: 60                      # seconds

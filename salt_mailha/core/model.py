@@ -1,0 +1,920 @@
+"""The site model: the ``mailha:`` pillar parsed into frozen dataclasses, validated as a whole.
+
+``parse_site(data)`` reads every section, collects every problem (structure, types, unknown keys,
+then cross-section topology rules) and raises one ``ValidationError`` listing them all, each with
+the pillar key and the fix. Everything downstream takes a ``Site``, never raw pillar.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .errors import ValidationError
+from .secret import Secret
+
+ROLES = ("lb", "db", "quorum", "garbd", "mail", "filer", "dns")
+# Which VIP tier each role is a client of: mail nodes reach the database through the db VIP.
+ROLE_CLIENT_OF = {"mail": ("db",)}
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq")
+CHECKS = ("mysql", "http", "https", "imap", "imaps", "pop", "pops", "smtp", "submission", "connect")
+SST_METHODS = ("rsync", "mariabackup", "mysqldump")
+ARBITRATORS = ("none", "garbd")
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512")
+LDAP_FORMATS = ("slapd.conf", "cn=config")
+VRRP_AUTH_MAX = 8  # keepalived silently cuts auth_pass to 8 characters
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DN_RDN = re.compile(r"^[A-Za-z][A-Za-z0-9-]*=.+$")
+
+
+def _frozen(mapping):
+    return MappingProxyType(dict(mapping))
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    roles: tuple
+    addresses: Mapping[str, str]  # network name -> IPv4 address (str)
+    interface: str = "eth0"
+    order: int = 0  # position in the pillar: keepalived priority and LDAP serverID follow it
+    fqdn: str = ""
+
+    def has(self, role):
+        return role in self.roles
+
+    def address(self, network):
+        return self.addresses.get(network)
+
+
+@dataclass(frozen=True)
+class Vip:
+    name: str
+    address: str
+    network: str
+    real_servers: str  # the role whose nodes hold this VIP on lo:0
+    virtual_router_id: int
+    hostname: str
+    fqdn: str
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    vip: str
+    port: int
+    check: str
+    scheduler: str
+
+
+@dataclass(frozen=True)
+class KeepalivedSpec:
+    auth_pass: Secret
+    advert_int: float = 1.0
+    vrrp_version: int = 3
+    unicast: bool = False
+    preempt: bool = True
+    priority_top: int = 150
+    priority_step: int = 50
+
+
+@dataclass(frozen=True)
+class LdirectordSpec:
+    checkinterval: int = 5
+    checktimeout: int = 3
+    failurecount: int = 3
+    quiescent: bool = True
+    health_page: str = "ldirectord.txt"
+    health_content: str = "ldirectord"
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    user: str
+    password: Secret
+    database: str = "monitoring"
+
+
+@dataclass(frozen=True)
+class GaleraSpec:
+    cluster_name: str
+    bootstrap_node: str
+    network: str
+    sst_method: str
+    arbitrator: str
+    root_password: Secret
+    sst_user: str
+    sst_password: Secret
+    monitor: MonitorSpec
+
+
+@dataclass(frozen=True)
+class LdapReplication:
+    binddn: str
+    credentials: Secret
+    searchbase: str
+
+
+@dataclass(frozen=True)
+class LdapServer:
+    node: str
+    server_id: int
+    url: str
+
+
+@dataclass(frozen=True)
+class LdapSpec:
+    suffix: str
+    rootdn: str
+    rootpw: Secret
+    network: str
+    port: int
+    config_format: str
+    replication: LdapReplication
+    servers: tuple = ()  # LdapServer per mail node, in node order
+
+
+@dataclass(frozen=True)
+class DnsServer:
+    address: str
+    port: int = 53
+
+
+@dataclass(frozen=True)
+class TsigSpec:
+    name: str
+    algorithm: str
+    secret: Secret
+
+
+@dataclass(frozen=True)
+class DnsSpec:
+    zone: str
+    updater: str
+    servers: tuple
+    tsig: TsigSpec
+    ttl_default: int
+    ttl_failover: int
+    mx: Mapping[str, int]  # mail node -> preference
+    names: tuple
+    max_delete_share: float = 0.3
+
+
+@dataclass(frozen=True)
+class VmailSpec:
+    path: str
+    nfs_server: str
+    export: str
+    options: tuple
+
+
+@dataclass(frozen=True)
+class IredmailSpec:
+    source: str
+    source_hash: str
+    admin_user: str
+    admin_password: Secret
+    postmaster_password: Secret
+
+
+@dataclass(frozen=True)
+class MailSpec:
+    vmail: VmailSpec
+    iredmail: IredmailSpec | None = None
+
+
+@dataclass(frozen=True)
+class RemediationSpec:
+    probe_interval: float = 1.0
+    down_after: int = 3
+    up_after: int = 3
+    max_actions: int = 4
+    window: int = 60
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    domain: str
+    networks: Mapping[str, Any]  # name -> ipaddress.IPv4Network
+    nodes: tuple  # Node, in pillar order
+    vips: Mapping[str, Vip]
+    services: tuple  # Service
+    keepalived: KeepalivedSpec | None
+    ldirectord: LdirectordSpec
+    galera: GaleraSpec | None
+    ldap: LdapSpec | None
+    dns: DnsSpec | None
+    mail: MailSpec | None
+    remediation: RemediationSpec = field(default_factory=RemediationSpec)
+
+    def node(self, node_id):
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def has_node(self, node_id):
+        return any(n.id == node_id for n in self.nodes)
+
+    def nodes_with(self, *roles):
+        return tuple(n for n in self.nodes if any(r in n.roles for r in roles))
+
+    def real_servers(self, vip_name):
+        """Nodes that hold ``vip_name`` on ``lo:0`` and receive its traffic by direct routing."""
+        return self.nodes_with(self.vips[vip_name].real_servers)
+
+    def vips_held_by(self, node):
+        return tuple(v for v in self.vips.values() if node.has(v.real_servers))
+
+    def services_on(self, vip_name):
+        return tuple(s for s in self.services if s.vip == vip_name)
+
+    def galera_members(self):
+        """Full Galera members (data nodes and the quorum node), in pillar order."""
+        return self.nodes_with("db", "quorum")
+
+    def roles_of(self, node_id):
+        return self.node(node_id).roles
+
+    def secrets(self):
+        """Every secret of the site, for ``secret.redact``."""
+        found = []
+        _collect_secrets(self, found, set())
+        return tuple(found)
+
+
+def _collect_secrets(obj, found, seen):
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, Secret):
+        found.append(obj)
+    elif hasattr(obj, "__dataclass_fields__"):
+        for name in obj.__dataclass_fields__:
+            _collect_secrets(getattr(obj, name), found, seen)
+    elif isinstance(obj, (tuple, list)):
+        for v in obj:
+            _collect_secrets(v, found, seen)
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            _collect_secrets(v, found, seen)
+
+
+# ----------------------------------------------------------------------------------- reader
+
+
+class _Missing:
+    pass
+
+
+MISSING = _Missing()
+
+
+class _Section:
+    """Reads one mapping of the pillar, recording problems under its key path."""
+
+    def __init__(self, problems, path, data):
+        self.problems = problems
+        self.path = path
+        self.ok = isinstance(data, Mapping)
+        if not self.ok:
+            problems.append((path, f"must be a mapping, got {type(data).__name__}"))
+            data = {}
+        self.data = data
+        self.seen = set()
+
+    def key(self, name):
+        return f"{self.path}:{name}"
+
+    def problem(self, name, message):
+        self.problems.append((self.key(name) if name else self.path, message))
+
+    def raw(self, name, default=MISSING):
+        self.seen.add(name)
+        if name in self.data and self.data[name] is not None:
+            return self.data[name]
+        if default is MISSING:
+            self.problem(name, "is required")
+            return None
+        return default
+
+    def str(self, name, default=MISSING, choices=None, pattern=None, hint=""):
+        v = self.raw(name, default)
+        if v is None or v is default and default is not MISSING:
+            return v
+        if not isinstance(v, str) or not v.strip():
+            self.problem(name, f"must be a non-empty string, got {v!r}")
+            return None
+        if choices and v not in choices:
+            self.problem(name, f"{v!r} is not one of {', '.join(choices)}")
+            return None
+        if pattern and not pattern.match(v):
+            self.problem(name, f"{v!r} is not valid{hint}")
+            return None
+        return v
+
+    def int(self, name, default=MISSING, lo=None, hi=None):
+        v = self.raw(name, default)
+        if v is None or v is default and default is not MISSING:
+            return v
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.problem(name, f"must be an integer, got {v!r}")
+            return None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            self.problem(name, f"{v} is out of range [{lo}, {hi}]")
+            return None
+        return v
+
+    def number(self, name, default=MISSING, lo=None, hi=None):
+        v = self.raw(name, default)
+        if v is None or v is default and default is not MISSING:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            self.problem(name, f"must be a number, got {v!r}")
+            return None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            self.problem(name, f"{v} is out of range [{lo}, {hi}]")
+            return None
+        return float(v)
+
+    def bool(self, name, default=MISSING):
+        v = self.raw(name, default)
+        if v is None or v is default and default is not MISSING:
+            return v
+        if not isinstance(v, bool):
+            self.problem(name, f"must be true or false, got {v!r}")
+            return None
+        return v
+
+    def secret(self, name, default=MISSING):
+        v = self.raw(name, default)
+        if v is None or v is default and default is not MISSING:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (str, int, Secret)) or str(v) == "":
+            # never echo the value: it is a secret
+            self.problem(name, "must be a non-empty string (a secret; value not shown)")
+            return None
+        return Secret(v)
+
+    def ip(self, name, default=MISSING):
+        v = self.raw(name, default)
+        if v is None or v is default and default is not MISSING:
+            return v
+        try:
+            return str(ipaddress.IPv4Address(str(v)))
+        except ValueError:
+            self.problem(name, f"{v!r} is not an IPv4 address")
+            return None
+
+    def section(self, name, default=MISSING):
+        v = self.raw(name, default)
+        if v is None:
+            return None
+        return _Section(self.problems, self.key(name), v)
+
+    def list(self, name, default=MISSING):
+        v = self.raw(name, default)
+        if v is None:
+            return None
+        if not isinstance(v, (list, tuple)):
+            self.problem(name, f"must be a list, got {type(v).__name__}")
+            return None
+        return list(v)
+
+    def done(self):
+        """Report keys nobody read: a typo must never be silently ignored."""
+        for k in self.data:
+            if k not in self.seen:
+                known = ", ".join(sorted(self.seen))
+                self.problems.append((self.key(k), f"unknown key; known keys here: {known}"))
+
+
+# ----------------------------------------------------------------------------------- parse
+
+
+def load_site(pillar):
+    """Parse the ``mailha`` key of a whole pillar dict."""
+    if not isinstance(pillar, Mapping) or "mailha" not in pillar:
+        raise ValidationError([("mailha", "the pillar has no 'mailha' key: assign the site pillar to this minion")])
+    return parse_site(pillar["mailha"])
+
+
+def parse_site(data):
+    problems = []
+    top = _Section(problems, "mailha", data)
+    name = top.str("site", pattern=_LABEL, hint=": use lowercase letters, digits and '-'")
+    domain = top.str("domain", pattern=re.compile(r"^([a-z0-9-]+\.)+[a-z]{2,}$"), hint=": e.g. example.net")
+    networks = _parse_networks(top)
+    nodes = _parse_nodes(top, networks, domain)
+    vips = _parse_vips(top, domain)
+    services = _parse_services(top)
+    keepalived = _parse_keepalived(top)
+    ldirectord = _parse_ldirectord(top)
+    galera = _parse_galera(top)
+    ldap = _parse_ldap(top, nodes)
+    dns = _parse_dns(top)
+    mail = _parse_mail(top)
+    remediation = _parse_remediation(top)
+    top.done()
+    # Build the site from what parsed, then check the topology too: the user sees every problem
+    # in one run (the rules skip values that already failed to parse).
+    site = Site(
+        name=name, domain=domain, networks=_frozen(networks), nodes=tuple(nodes),
+        vips=_frozen(vips), services=tuple(services), keepalived=keepalived,
+        ldirectord=ldirectord, galera=galera, ldap=ldap, dns=dns, mail=mail,
+        remediation=remediation,
+    )
+    _check_topology(site, problems)
+    if problems:
+        raise ValidationError(problems)
+    return site
+
+
+def _parse_networks(top):
+    sec = top.section("networks")
+    out = {}
+    if sec is None:
+        return out
+    for name, cidr in sec.data.items():
+        sec.seen.add(name)
+        try:
+            out[name] = ipaddress.IPv4Network(str(cidr), strict=True)
+        except ValueError as exc:
+            sec.problem(name, f"{cidr!r} is not an IPv4 network in CIDR form ({exc})")
+    if not out and sec.ok:
+        sec.problem("", "declare at least one network, e.g. public: 1.1.1.0/24")
+    return out
+
+
+def _parse_nodes(top, networks, domain):
+    sec = top.section("nodes")
+    nodes = []
+    if sec is None:
+        return nodes
+    for order, (node_id, raw) in enumerate(sec.data.items()):
+        sec.seen.add(node_id)
+        if not isinstance(node_id, str) or not _LABEL.match(node_id):
+            sec.problem(str(node_id), "node ids must be hostnames: lowercase letters, digits and '-'")
+            continue
+        n = sec.section(node_id)
+        roles = n.list("roles") or []
+        bad = [r for r in roles if r not in ROLES]
+        if bad:
+            n.problem("roles", f"unknown role(s) {bad}; roles are {', '.join(ROLES)}")
+        if not roles and "roles" in n.data:
+            n.problem("roles", "give the node at least one role")
+        addrs_sec = n.section("addresses")
+        addresses = {}
+        if addrs_sec is not None:
+            for net, _ in addrs_sec.data.items():
+                ip = addrs_sec.ip(net)
+                if ip is None:
+                    continue
+                if net not in networks:
+                    addrs_sec.problem(net, f"network {net!r} is not declared under mailha:networks")
+                elif ipaddress.IPv4Address(ip) not in networks[net]:
+                    addrs_sec.problem(net, f"{ip} is not inside {net} {networks[net]}")
+                addresses[net] = ip
+            addrs_sec.done()
+        interface = n.str("interface", "eth0", pattern=re.compile(r"^[A-Za-z0-9_.:-]{1,15}$"))
+        fqdn = n.str("fqdn", f"{node_id}.{domain}" if domain else node_id)
+        n.done()
+        nodes.append(Node(node_id, tuple(r for r in roles if r in ROLES), _frozen(addresses),
+                          interface or "eth0", order, fqdn or node_id))
+    return nodes
+
+
+def _parse_vips(top, domain):
+    sec = top.section("vips", {})
+    out = {}
+    if sec is None:
+        return out
+    for vname in sec.data:
+        sec.seen.add(vname)
+        v = sec.section(vname)
+        address = v.ip("address")
+        network = v.str("network")
+        real = v.str("real_servers", choices=ROLES)
+        vrid = v.int("virtual_router_id", lo=1, hi=255)
+        hostname = v.str("hostname", vname, pattern=_LABEL)
+        v.done()
+        if None not in (address, network, real, vrid, hostname):
+            out[vname] = Vip(vname, address, network, real, vrid, hostname,
+                             f"{hostname}.{domain}" if domain else hostname)
+    return out
+
+
+def _parse_services(top):
+    sec = top.section("services", {})
+    out = []
+    if sec is None:
+        return out
+    for sname in sec.data:
+        sec.seen.add(sname)
+        s = sec.section(sname)
+        vip = s.str("vip")
+        port = s.int("port", lo=1, hi=65535)
+        check = s.str("check", "connect", choices=CHECKS)
+        scheduler = s.str("scheduler", "wrr", choices=SCHEDULERS)
+        s.done()
+        if None not in (vip, port, check, scheduler):
+            out.append(Service(sname, vip, port, check, scheduler))
+    return out
+
+
+def _parse_keepalived(top):
+    k = top.section("keepalived", None)
+    if k is None:
+        return None
+    auth = k.secret("auth_pass")
+    if auth is not None and len(auth) > VRRP_AUTH_MAX:
+        k.problem("auth_pass", f"is {len(auth)} characters; keepalived silently uses only the first "
+                               f"{VRRP_AUTH_MAX}: set a password of at most {VRRP_AUTH_MAX} characters")
+    version = k.int("vrrp_version", 3, lo=2, hi=3)
+    advert = k.number("advert_int", 1.0, lo=0.01, hi=255)
+    if version == 2 and advert is not None and advert != int(advert):
+        k.problem("advert_int", f"{advert} s needs vrrp_version: 3 (VRRPv2 adverts are whole seconds)")
+    spec = KeepalivedSpec(
+        auth_pass=auth, advert_int=advert, vrrp_version=version,
+        unicast=k.bool("unicast", False), preempt=k.bool("preempt", True),
+        priority_top=k.int("priority_top", 150, lo=2, hi=254),
+        priority_step=k.int("priority_step", 50, lo=1, hi=100),
+    )
+    k.done()
+    return spec
+
+
+def _parse_ldirectord(top):
+    d = top.section("ldirectord", {})
+    if d is None:
+        return LdirectordSpec()
+    spec = LdirectordSpec(
+        checkinterval=d.int("checkinterval", 5, lo=1, hi=3600),
+        checktimeout=d.int("checktimeout", 3, lo=1, hi=3600),
+        failurecount=d.int("failurecount", 3, lo=1, hi=100),
+        quiescent=d.bool("quiescent", True),
+        health_page=d.str("health_page", "ldirectord.txt", pattern=re.compile(r"^[A-Za-z0-9._/-]+$")),
+        health_content=d.str("health_content", "ldirectord"),
+    )
+    d.done()
+    return spec
+
+
+def _parse_galera(top):
+    g = top.section("galera", None)
+    if g is None:
+        return None
+    m = g.section("monitor")
+    monitor = None
+    if m is not None:
+        monitor = MonitorSpec(m.str("user", "monitor"), m.secret("password"),
+                              m.str("database", "monitoring", pattern=re.compile(r"^\w{1,64}$")))
+        m.done()
+    spec = GaleraSpec(
+        cluster_name=g.str("cluster_name", pattern=re.compile(r"^[\w.-]{1,64}$")),
+        bootstrap_node=g.str("bootstrap_node"),
+        network=g.str("network", "private"),
+        sst_method=g.str("sst_method", "rsync", choices=SST_METHODS),
+        arbitrator=g.str("arbitrator", "none", choices=ARBITRATORS),
+        root_password=g.secret("root_password"),
+        sst_user=g.str("sst_user", "sst", pattern=re.compile(r"^\w{1,32}$")),
+        sst_password=g.secret("sst_password"),
+        monitor=monitor,
+    )
+    g.done()
+    return spec
+
+
+def _parse_ldap(top, nodes):
+    s = top.section("ldap", None)
+    if s is None:
+        return None
+    r = s.section("replication")
+    repl = None
+    if r is not None:
+        repl = LdapReplication(r.str("binddn"), r.secret("credentials"), r.str("searchbase"))
+        r.done()
+    servers = []
+    srv = s.section("servers", {})
+    if srv is not None:
+        for node_id in srv.data:
+            srv.seen.add(node_id)
+            one = srv.section(node_id)
+            sid = one.int("server_id", lo=1, hi=4095)
+            url = one.str("url")
+            one.done()
+            servers.append(LdapServer(node_id, sid, url))
+    spec = LdapSpec(
+        suffix=s.str("suffix"), rootdn=s.str("rootdn"), rootpw=s.secret("rootpw"),
+        network=s.str("network", "private"), port=s.int("port", 389, lo=1, hi=65535),
+        config_format=s.str("config_format", "slapd.conf", choices=LDAP_FORMATS),
+        replication=repl, servers=tuple(servers),
+    )
+    s.done()
+    return spec
+
+
+def _parse_dns(top):
+    s = top.section("dns", None)
+    if s is None:
+        return None
+    servers = []
+    for i, raw in enumerate(s.list("servers") or []):
+        one = _Section(s.problems, f"{s.key('servers')}:{i}", raw)
+        servers.append(DnsServer(one.ip("address"), one.int("port", 53, lo=1, hi=65535)))
+        one.done()
+    if not servers and "servers" in s.data:
+        s.problem("servers", "list at least one authoritative server: - {address: 1.1.1.10, port: 53}")
+    t = s.section("tsig")
+    tsig = None
+    if t is not None:
+        tsig = TsigSpec(t.str("name", pattern=re.compile(r"^[A-Za-z0-9.-]+$")),
+                        t.str("algorithm", "hmac-sha256"), t.secret("secret"))
+        if tsig.algorithm and tsig.algorithm not in TSIG_ALGORITHMS:
+            t.problem("algorithm", f"{tsig.algorithm!r} is too weak or unknown: use one of "
+                                   f"{', '.join(TSIG_ALGORITHMS)} (tsig-keygen -a hmac-sha256)")
+        if tsig.secret is not None:
+            try:
+                base64.b64decode(tsig.secret.reveal(), validate=True)
+            except (binascii.Error, ValueError):
+                t.problem("secret", "is not valid base64 (value not shown): paste the secret "
+                                    "from tsig-keygen's output")
+        t.done()
+    ttl = s.section("ttl", {})
+    ttl_default = ttl.int("default", 3600, lo=1, hi=604800) if ttl else 3600
+    ttl_failover = ttl.int("failover", 60, lo=1, hi=604800) if ttl else 60
+    if ttl:
+        ttl.done()
+    mx = {}
+    mx_sec = s.section("mx")
+    if mx_sec is not None:
+        for node_id in mx_sec.data:
+            pref = mx_sec.int(node_id, lo=0, hi=65535)
+            if pref is not None:
+                mx[node_id] = pref
+        if not mx_sec.data:
+            mx_sec.problem("", "list at least one mail node with its MX preference")
+    names = s.list("names", ["mail", "smtp", "imap", "pop"]) or []
+    for i, n in enumerate(names):
+        if not isinstance(n, str) or not _LABEL.match(n):
+            s.problem(f"names:{i}", f"{n!r} is not a DNS label (lowercase letters, digits, '-')")
+    spec = DnsSpec(
+        zone=s.str("zone"), updater=s.str("updater"), servers=tuple(servers), tsig=tsig,
+        ttl_default=ttl_default, ttl_failover=ttl_failover, mx=_frozen(mx), names=tuple(names),
+        max_delete_share=s.number("max_delete_share", 0.3, lo=0.0, hi=1.0),
+    )
+    s.done()
+    return spec
+
+
+def _parse_mail(top):
+    s = top.section("mail", None)
+    if s is None:
+        return None
+    v = s.section("vmail")
+    vmail = None
+    if v is not None:
+        path = v.str("path", "/var/vmail")
+        if path and not path.startswith("/"):
+            v.problem("path", f"{path!r} must be an absolute path, e.g. /var/vmail")
+        export = v.str("export")
+        if export and not export.startswith("/"):
+            v.problem("export", f"{export!r} must be an absolute path on the filer, e.g. /srv/var/vmail")
+        options = v.list("options", ["vers=3", "noatime", "nodiratime", "noexec"]) or []
+        for i, o in enumerate(options):
+            if not isinstance(o, str) or not re.match(r"^[A-Za-z0-9_=.-]+$", o):
+                v.problem(f"options:{i}", f"{o!r} is not a mount option")
+        vmail = VmailSpec(path, v.str("nfs_server"), export, tuple(options))
+        v.done()
+    i = s.section("iredmail", None)
+    iredmail = None
+    if i is not None:
+        iredmail = IredmailSpec(i.str("source"), i.str("source_hash"), i.str("admin_user", "admin_iredmail"),
+                                i.secret("admin_password"), i.secret("postmaster_password"))
+        i.done()
+    s.done()
+    return MailSpec(vmail, iredmail)
+
+
+def _parse_remediation(top):
+    s = top.section("remediation", {})
+    if s is None:
+        return RemediationSpec()
+    spec = RemediationSpec(
+        probe_interval=s.number("probe_interval", 1.0, lo=0.1, hi=3600),
+        down_after=s.int("down_after", 3, lo=1, hi=100),
+        up_after=s.int("up_after", 3, lo=1, hi=100),
+        max_actions=s.int("max_actions", 4, lo=1, hi=1000),
+        window=s.int("window", 60, lo=1, hi=86400),
+    )
+    s.done()
+    return spec
+
+
+# ----------------------------------------------------------------------------------- topology
+
+
+def _dn_parts(dn):
+    return [p.strip().lower().replace(" ", "") for p in dn.split(",")]
+
+
+def dn_under(dn, suffix):
+    """True when ``dn`` equals ``suffix`` or sits below it (case/space-insensitive)."""
+    d, s = _dn_parts(dn), _dn_parts(suffix)
+    return len(d) >= len(s) and d[len(d) - len(s):] == s
+
+
+def ldap_url(site, node):
+    return f"ldap://{node.address(site.ldap.network)}:{site.ldap.port}/"
+
+
+def _check_topology(site, problems):  # noqa: C901 - one flat list of rules reads best
+    def p(key, msg):
+        problems.append((key, msg))
+
+    ids = {n.id for n in site.nodes}
+    if not site.nodes:
+        p("mailha:nodes", "declare the site's nodes (lb, db, mail ...)")
+
+    # addresses: unique across nodes and VIPs
+    owner = {}
+    for n in site.nodes:
+        for net, ip in n.addresses.items():
+            if ip in owner:
+                p(f"mailha:nodes:{n.id}:addresses:{net}",
+                  f"{ip} is already the address of {owner[ip]}: every node needs its own address")
+            else:
+                owner[ip] = f"node {n.id}"
+    vip_addr = {}
+    for v in site.vips.values():
+        key = f"mailha:vips:{v.name}:address"
+        if v.network not in site.networks:
+            p(f"mailha:vips:{v.name}:network", f"network {v.network!r} is not declared under mailha:networks")
+        if not any(ipaddress.IPv4Address(v.address) in net for net in site.networks.values()):
+            p(key, f"{v.address} is inside no declared network; put the VIP in one of "
+                   f"{', '.join(str(x) for x in site.networks.values())}")
+        elif v.network in site.networks and ipaddress.IPv4Address(v.address) not in site.networks[v.network]:
+            p(key, f"{v.address} is not inside its network {v.network} {site.networks[v.network]}")
+        if v.address in owner and owner[v.address].startswith("node"):
+            p(key, f"{v.address} is the address of {owner[v.address]}: a VIP must be an address no node has")
+        if v.address in vip_addr:
+            p(key, f"{v.address} is also the {vip_addr[v.address]} VIP; the {v.name} VIP must be its own "
+                   f"address (a real server cannot reach a VIP it holds on lo)")
+        vip_addr.setdefault(v.address, v.name)
+
+    # a node must never hold (on lo) a VIP it is also a client of: the guide's 2015 lesson
+    for n in site.nodes:
+        held = {v.address: v.name for v in site.vips.values() if n.has(v.real_servers)}
+        for role in n.roles:
+            for tier in ROLE_CLIENT_OF.get(role, ()):
+                for v in site.vips.values():
+                    if v.real_servers == tier and v.address in held:
+                        via = held[v.address]
+                        if via == v.name:
+                            p(f"mailha:nodes:{n.id}:roles",
+                              f"{n.id} holds the {v.name} VIP {v.address} on lo (role {v.real_servers}) and is "
+                              f"a client of it (role {role}): it could never reach the balancer; put these "
+                              f"roles on different nodes")
+                        elif f"mailha:vips:{v.name}:address" not in {k for k, _ in problems}:
+                            p(f"mailha:vips:{v.name}:address",
+                              f"{v.address} is also the {via} VIP held on lo by {n.id}; the {v.name} VIP must "
+                              f"be its own address (a real server cannot reach a VIP it holds on lo)")
+
+    # services
+    seen_ports = {}
+    for s in site.services:
+        key = f"mailha:services:{s.name}"
+        if s.vip not in site.vips:
+            p(f"{key}:vip", f"unknown VIP {s.vip!r}; declared VIPs: {', '.join(site.vips) or 'none'}")
+            continue
+        if (s.vip, s.port) in seen_ports:
+            p(f"{key}:port", f"port {s.port} on the {s.vip} VIP is already used by {seen_ports[(s.vip, s.port)]}")
+        seen_ports[(s.vip, s.port)] = s.name
+    for v in site.vips.values():
+        if not site.real_servers(v.name):
+            p(f"mailha:vips:{v.name}:real_servers", f"no node has role {v.real_servers!r}: add one or fix the role")
+
+    # load balancers and keepalived
+    lbs = site.nodes_with("lb")
+    if site.vips or lbs:
+        if len(lbs) < 2:
+            p("mailha:nodes", f"{len(lbs)} load balancer(s) (role lb); the VIPs need at least 2 to fail over")
+        if site.keepalived is None:
+            p("mailha:keepalived", "is required when the site has VIPs or lb nodes (auth_pass, advert_int ...)")
+    vrids = {}
+    for v in site.vips.values():
+        if v.virtual_router_id in vrids:
+            p(f"mailha:vips:{v.name}:virtual_router_id",
+              f"{v.virtual_router_id} is also used by the {vrids[v.virtual_router_id]} VIP; "
+              f"each VRRP instance needs its own id")
+        vrids.setdefault(v.virtual_router_id, v.name)
+        for lb in lbs:
+            if lb.address(v.network) is None:
+                p(f"mailha:nodes:{lb.id}:addresses", f"load balancer {lb.id} needs an address on "
+                                                     f"{v.network} to carry the {v.name} VIP")
+
+    # Galera
+    members = site.galera_members()
+    if members or site.nodes_with("garbd"):
+        g = site.galera
+        if g is None:
+            p("mailha:galera", "is required when nodes have role db or quorum")
+        else:
+            garbd = site.nodes_with("garbd")
+            voters = len(members) + len(garbd)
+            if len(site.nodes_with("db")) and voters < 3:
+                p("mailha:galera", f"{voters} voting member(s); Galera needs at least 3 to keep quorum when one "
+                                   f"fails: add a db node, a quorum node (role quorum) or garbd (role garbd)")
+            elif voters % 2 == 0:
+                p("mailha:galera", f"{voters} voting members is even: a clean split loses quorum on both sides; "
+                                   f"add an arbitrator (a node with role garbd and galera:arbitrator: garbd) "
+                                   f"or a quorum node")
+            if g.arbitrator == "garbd" and not garbd:
+                p("mailha:galera:arbitrator", "is garbd but no node has role garbd: give one node role garbd")
+            if g.arbitrator == "none" and garbd:
+                p("mailha:galera:arbitrator", f"is none but {garbd[0].id} has role garbd: set arbitrator: garbd")
+            if g.bootstrap_node and g.bootstrap_node not in {m.id for m in members}:
+                p("mailha:galera:bootstrap_node", f"{g.bootstrap_node!r} is not a Galera member; use one of "
+                                                  f"{', '.join(m.id for m in members)}")
+            if g.network is None:
+                pass
+            elif g.network not in site.networks:
+                p("mailha:galera:network", f"network {g.network!r} is not declared under mailha:networks")
+            else:
+                for m in (*members, *garbd):
+                    if m.address(g.network) is None:
+                        p(f"mailha:nodes:{m.id}:addresses", f"Galera member {m.id} needs an address on "
+                                                            f"{g.network} (galera:network)")
+            if g.monitor is None:
+                p("mailha:galera:monitor", "is required: the balancer's mysql check logs in with it")
+
+    # LDAP: one suffix, serverIDs matching listeners
+    mail_nodes = site.nodes_with("mail")
+    if mail_nodes and site.ldap is None:
+        p("mailha:ldap", "is required when nodes have role mail")
+    if site.ldap is not None:
+        lds = site.ldap
+        if not lds.suffix:
+            pass
+        elif not all(_DN_RDN.match(x.strip()) for x in lds.suffix.split(",")):
+            p("mailha:ldap:suffix", f"{lds.suffix!r} is not a DN, e.g. dc=example,dc=net")
+        else:
+            for key, dn in (("rootdn", lds.rootdn),
+                            ("replication:binddn", lds.replication.binddn if lds.replication else None),
+                            ("replication:searchbase", lds.replication.searchbase if lds.replication else None)):
+                if dn and not dn_under(dn, lds.suffix):
+                    p(f"mailha:ldap:{key}", f"{dn!r} is not under the suffix {lds.suffix!r}; every DN must sit "
+                                            f"under the one suffix (a wrong suffix silently replicates nothing)")
+        if lds.network is None:
+            pass
+        elif lds.network not in site.networks:
+            p("mailha:ldap:network", f"network {lds.network!r} is not declared under mailha:networks")
+        else:
+            for n in mail_nodes:
+                if n.address(lds.network) is None:
+                    p(f"mailha:nodes:{n.id}:addresses", f"mail node {n.id} needs an address on {lds.network} "
+                                                        f"(ldap:network) for replication")
+        ids_seen = {}
+        for srv in lds.servers:
+            key = f"mailha:ldap:servers:{srv.node}"
+            if srv.node not in ids or not site.node(srv.node).has("mail"):
+                p(key, f"{srv.node!r} is not a mail node; serverIDs belong to mail nodes")
+                continue
+            node = site.node(srv.node)
+            if srv.url and node.address(lds.network) and srv.url != ldap_url(site, node):
+                p(f"{key}:url", f"{srv.url!r} does not match the listener {ldap_url(site, node)!r}; slapd "
+                                f"matches serverID URLs exactly and would replicate from itself")
+            if srv.server_id is not None and srv.server_id in ids_seen:
+                p(f"{key}:server_id", f"{srv.server_id} is also the serverID of {ids_seen[srv.server_id]}")
+            ids_seen[srv.server_id] = srv.node
+
+    # DNS
+    if site.dns is not None:
+        d = site.dns
+        if d.updater and d.updater not in ids:
+            p("mailha:dns:updater", f"{d.updater!r} is not a node of this site")
+        if d.zone and site.domain and not (d.zone == site.domain or site.domain.endswith("." + d.zone)):
+            p("mailha:dns:zone", f"{d.zone!r} does not contain the site domain {site.domain!r}")
+        for node_id in d.mx:
+            if node_id not in ids or not site.node(node_id).has("mail"):
+                p(f"mailha:dns:mx:{node_id}", f"{node_id!r} is not a mail node; MX targets must be mail nodes "
+                                              f"({', '.join(n.id for n in mail_nodes) or 'none declared'})")
+        if "mail" not in site.vips and d.names:
+            p("mailha:dns:names", "A records point at the mail VIP, but mailha:vips has no 'mail' VIP")
+
+    # mail
+    if mail_nodes and site.mail is None:
+        p("mailha:mail", "is required when nodes have role mail (vmail share ...)")
+    if site.mail is not None and site.mail.vmail is not None:
+        srv = site.mail.vmail.nfs_server
+        if srv and (srv not in ids or not site.node(srv).has("filer")):
+            p("mailha:mail:vmail:nfs_server", f"{srv!r} is not a node with role filer")

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what salt-mailha's tests and lab need on a Debian 12 host: the real service packages
+# (never started by apt: policy-rc.d blocks that here) and a venv with pinned Salt + this package.
+# Idempotent; safe to re-run.  Usage: scripts/setup-host.sh [VENV_DIR]   (default: .venv)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${1:-$here/.venv}
+export DEBIAN_FRONTEND=noninteractive
+
+debs=(
+  python3-venv python3-dev gcc rsync socat pv lsof iproute2 procps psmisc
+  mariadb-server mariadb-client galera-4 galera-arbitrator-4 mariadb-backup
+  slapd ldap-utils
+  bind9 bind9-utils bind9-dnsutils
+  keepalived ldirectord ipvsadm iputils-ping arping
+  postfix postfix-ldap dovecot-imapd dovecot-pop3d dovecot-ldap dovecot-lmtpd
+  qemu-system-x86 cpio busybox-static kmod
+  debootstrap systemd-container
+)
+missing=()
+for p in "${debs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  # slapd without a system database; postfix without a system config: tests bring their own.
+  printf '%s\n' 'slapd slapd/no_configuration boolean true' \
+    'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  /usr/bin/python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --upgrade pip
+"$venv/bin/pip" install -q -e "$here[tests]"
+echo "setup-host: ok (venv $venv)"
