@@ -1,0 +1,192 @@
+"""The site model: the example pillar parses; every validation rule stops a bad pillar with a
+message that names the pillar key and says what to do."""
+
+import copy
+import pathlib
+
+import pytest
+import yaml
+
+from salt_mailha.core.errors import ValidationError
+from salt_mailha.core.model import dn_under, load_site, parse_site
+from salt_mailha.core.secret import Secret, redact
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXAMPLE = yaml.safe_load((ROOT / "pillar.example" / "mailha.sls").read_text())["mailha"]
+
+
+def example():
+    return copy.deepcopy(EXAMPLE)
+
+
+def test_example_pillar_is_valid_and_complete():
+    site = parse_site(example())
+    assert [n.id for n in site.nodes] == ["ns1", "filer1", "lb1", "lb2", "db1", "db2", "mail1", "mail2"]
+    assert site.vips["mail"].address != site.vips["db"].address
+    assert [n.id for n in site.real_servers("db")] == ["db1", "db2"]
+    assert [n.id for n in site.real_servers("mail")] == ["mail1", "mail2"]
+    assert [n.id for n in site.galera_members()] == ["filer1", "db1", "db2"]
+    assert {s.name for s in site.services} >= {"mysql", "http", "https", "imaps", "pop3s", "submission", "smtps"}
+    assert site.vips["db"].fqdn == "db.example.net"
+
+
+def test_load_site_without_mailha_key_names_it():
+    with pytest.raises(ValidationError) as exc:
+        load_site({"other": 1})
+    assert exc.value.problems[0][0] == "mailha"
+
+
+def _set(path, value):
+    def mutate(d):
+        *parents, last = path.split(":")
+        for k in parents:
+            d = d[k]
+        if value is DELETE:
+            del d[last]
+        else:
+            d[last] = value
+    return mutate
+
+
+DELETE = object()
+
+
+def _both(*mutations):
+    def mutate(d):
+        for m in mutations:
+            m(d)
+    return mutate
+
+
+def _same_vip(d):
+    d["vips"]["db"]["address"] = d["vips"]["mail"]["address"]
+
+
+def _db_and_mail_on_one_node(d):
+    d["nodes"]["mail1"]["roles"] = ["mail", "db"]
+
+
+def _only_two_galera(d):
+    d["nodes"]["filer1"]["roles"] = ["filer"]
+
+
+def _four_db_no_arbitrator(d):
+    d["nodes"]["db3"] = {"roles": ["db"], "addresses": {"public": "1.1.1.19", "private": "10.1.1.19"}}
+
+
+def _one_lb(d):
+    d["nodes"]["lb2"]["roles"] = ["filer"]
+
+
+# (id, mutation, pillar key the message must name, words the message must contain)
+BAD = [
+    ("vip-shared-by-db-and-mail", _same_vip, "mailha:vips:db:address", "its own address"),
+    ("node-holds-vip-it-is-client-of", _db_and_mail_on_one_node, "mailha:nodes:mail1:roles", "client of it"),
+    ("duplicate-node-address", _set("nodes:db2:addresses:public", "1.1.1.15"),
+     "mailha:nodes:db2:addresses:public", "already the address of"),
+    ("vip-in-no-network", _set("vips:mail:address", "192.0.2.5"), "mailha:vips:mail:address", "inside no declared network"),
+    ("vip-equals-node-address", _set("vips:mail:address", "1.1.1.13"), "mailha:vips:mail:address", "address of node lb1"),
+    ("node-address-outside-network", _set("nodes:db1:addresses:private", "10.9.9.9"),
+     "mailha:nodes:db1:addresses:private", "not inside"),
+    ("galera-fewer-than-3", _only_two_galera, "mailha:galera", "at least 3"),
+    ("galera-even-without-arbitrator", _four_db_no_arbitrator, "mailha:galera", "even"),
+    ("galera-unknown-sst", _set("galera:sst_method", "xtrabackup-v2"), "mailha:galera:sst_method", "rsync"),
+    ("galera-garbd-without-node", _set("galera:arbitrator", "garbd"), "mailha:galera:arbitrator", "role garbd"),
+    ("galera-bootstrap-not-member", _set("galera:bootstrap_node", "mail1"), "mailha:galera:bootstrap_node", "not a Galera member"),
+    ("vrrp-auth-too-long", _set("keepalived:auth_pass", "mySuperSecretPassw0rd"), "mailha:keepalived:auth_pass", "at most 8"),
+    ("vrrp-duplicate-router-id", _set("vips:db:virtual_router_id", 51), "mailha:vips:db:virtual_router_id", "own id"),
+    ("vrrp-subsecond-needs-v3", _both(_set("keepalived:vrrp_version", 2), _set("keepalived:advert_int", 0.5)),
+     "mailha:keepalived:advert_int", "vrrp_version: 3"),
+    ("fewer-than-2-lbs", _one_lb, "mailha:nodes", "at least 2"),
+    ("ldap-rootdn-outside-suffix", _set("ldap:rootdn", "cn=Manager,dc=bonilan,dc=net"), "mailha:ldap:rootdn", "not under the suffix"),
+    ("ldap-binddn-outside-suffix", _set("ldap:replication:binddn", "cn=Manager,dc=bonilan,dc=net"),
+     "mailha:ldap:replication:binddn", "not under the suffix"),
+    ("ldap-searchbase-outside-suffix", _set("ldap:replication:searchbase", "dc=bonilan,dc=net"),
+     "mailha:ldap:replication:searchbase", "not under the suffix"),
+    ("ldap-serverid-url-mismatch", _set("ldap:servers", {"mail1": {"server_id": 1, "url": "ldap://mail1.example.net/"}}),
+     "mailha:ldap:servers:mail1:url", "does not match the listener"),
+    ("dns-weak-tsig", _set("dns:tsig:algorithm", "hmac-md5"), "mailha:dns:tsig:algorithm", "hmac-sha256"),
+    ("dns-mx-not-mail-node", _set("dns:mx", {"mail1": 10, "db1": 20}), "mailha:dns:mx:db1", "MX targets must be mail nodes"),
+    ("unknown-top-key", _set("vipz", {}), "mailha:vipz", "unknown key"),
+    ("unknown-nested-key", _set("galera:sst_methd", "rsync"), "mailha:galera:sst_methd", "unknown key"),
+    ("unknown-node-key", _set("nodes:db1:role", ["db"]), "mailha:nodes:db1:role", "unknown key"),
+    ("unknown-role", _set("nodes:db1:roles", ["database"]), "mailha:nodes:db1:roles", "unknown role"),
+    ("service-unknown-vip", _set("services:mysql:vip", "database"), "mailha:services:mysql:vip", "unknown VIP"),
+    ("nfs-server-not-filer", _set("mail:vmail:nfs_server", "db1"), "mailha:mail:vmail:nfs_server", "role filer"),
+    ("missing-required", _set("galera:cluster_name", DELETE), "mailha:galera:cluster_name", "required"),
+]
+
+
+@pytest.mark.parametrize("mutate,key,words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_pillar_is_refused_naming_the_key(mutate, key, words):
+    data = example()
+    mutate(data)
+    with pytest.raises(ValidationError) as exc:
+        parse_site(data)
+    matching = [msg for k, msg in exc.value.problems if k == key]
+    assert matching, f"no problem reported for {key}: {exc.value.problems}"
+    assert any(words in m for m in matching), matching
+    assert f"pillar {key}:" in str(exc.value)
+
+
+def test_every_problem_is_reported_at_once():
+    data = example()
+    _same_vip(data)
+    data["keepalived"]["auth_pass"] = "123456789"
+    data["galera"]["sst_method"] = "nope"
+    data["typo"] = 1
+    with pytest.raises(ValidationError) as exc:
+        parse_site(data)
+    keys = {k for k, _ in exc.value.problems}
+    assert {"mailha:vips:db:address", "mailha:keepalived:auth_pass", "mailha:galera:sst_method", "mailha:typo"} <= keys
+
+
+def test_secrets_are_typed_and_never_printed():
+    site = parse_site(example())
+    values = [s.reveal() for s in site.secrets()]
+    assert "CHANGEME" in values and "CHANGE-ME-ldap-repl" in values
+    text = repr(site) + str(site)
+    for v in values:
+        assert v not in text
+    assert redact({"k": f"pw={values[1]}", "l": [values[2]]}, site.secrets()) == {"k": "pw=<redacted>", "l": ["<redacted>"]}
+
+
+def test_a_secret_in_an_error_is_not_echoed():
+    data = example()
+    data["dns"]["tsig"]["secret"] = "not base64 !!"
+    with pytest.raises(ValidationError) as exc:
+        parse_site(data)
+    assert "not base64 !!" not in str(exc.value)
+    assert "mailha:dns:tsig:secret" in str(exc.value)
+
+
+def test_secret_cannot_be_pickled():
+    import pickle
+
+    with pytest.raises(TypeError):
+        pickle.dumps(Secret("x"))
+
+
+@pytest.mark.parametrize("dn,suffix,under", [
+    ("cn=Manager,dc=example,dc=net", "dc=example,dc=net", True),
+    ("CN=Manager, DC=Example, DC=net", "dc=example,dc=net", True),
+    ("dc=example,dc=net", "dc=example,dc=net", True),
+    ("cn=Manager,dc=bonilan,dc=net", "dc=example,dc=net", False),
+    ("dc=net", "dc=example,dc=net", False),
+], ids=["below", "case-and-spaces", "equal", "other-suffix", "above"])
+def test_dn_under(dn, suffix, under):
+    assert dn_under(dn, suffix) is under
+
+
+def test_core_never_imports_salt():
+    import ast
+
+    for path in (ROOT / "salt_mailha" / "core").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n == "salt" or n.startswith("salt.") for n in names), f"{path} imports salt"
