@@ -1,0 +1,80 @@
+"""Model -> files. The shared Jinja environment and the registry of every file salt-mailha renders.
+
+Renderers are pure: same ``Site`` and node, same bytes. Each tier module provides its
+``render_*(site, node) -> str`` functions; this registry says which file each one produces, for
+which roles, with which mode, so the formula and the states never hard-code a path twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import jinja2
+
+from .errors import MailhaError
+
+_ENV = None
+
+
+def environment():
+    """The one Jinja environment: templates from salt_mailha/templates, undefined is an error."""
+    global _ENV
+    if _ENV is None:
+        _ENV = jinja2.Environment(
+            loader=jinja2.PackageLoader("salt_mailha", "templates"),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            autoescape=False,
+        )
+    return _ENV
+
+
+def render_template(name, **context):
+    return environment().get_template(name).render(**context)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: str
+    path: str
+    mode: str
+    roles: tuple  # a node gets the file when it has any of these roles
+    renderer: str  # "module:function" inside salt_mailha.core, called as f(site, node)
+    sls: str = ""  # the formula file (states/mailha/<sls>.sls) that manages it; one owner per file
+    secret: bool = False  # holds a secret: mode must keep it private; diffs are redacted anyway
+
+    def render(self, site, node):
+        mod_name, func_name = self.renderer.split(":")
+        try:
+            func = getattr(importlib.import_module(f"salt_mailha.core.{mod_name}"), func_name)
+        except (ImportError, AttributeError) as exc:
+            raise MailhaError(f"renderer {self.renderer} for {self.path} is not available: {exc}") from exc
+        return func(site, node)
+
+
+ARTIFACTS = (
+    Artifact("keepalived", "/etc/keepalived/keepalived.conf", "0640", ("lb",),
+             "lb:render_keepalived_conf", "lb", secret=True),
+    Artifact("ldirectord", "/etc/ldirectord.cf", "0600", ("lb",), "lb:render_ldirectord_cf", "lb", secret=True),
+    Artifact("dr-loopback", "/etc/network/interfaces.d/mailha-lo0", "0644", ("db", "mail"),
+             "lb:render_dr_loopback", "realserver"),
+    Artifact("dr-sysctl", "/etc/sysctl.d/90-mailha-dr.conf", "0644", ("db", "mail"),
+             "lb:render_dr_sysctl", "realserver"),
+    Artifact("galera", "/etc/mysql/mariadb.conf.d/60-mailha-galera.cnf", "0640", ("db", "quorum"),
+             "galera:render_galera_cnf", "galera", secret=True),
+)
+
+
+def artifacts_for(site, node):
+    """The artifacts a node gets, in registry order."""
+    return tuple(a for a in ARTIFACTS if any(node.has(r) for r in a.roles))
+
+
+def artifact(artifact_id):
+    for a in ARTIFACTS:
+        if a.id == artifact_id:
+            return a
+    raise MailhaError(f"unknown artifact {artifact_id!r}; known: {', '.join(a.id for a in ARTIFACTS)}")

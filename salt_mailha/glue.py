@@ -1,0 +1,95 @@
+"""Salt-side helpers shared by our execution, state and runner modules (Salt does not load an
+extension's ``utils/`` into ``__utils__``, so this is a plain module they import).
+
+The one place that turns the pillar into a ``Site``, finds which node this minion is, maps
+model paths under the ``mailha_root`` scratch root, and writes files atomically.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+
+from salt.exceptions import CommandExecutionError
+
+from salt_mailha.core.errors import MailhaError
+from salt_mailha.core.model import load_site
+from salt_mailha.core.secret import redact
+
+
+def site_from_pillar(pillar):
+    """The validated ``Site`` of this pillar; every problem becomes one CommandExecutionError."""
+    try:
+        return load_site(pillar)
+    except MailhaError as exc:
+        raise CommandExecutionError(str(exc)) from None
+
+
+def node_id(opts, node=None):
+    """The model node this minion is: ``node`` if given, else minion config ``mailha_node``, else its id."""
+    return node or opts.get("mailha_node") or opts["id"]
+
+
+def this_node(site, opts, node=None):
+    nid = node_id(opts, node)
+    if not site.has_node(nid):
+        raise CommandExecutionError(
+            f"minion {nid!r} is not a node of site {site.name!r} (mailha:nodes has "
+            f"{', '.join(n.id for n in site.nodes)}); set minion config mailha_node or fix the pillar"
+        )
+    return site.node(nid)
+
+
+def root(opts):
+    """Prefix for every file we write: ``/`` in production, a scratch dir in tests and dry rehearsals."""
+    return opts.get("mailha_root") or "/"
+
+
+def under_root(opts, path):
+    return os.path.join(root(opts), path.lstrip("/"))
+
+
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def file_mode(path):
+    try:
+        return f"{os.stat(path).st_mode & 0o7777:04o}"
+    except FileNotFoundError:
+        return None
+
+
+def write_atomic(path, content, mode):
+    """Write ``content`` to ``path`` with ``mode`` (octal string) without a moment of wrong mode."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mailha-")
+    try:
+        os.fchmod(fd, int(mode, 8))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def redacted_diff(old, new, path, secrets):
+    """Unified diff of old -> new with every secret value replaced by ``<redacted>``."""
+    lines = difflib.unified_diff(
+        (old or "").splitlines(keepends=True), new.splitlines(keepends=True),
+        fromfile=path if old is not None else "/dev/null", tofile=path,
+    )
+    return redact("".join(lines), secrets)
+
+
+def state_ret(name):
+    """A state return that starts as 'already as specified' (STYLE rule 4)."""
+    return {"name": name, "result": True, "changes": {}, "comment": ""}

@@ -1,0 +1,81 @@
+"""Site facts for the formula: the validated model seen from this minion.
+
+The SLS formula asks this module which roles the node has and which files it gets; every value
+comes from ``salt_mailha.core``. Nothing here returns a secret: ``show`` redacts.
+"""
+
+from salt_mailha import glue
+from salt_mailha.core import render
+from salt_mailha.core.errors import MailhaError
+from salt_mailha.core.secret import redact
+
+__virtualname__ = "mailha_site"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _site():
+    return glue.site_from_pillar(__pillar__)
+
+
+def validate():
+    """Validate the whole ``mailha`` pillar; raises with every problem, each naming its key.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' mailha_site.validate
+    """
+    site = _site()
+    return {"site": site.name, "nodes": len(site.nodes), "valid": True}
+
+
+def roles(node=None):
+    """Roles of this minion's node (or ``node``) in pillar order.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'mail1' mailha_site.roles
+    """
+    site = _site()
+    return list(glue.this_node(site, __opts__, node).roles)
+
+
+def artifacts(sls=None, node=None):
+    """Files this node gets (id, path, mode), optionally only those managed by formula file ``sls``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb1' mailha_site.artifacts sls=lb
+    """
+    site = _site()
+    n = glue.this_node(site, __opts__, node)
+    return [
+        {"id": a.id, "path": a.path, "mode": a.mode}
+        for a in render.artifacts_for(site, n)
+        if sls is None or a.sls == sls
+    ]
+
+
+def show(artifact, node=None):
+    """The rendered text of one artifact for this node, secrets redacted.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb1' mailha_site.show keepalived
+    """
+    site = _site()
+    n = glue.this_node(site, __opts__, node)
+    try:
+        return redact(render.artifact(artifact).render(site, n), site.secrets())
+    except MailhaError as exc:
+        raise glue.CommandExecutionError(str(exc)) from None

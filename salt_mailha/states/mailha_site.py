@@ -1,0 +1,72 @@
+"""Files rendered from the site model, written only where they differ.
+
+.. code-block:: yaml
+
+    mailha-file-keepalived:
+      mailha_site.rendered:
+        - name: /etc/keepalived/keepalived.conf
+        - artifact: keepalived
+
+The content is computed on the minion from the pillar (so it never travels through the compiled
+state data); the diff in ``changes`` has every secret replaced by ``<redacted>``. Paths are
+prefixed by minion config ``mailha_root`` when set (a scratch root for rehearsals and tests).
+"""
+
+from salt_mailha import glue
+from salt_mailha.core import render
+from salt_mailha.core.errors import MailhaError
+
+__virtualname__ = "mailha_site"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+_PAST = {"create": "created", "update": "updated", "fix the mode of": "fixed the mode of"}
+
+
+def rendered(name, artifact, node=None):
+    """Ensure the file of ``artifact`` (from the registry in ``salt_mailha.core.render``) at ``name``
+    holds exactly what the model renders for this node, with the registry's mode."""
+    ret = glue.state_ret(name)
+    try:
+        site = glue.site_from_pillar(__pillar__)
+        n = glue.this_node(site, __opts__, node)
+        art = render.artifact(artifact)
+        if name != art.path:
+            raise MailhaError(f"name {name!r} is not the path of artifact {artifact!r} ({art.path})")
+        content = art.render(site, n)
+    except (MailhaError, glue.CommandExecutionError) as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+
+    path = glue.under_root(__opts__, name)
+    old = glue.read_text(path)
+    old_mode = glue.file_mode(path)
+    if old == content and old_mode == art.mode:
+        ret["comment"] = f"{path} is already as rendered"
+        return ret
+
+    changes = {
+        "old": None if old is None else {"mode": old_mode, "lines": len(old.splitlines())},
+        "new": {"mode": art.mode, "lines": len(content.splitlines())},
+    }
+    if old != content:
+        changes["diff"] = glue.redacted_diff(old, content, name, site.secrets())
+    ret["changes"] = changes
+    verb = "create" if old is None else ("update" if old != content else "fix the mode of")
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"would {verb} {path}"
+        return ret
+    try:
+        glue.write_atomic(path, content, art.mode)
+    except OSError as exc:
+        ret["result"] = False
+        ret["changes"] = {}
+        ret["comment"] = f"could not write {path}: {exc.strerror}"
+        return ret
+    ret["comment"] = f"{_PAST[verb]} {path}"
+    return ret

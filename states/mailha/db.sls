@@ -1,0 +1,3 @@
+include:
+  - mailha.realserver
+  - mailha.galera

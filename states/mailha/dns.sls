@@ -1,0 +1,1 @@
+{#- Nothing rendered for role dns yet; its tier adds states here. #}

@@ -1,0 +1,1 @@
+{#- Nothing rendered for role filer yet; its tier adds states here. #}

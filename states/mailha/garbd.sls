@@ -1,0 +1,1 @@
+{#- Nothing rendered for role garbd yet; its tier adds states here. #}

@@ -1,0 +1,2 @@
+include:
+  - mailha.realserver

@@ -1,0 +1,2 @@
+{%- from "mailha/macros.jinja" import rendered_files %}
+{{ rendered_files('realserver') }}

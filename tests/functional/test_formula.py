@@ -1,0 +1,152 @@
+"""The SLS formula through real ``salt-call --local`` (Salt's loader finds our modules through the
+package's entry point): for each role of the example site, test=True reports the files it would
+write and writes nothing; a real apply into a scratch root writes them with the right modes; a
+second apply changes nothing; a bad pillar stops the run with the validator's messages; no secret
+appears in any return or log line."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from salt_mailha.core.model import parse_site
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
+EXAMPLE = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
+SECRETS = [s.reveal() for s in parse_site(EXAMPLE["mailha"]).secrets()]
+
+# node -> files its roles must get
+EXPECTED = {
+    "lb1": {"/etc/keepalived/keepalived.conf": "0640", "/etc/ldirectord.cf": "0600"},
+    "db1": {"/etc/network/interfaces.d/mailha-lo0": "0644", "/etc/sysctl.d/90-mailha-dr.conf": "0644",
+            "/etc/mysql/mariadb.conf.d/60-mailha-galera.cnf": "0640"},
+    "filer1": {"/etc/mysql/mariadb.conf.d/60-mailha-galera.cnf": "0640"},
+    "mail1": {"/etc/network/interfaces.d/mailha-lo0": "0644", "/etc/sysctl.d/90-mailha-dr.conf": "0644"},
+}
+
+
+class Minion:
+    def __init__(self, base, node, pillar_dir):
+        self.base = base
+        self.node = node
+        self.root = base / "root"
+        self.conf = base / "conf"
+        self.log = base / "minion.log"
+        self.conf.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(exist_ok=True)
+        (self.conf / "minion").write_text(yaml.safe_dump({
+            "id": node,
+            "file_client": "local",
+            "file_roots": {"base": [str(REPO / "states")]},
+            "pillar_roots": {"base": [str(pillar_dir)]},
+            "root_dir": str(base / "salt"),
+            "log_file": str(self.log),
+            "log_level_logfile": "debug",
+            "mailha_root": str(self.root),
+        }))
+
+    def run(self, *args):
+        proc = subprocess.run(
+            [str(SALT_CALL), "--local", "-c", str(self.conf), "--out", "json", "-l", "quiet", *args],
+            capture_output=True, text=True, timeout=300,
+        )
+        self.last_output = proc.stdout + proc.stderr
+        return proc
+
+    def apply(self, test=False):
+        args = ["state.apply", "mailha"] + (["test=True"] if test else [])
+        proc = self.run(*args)
+        try:
+            data = json.loads(proc.stdout)["local"]
+        except (ValueError, KeyError):
+            pytest.fail(f"salt-call gave no JSON state return (rc={proc.returncode}):\n{self.last_output}")
+        return proc.returncode, data
+
+    def files(self):
+        return sorted("/" + str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+
+
+def assert_no_secret(*texts):
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text, "a pillar secret leaked into output or log"
+
+
+@pytest.fixture
+def example_pillar():
+    return REPO / "pillar.example"
+
+
+@pytest.mark.parametrize("node", sorted(EXPECTED))
+def test_apply_test_mode_then_real_then_idempotent(tmp_path, example_pillar, node):
+    minion = Minion(tmp_path, node, example_pillar)
+
+    rc, ret = minion.apply(test=True)
+    assert rc == 0, minion.last_output
+    predicted = {r["name"]: r for r in ret.values()}
+    assert set(predicted) == set(EXPECTED[node])
+    for r in predicted.values():
+        assert r["result"] is None and r["comment"].startswith("would create")
+        assert r["changes"]["new"]["mode"] == EXPECTED[node][r["name"]]
+    assert minion.files() == [], "test=True wrote files"
+
+    rc, ret = minion.apply()
+    assert rc == 0, minion.last_output
+    assert all(r["result"] is True and r["changes"] for r in ret.values())
+    assert minion.files() == sorted(EXPECTED[node])
+    for path, mode in EXPECTED[node].items():
+        assert f"{os.stat(minion.root / path.lstrip('/')).st_mode & 0o7777:04o}" == mode
+    first_output = minion.last_output
+
+    rc, ret = minion.apply()
+    assert rc == 0
+    assert all(r["result"] is True and not r["changes"] for r in ret.values()), ret
+    assert_no_secret(first_output, minion.last_output, minion.log.read_text())
+
+
+def test_test_mode_shows_the_real_diff_of_a_changed_file(tmp_path, example_pillar):
+    minion = Minion(tmp_path, "lb1", example_pillar)
+    assert minion.apply()[0] == 0
+    path = minion.root / "etc/ldirectord.cf"
+    before = path.read_text()
+    path.write_text(before.replace("checkinterval=5", "checkinterval=50"))
+    edited = path.read_text()
+    assert edited != before, "ldirectord.cf should carry checkinterval from the pillar"
+
+    rc, ret = minion.apply(test=True)
+    change = next(r for r in ret.values() if r["name"] == "/etc/ldirectord.cf")
+    assert change["result"] is None and "would update" in change["comment"]
+    assert "-checkinterval=50" in change["changes"]["diff"] and "+checkinterval=5" in change["changes"]["diff"]
+    assert path.read_text() == edited, "test=True changed the file"
+    assert_no_secret(minion.last_output, minion.log.read_text())
+
+
+def test_bad_pillar_fails_with_every_message_and_writes_nothing(tmp_path):
+    bad = tmp_path / "pillar"
+    bad.mkdir()
+    shutil.copy(REPO / "pillar.example" / "top.sls", bad / "top.sls")
+    data = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
+    data["mailha"]["vips"]["db"]["address"] = data["mailha"]["vips"]["mail"]["address"]
+    data["mailha"]["keepalived"]["auth_pass"] = "muchtoolongpassword"
+    (bad / "mailha.sls").write_text(yaml.safe_dump(data))
+
+    minion = Minion(tmp_path / "m", "mail1", bad)
+    proc = minion.run("state.apply", "mailha")
+    assert proc.returncode != 0
+    assert "pillar mailha:vips:db:address" in minion.last_output
+    assert "pillar mailha:keepalived:auth_pass" in minion.last_output
+    assert minion.files() == []
+    assert "muchtoolongpassword" not in minion.last_output + minion.log.read_text()
+
+
+def test_loader_lists_our_modules(tmp_path, example_pillar):
+    minion = Minion(tmp_path, "mail1", example_pillar)
+    proc = minion.run("sys.list_modules")
+    assert proc.returncode == 0
+    assert "mailha_site" in json.loads(proc.stdout)["local"]
