@@ -1,0 +1,199 @@
+"""Remediation decisions (core.remediation): every rule with its reason sentence."""
+import pytest
+
+from salt_mailha.core import remediation as r
+from salt_mailha.core.errors import Refused
+from salt_mailha.core.health import HealthTracker, HoldDown, ProbeResult
+
+LBS = ("lb1", "lb2")
+POLICY = r.Policy(probe_interval=1, down_after=3, up_after=3, max_actions=4, window=60)
+
+
+def obs(*views):
+    """obs(True, False) -> lb1 up, lb2 down; None = did not answer."""
+    return tuple(r.Observation(lb, ok, () if ok else ("imap",)) for lb, ok in zip(LBS, views))
+
+
+def snap(views, record=None, now=1000.0, has_mx=True, others=1):
+    return r.Snapshot("mail1", LBS, obs(*views), record or r.NodeRecord(), now, has_mx, others)
+
+
+DRAINED = r.NodeRecord(r.AUTO, 900.0, True, (900.0,))
+DRAINED_NO_MX = r.NodeRecord(r.AUTO, 900.0, False, (900.0,))
+OPERATOR = r.NodeRecord(r.OPERATOR, 900.0, True, ())
+
+
+def kinds(plan):
+    return [(a.kind, a.target) for a in plan.actions]
+
+
+@pytest.mark.parametrize(
+    "snapshot,expected_actions,verdict,reason",
+    [
+        (snap((False, False)),
+         [("drain", "lb1"), ("drain", "lb2"), ("withdraw_mx", "dns")], "down",
+         "mail1 failed the re-check (every load balancer sees it down (lb1: down (imap), "
+         "lb2: down (imap))); draining it on lb1, lb2 and withdrawing its MX"),
+        (snap((False, None)),
+         [("drain", "lb1"), ("drain", "lb2"), ("withdraw_mx", "dns")], "down",
+         "mail1 failed the re-check (every load balancer sees it down (lb1: down (imap))); "
+         "draining it on lb1, lb2 and withdrawing its MX"),
+        (snap((False, False), has_mx=False),
+         [("drain", "lb1"), ("drain", "lb2")], "down",
+         "mail1 failed the re-check (every load balancer sees it down (lb1: down (imap), "
+         "lb2: down (imap))); draining it on lb1, lb2"),
+        (snap((False, False), others=0),
+         [("drain", "lb1"), ("drain", "lb2")], "down",
+         "mail1 failed the re-check (every load balancer sees it down (lb1: down (imap), "
+         "lb2: down (imap))); draining it on lb1, lb2 but keeping its MX: it is the last one "
+         "in service"),
+        (snap((True, False)), [], "split",
+         "the load balancers disagree (lb1: up, lb2: down (imap)) of mail1; nothing done"),
+        (snap((None, None)), [], "unknown",
+         "no load balancer answered the re-check of mail1; nothing done"),
+        (snap((False, False), DRAINED), [], "down",
+         "mail1 is down (every load balancer sees it down (lb1: down (imap), lb2: down (imap))) "
+         "and already drained"),
+        (snap((True, True)), [], "up",
+         "mail1 is healthy and in service (every load balancer sees it up (lb1: up, lb2: up))"),
+        (snap((True, True), DRAINED),
+         [("undrain", "lb1"), ("undrain", "lb2"), ("restore_mx", "dns")], "up",
+         "mail1 passes the re-check again (every load balancer sees it up (lb1: up, lb2: up)); "
+         "restoring it on lb1, lb2 and restoring its MX"),
+        (snap((True, True), DRAINED_NO_MX),
+         [("undrain", "lb1"), ("undrain", "lb2")], "up",
+         "mail1 passes the re-check again (every load balancer sees it up (lb1: up, lb2: up)); "
+         "restoring it on lb1, lb2"),
+        (snap((True, True), DRAINED, now=901.0), [], "up",
+         "mail1 passes the re-check but was drained only 1.0 s ago; it stays drained for at "
+         "least 3 s (hysteresis)"),
+        (snap((True, True), r.NodeRecord(r.AUTO, 990.0, True, (950.0, 970.0, 990.0))), [], "up",
+         "mail1 passes the re-check but 3 automatic action(s) in the last 60 s leave no room "
+         "under the limit of 4 for a restore and a later drain; it stays drained (rate limit)"),
+        (snap((True, True), OPERATOR), [], "operator",
+         "mail1 was drained by an operator; automatic remediation leaves it alone "
+         "(mailha.undrain mail1 returns it to service)"),
+        (snap((False, False), OPERATOR), [], "operator",
+         "mail1 was drained by an operator; automatic remediation leaves it alone "
+         "(mailha.undrain mail1 returns it to service)"),
+    ],
+    ids=["down-drain", "down-one-lb-silent", "down-no-mx", "down-last-mx", "split", "no-answer",
+         "down-already-drained", "up-in-service", "up-restore", "up-restore-no-mx",
+         "hysteresis", "rate-limit", "operator-up", "operator-down"],
+)
+def test_plan_remediation(snapshot, expected_actions, verdict, reason):
+    plan = r.plan_remediation(snapshot, POLICY)
+    assert kinds(plan) == expected_actions
+    assert plan.verdict == verdict
+    assert plan.reason == reason
+
+
+def test_drain_record_and_old_actions_expire():
+    old = r.NodeRecord(None, 0.0, False, (100.0, 200.0, 300.0, 400.0))
+    plan = r.plan_remediation(snap((False, False), old, now=1000.0), POLICY)
+    assert plan.record == r.NodeRecord(r.AUTO, 1000.0, True, (1000.0,))
+    # restore once the window is clear again
+    plan = r.plan_remediation(snap((True, True), plan.record, now=1061.0), POLICY)
+    assert kinds(plan)[-1] == ("restore_mx", "dns")
+    assert plan.record == r.NodeRecord(None, 0.0, False, (1061.0,))
+
+
+def test_drains_are_never_rate_limited():
+    busy = r.NodeRecord(None, 0.0, False, (990.0, 991.0, 992.0, 993.0, 994.0))
+    plan = r.plan_remediation(snap((False, False), busy), POLICY)
+    assert [k for k, _ in kinds(plan)] == ["drain", "drain", "withdraw_mx"]
+
+
+def test_flapping_node_is_bounded_by_the_policy():
+    """10 flaps in a minute, probed every second through the hold-down: at most max_actions."""
+    tracker = HealthTracker(HoldDown(POLICY.down_after, POLICY.up_after))
+    record, actions, t = r.NodeRecord(), [], 0.0
+    pattern = ([False] * 3 + [True] * 3) * 10  # 10 flaps, 60 probes = 60 s
+    for ok in pattern + [True] * 120:  # then healthy for two more windows
+        change = tracker.observe("mail1", {"imap": ProbeResult(ok, "")}, now=t)
+        # an event, or the reconcile schedule (which re-probes through the same hold-down)
+        if change is not None or int(t) % 60 == 59:
+            held = {"up": True, "down": False}.get(tracker.nodes.get("mail1"))
+            plan = r.plan_remediation(
+                r.Snapshot("mail1", LBS, obs(held, held), record, t, True, 1), POLICY)
+            if plan.actions:
+                actions.append((t, plan.verdict))
+            record = plan.record
+        t += 1.0
+    in_first_minute = [a for a in actions if a[0] < 60]
+    assert len(in_first_minute) <= POLICY.max_actions
+    for start in range(0, 180):  # any sliding window
+        assert len([a for a in actions if start <= a[0] < start + 60]) <= POLICY.max_actions
+    assert actions[0] == (2.0, "down")
+    assert record.drained_by is None, "the node ends in service once it stays healthy"
+
+
+def test_operator_drain_and_undrain():
+    plan = r.plan_operator_drain(snap((True, True), now=50.0))
+    assert kinds(plan) == [("drain", "lb1"), ("drain", "lb2"), ("withdraw_mx", "dns")]
+    assert plan.record.drained_by == r.OPERATOR and plan.record.mx_withdrawn
+    assert plan.reason == ("operator drain of mail1: draining it on lb1, lb2 and withdrawing its "
+                           "MX; automatic remediation will not restore it")
+    # an auto-drained node taken over by the operator: MX already withdrawn, not done twice
+    plan = r.plan_operator_drain(snap((False, False), DRAINED))
+    assert kinds(plan) == [("drain", "lb1"), ("drain", "lb2")]
+    assert plan.record.mx_withdrawn and plan.record.drained_by == r.OPERATOR
+    again = r.plan_operator_drain(snap((False, False), plan.record))
+    assert again.actions == () and again.reason == "mail1 is already drained by an operator"
+    undo = r.plan_operator_undrain(snap((False, False), plan.record))
+    assert kinds(undo) == [("undrain", "lb1"), ("undrain", "lb2"), ("restore_mx", "dns")]
+    assert undo.record.drained_by is None
+    assert undo.reason.endswith("(warning: every load balancer sees it down (lb1: down (imap), "
+                                "lb2: down (imap)))")
+
+
+@pytest.mark.parametrize(
+    "reporter,recheck,reason",
+    [
+        (None, True, "the master asked for a re-check of mail2"),
+        ("lb1", True, "load balancer lb1 reported a change of mail2"),
+        ("mail2", True, "mail2 reported a change of its own services"),
+        ("mail1", False, "mail1 is not authoritative for mail2 (only the load balancers lb1, lb2 "
+                         "and mail2 itself are); report ignored"),
+    ],
+    ids=["master", "balancer", "self", "other-mail-node"],
+)
+def test_assess_claim(reporter, recheck, reason):
+    assert r.assess_claim(reporter, "mail2", LBS) == (recheck, reason)
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("mail9", "node 'mail9' is not a node of this site (known: lb1, mail1); nothing done"),
+        ("mail1; rm -rf /", "is not a node id"),
+        ("../etc", "is not a node id"),
+        (["mail1"], "is not a node id"),
+        (None, "is not a node id"),
+    ],
+    ids=["unknown", "injection", "path", "list", "none"],
+)
+def test_check_node_refuses(value, message):
+    with pytest.raises(Refused, match=message.replace("(", r"\(").replace(")", r"\)")):
+        r.check_node(value, {"lb1", "mail1"})
+
+
+def test_check_node_and_minion_id_accept():
+    assert r.check_node("mail1", {"mail1"}) == "mail1"
+    assert r.check_minion_id("lb1.example.net") == "lb1.example.net"
+    with pytest.raises(Refused, match="not a valid minion id"):
+        r.check_minion_id("lb1 && reboot")
+
+
+def test_record_roundtrip_and_unknown_owner_is_cautious():
+    rec = r.NodeRecord(r.AUTO, 5.0, True, (1.0, 2.0))
+    assert r.NodeRecord.from_dict(rec.as_dict()) == rec
+    assert r.NodeRecord.from_dict({"drained_by": "mallory"}).drained_by == r.OPERATOR
+    assert r.NodeRecord.from_dict(None) == r.NodeRecord()
+
+
+def test_policy_from_spec():
+    from salt_mailha.core.model import RemediationSpec
+
+    p = r.Policy.from_spec(RemediationSpec(probe_interval=0.5, up_after=4, window=30))
+    assert (p.probe_interval, p.up_after, p.window, p.restore_after) == (0.5, 4, 30, 2.0)
