@@ -41,13 +41,16 @@ def this_node(site, opts, node=None):
     return site.node(nid)
 
 
-def root(opts):
-    """Prefix for every file we write: ``/`` in production, a scratch dir in tests and dry rehearsals."""
-    return opts.get("mailha_root") or "/"
+def root(opts, pillar=None):
+    """Prefix for every file we write: ``/`` in production, a scratch dir in tests and rehearsals.
+
+    Minion config ``mailha_root`` wins over a pillar ``mailha_root`` (handy on the command line:
+    ``pillar='{"mailha_root": "/tmp/x"}'``)."""
+    return opts.get("mailha_root") or (pillar or {}).get("mailha_root") or "/"
 
 
-def under_root(opts, path):
-    return os.path.join(root(opts), path.lstrip("/"))
+def under_root(path, opts, pillar=None):
+    return os.path.join(root(opts, pillar), path.lstrip("/"))
 
 
 def read_text(path):

@@ -42,7 +42,7 @@ def rendered(name, artifact, node=None):
         ret["comment"] = str(exc)
         return ret
 
-    path = glue.under_root(__opts__, name)
+    path = glue.under_root(name, __opts__, __pillar__)
     old = glue.read_text(path)
     old_mode = glue.file_mode(path)
     if old == content and old_mode == art.mode:
