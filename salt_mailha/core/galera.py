@@ -1,0 +1,441 @@
+"""Galera: parsers of what a node says about itself, the bootstrap decision, and galera.cnf.
+
+Pure Python (never imports salt). Parsers read ``grastate.dat``, the ``Recovered position`` lines
+that ``mariadbd --wsrep-recover`` logs, and ``SHOW GLOBAL STATUS LIKE 'wsrep%'`` rows. The
+decision ``choose_bootstrap_node`` takes one report per member and a policy and returns an action
+with a reason, the way an operator would explain it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import MailhaError, ParseError
+
+ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUID_RE = re.compile(rf"^{_UUID}$")
+# "WSREP: Recovered position: <uuid>:<seqno>" and, with wsrep GTIDs, ",<domain>-<server>-<seqno>".
+# Not "Recovered position from storage:", which a joiner logs during SST.
+_RECOVERED = re.compile(rf"WSREP: Recovered position:\s+({_UUID}):(-?\d+)(?:,[\d-]+)?\s*$", re.M)
+
+
+# ----------------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True, order=True)
+class GaleraPosition:
+    """A node's place in a cluster's history: the cluster state UUID and the last seqno."""
+
+    uuid: str
+    seqno: int
+
+    def __post_init__(self):
+        if not _UUID_RE.match(self.uuid):
+            raise ParseError(f"{self.uuid!r} is not a Galera state UUID")
+        if self.seqno < -1:
+            raise ParseError(f"seqno {self.seqno} is below -1")
+
+    @classmethod
+    def parse(cls, text):
+        """``"<uuid>:<seqno>"`` -> GaleraPosition (what ``--wsrep-start-position`` takes)."""
+        m = re.fullmatch(rf"({_UUID}):(-?\d+)", str(text).strip())
+        if not m:
+            raise ParseError(f"{text!r} is not a Galera position <uuid>:<seqno>")
+        return cls(m.group(1), int(m.group(2)))
+
+    @property
+    def empty(self):
+        """No history at all: a node that never joined a cluster (zero UUID, seqno -1)."""
+        return self.uuid == ZERO_UUID and self.seqno == -1
+
+    @property
+    def known(self):
+        """The seqno is real (a clean shutdown or a recovery), not -1."""
+        return self.seqno >= 0
+
+    def __str__(self):
+        return f"{self.uuid}:{self.seqno}"
+
+
+@dataclass(frozen=True)
+class GraState:
+    """The contents of ``grastate.dat``."""
+
+    uuid: str
+    seqno: int
+    safe_to_bootstrap: bool
+    version: str = ""
+
+    @property
+    def position(self):
+        return GaleraPosition(self.uuid, self.seqno)
+
+
+def parse_grastate(text):
+    """Parse ``grastate.dat``.
+
+    An empty file (a node that failed before its first join writes one) means "no history":
+    zero UUID, seqno -1, not safe to bootstrap. A file with a body but no uuid/seqno is an error.
+    """
+    if not text.strip():
+        return GraState(ZERO_UUID, -1, False)
+    fields = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise ParseError(f"grastate.dat: line {line!r} is not 'key: value'")
+        fields[key.strip()] = value.strip()
+    try:
+        uuid, seqno = fields["uuid"], int(fields["seqno"])
+    except KeyError as exc:
+        raise ParseError(f"grastate.dat has no {exc.args[0]!r} line") from None
+    except ValueError:
+        raise ParseError(f"grastate.dat: seqno {fields['seqno']!r} is not an integer") from None
+    safe = fields.get("safe_to_bootstrap", "0")
+    if safe not in ("0", "1"):
+        raise ParseError(f"grastate.dat: safe_to_bootstrap {safe!r} is not 0 or 1")
+    GaleraPosition(uuid, seqno)  # validates both
+    return GraState(uuid, seqno, safe == "1", fields.get("version", ""))
+
+
+def set_safe_to_bootstrap(text, value=True):
+    """``grastate.dat`` text with ``safe_to_bootstrap`` set; every other line kept as it was."""
+    parse_grastate(text)
+    new, n = re.subn(r"(?m)^(safe_to_bootstrap:\s*)[01]\s*$", lambda m: m.group(1) + ("1" if value else "0"),
+                     text)
+    if n != 1:
+        raise ParseError("grastate.dat has no safe_to_bootstrap line to set")
+    return new
+
+
+def parse_recovered_position(log_text):
+    """The position ``mariadbd --wsrep-recover`` logged. The last line wins: a log file reused
+    across runs holds one line per run. Raises ParseError when the run logged none (it failed)."""
+    found = _RECOVERED.findall(log_text)
+    if not found:
+        raise ParseError("no 'WSREP: Recovered position' line in the --wsrep-recover log; "
+                         "the recovery run failed: read the log for the InnoDB or WSREP error")
+    uuid, seqno = found[-1]
+    return GaleraPosition(uuid, int(seqno))
+
+
+@dataclass(frozen=True)
+class WsrepStatus:
+    """The wsrep status variables that say where a running node stands."""
+
+    cluster_size: int
+    cluster_status: str  # Primary | non-Primary | Disconnected
+    local_state_comment: str  # Synced | Donor/Desynced | Joining | Joined | Initialized ...
+    ready: bool
+    connected: bool
+    cluster_state_uuid: str
+    last_committed: int
+
+    @property
+    def primary(self):
+        return self.cluster_status == "Primary"
+
+    @property
+    def synced(self):
+        """Fit for traffic: Synced, ready, in a Primary component (a Donor/Desynced node is not)."""
+        return self.primary and self.ready and self.local_state_comment == "Synced"
+
+    @property
+    def position(self):
+        return GaleraPosition(self.cluster_state_uuid or ZERO_UUID, max(self.last_committed, -1))
+
+    def as_dict(self):
+        return {
+            "wsrep_cluster_size": self.cluster_size,
+            "wsrep_cluster_status": self.cluster_status,
+            "wsrep_local_state_comment": self.local_state_comment,
+            "wsrep_ready": self.ready,
+            "wsrep_connected": self.connected,
+            "wsrep_cluster_state_uuid": self.cluster_state_uuid,
+            "wsrep_last_committed": self.last_committed,
+            "primary": self.primary,
+            "synced": self.synced,
+        }
+
+
+def parse_wsrep_status(rows):
+    """``SHOW GLOBAL STATUS LIKE 'wsrep%'`` rows (name, value) -> WsrepStatus.
+
+    A server without a loaded provider reports only a few variables: missing ones read as
+    "not in a cluster" rather than failing, so a half-started node is a value, not an error.
+    """
+    v = {str(k).lower(): ("" if val is None else str(val)) for k, val in rows}
+    if not v:
+        raise ParseError("no wsrep status variables: is this a MariaDB server with wsrep compiled in?")
+
+    def num(name, default):
+        try:
+            return int(v.get(name, default))
+        except ValueError:
+            raise ParseError(f"{name} {v[name]!r} is not an integer") from None
+
+    return WsrepStatus(
+        cluster_size=num("wsrep_cluster_size", 0),
+        cluster_status=v.get("wsrep_cluster_status", "Disconnected") or "Disconnected",
+        local_state_comment=v.get("wsrep_local_state_comment", "") or "",
+        ready=v.get("wsrep_ready", "OFF").upper() == "ON",
+        connected=v.get("wsrep_connected", "OFF").upper() == "ON",
+        cluster_state_uuid=v.get("wsrep_cluster_state_uuid", "") or "",
+        last_committed=num("wsrep_last_committed", -1),
+    )
+
+
+# ----------------------------------------------------------------------------------- decision
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """What one member said (or failed to say) about itself. A member with no report at all is
+    treated as unreachable. ``position`` is grastate.dat's, or ``--wsrep-recover``'s when the
+    grastate seqno is -1; for a running node the status gives it."""
+
+    node: str
+    running: bool = False
+    status: WsrepStatus | None = None
+    position: GaleraPosition | None = None
+    safe_to_bootstrap: bool = False
+    error: str | None = None
+
+    @property
+    def effective_position(self):
+        if self.position is not None:
+            return self.position
+        if self.running and self.status is not None and self.status.cluster_state_uuid:
+            return self.status.position
+        return None
+
+
+@dataclass(frozen=True)
+class BootstrapPolicy:
+    """``members``: the data-bearing voting members (db + quorum roles) in stable pillar order.
+    ``bootstrap_node``: who starts a brand-new cluster (pillar galera:bootstrap_node).
+    ``force_node``: an operator's explicit choice; it overrides missing reports, never a live
+    Primary component and never a cluster UUID disagreement."""
+
+    members: tuple
+    bootstrap_node: str | None = None
+    force_node: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """``bootstrap`` (start with --wsrep-new-cluster), ``pc_bootstrap`` (promote a running
+    non-Primary node), or ``join`` (start and join), each with the node's start position."""
+
+    action: str
+    node: str
+    position: GaleraPosition | None = None
+
+    def as_dict(self):
+        return {"action": self.action, "node": self.node,
+                "position": str(self.position) if self.position else None}
+
+
+@dataclass(frozen=True)
+class GaleraAction:
+    """``kind``: ``none`` (nothing to do), ``join`` (a Primary component exists: start the
+    others), ``bootstrap`` (recover a stopped cluster from ``node``), ``new`` (no member has any
+    history: start a brand-new cluster on ``node``), ``refuse`` (a guard failed)."""
+
+    kind: str
+    node: str | None = None
+    steps: tuple = field(default_factory=tuple)
+
+    def as_dict(self):
+        return {"kind": self.kind, "node": self.node, "steps": [s.as_dict() for s in self.steps]}
+
+
+def _names(nodes):
+    return ", ".join(nodes)
+
+
+def choose_bootstrap_node(positions, policy):  # noqa: C901 - one guard per paragraph reads best
+    """Decide how a Galera cluster gets (back) to a Primary component.
+
+    ``positions`` maps member name -> ``NodeReport``; ``policy`` is a ``BootstrapPolicy``.
+    Returns ``(GaleraAction, reason)``. Guards, in order:
+
+    1. a member in a Primary component: never bootstrap; the others join it;
+    2. every member must have reported a position, unless an operator named the node;
+    3. every reported history must share one cluster UUID (nodes with no history at all, zero
+       UUID and seqno -1, are left out: they join by SST); else refuse naming the odd nodes;
+    4. no history anywhere: a brand-new cluster on ``policy.bootstrap_node``;
+    5. otherwise the highest seqno wins; ties go to ``safe_to_bootstrap`` then pillar order.
+    """
+    members = tuple(policy.members)
+    if not members:
+        return GaleraAction("refuse"), "no Galera members: give nodes the db or quorum role"
+    reports = {m: positions.get(m) for m in members}
+
+    # 1. A live Primary component is the cluster: bootstrapping another would split it.
+    primary = [m for m in members if reports[m] and reports[m].running and reports[m].status
+               and reports[m].status.primary]
+    if primary:
+        stopped = [m for m in members if not (reports[m] and reports[m].running)]
+        steps = tuple(Step("join", m, reports[m].effective_position if reports[m] else None)
+                      for m in stopped if reports[m] is not None)
+        size = reports[primary[0]].status.cluster_size
+        if policy.force_node:
+            return (GaleraAction("refuse", primary[0]),
+                    f"{_names(primary)} in a Primary component (size {size}); refusing to bootstrap "
+                    f"{policy.force_node} even when forced: it would split the cluster. Start the other "
+                    f"members so they join it")
+        if not stopped:
+            return (GaleraAction("none", primary[0]),
+                    f"{_names(primary)} in a Primary component (size {size}); every member is running")
+        unreachable = [m for m in stopped if reports[m] is None]
+        reason = (f"{_names(primary)} in a Primary component (size {size}); never bootstrap: "
+                  f"{_names(m for m in stopped if reports[m] is not None) or 'nobody'} to join it")
+        if unreachable:
+            reason += f"; {_names(unreachable)} did not answer"
+        return GaleraAction("join", primary[0], steps), reason
+
+    force = policy.force_node
+    if force is not None and force not in members:
+        return (GaleraAction("refuse"),
+                f"forced node {force!r} is not a Galera member; use one of {_names(members)}")
+
+    # 2. Every member's position, or an operator's explicit choice.
+    missing = {m: (reports[m].error if reports[m] and reports[m].error else "did not answer")
+               for m in members if reports[m] is None or reports[m].effective_position is None}
+    if force is not None and force in missing:
+        return (GaleraAction("refuse"),
+                f"forced node {force} has no position ({missing[force]}); it cannot bootstrap")
+    if missing and force is None:
+        detail = "; ".join(f"{m}: {why}" for m, why in missing.items())
+        return (GaleraAction("refuse"),
+                f"not every member reported its position ({detail}); bootstrapping now could lose "
+                f"the transactions only they hold. Bring them back, or name the node to force")
+    pos = {m: reports[m].effective_position for m in members if m not in missing}
+
+    # 3. One history.
+    by_uuid = {}
+    for m, p in pos.items():
+        if not p.empty:
+            by_uuid.setdefault(p.uuid, []).append(m)
+    if len(by_uuid) > 1:
+        groups = sorted(by_uuid.items(), key=lambda kv: (-len(kv[1]), members.index(kv[1][0])))
+        detail = "; ".join(f"{_names(ms)} on {u}" for u, ms in groups)
+        odd = [m for _, ms in groups[1:] for m in ms]
+        return (GaleraAction("refuse"),
+                f"members disagree on the cluster UUID ({detail}): {_names(odd)} belong to another "
+                f"history. Check which is right; a wrong node must be wiped to rejoin by SST")
+
+    # 4. No history anywhere: a brand-new cluster.
+    if not by_uuid:
+        chosen = force or policy.bootstrap_node
+        if chosen is None or chosen not in members:
+            return (GaleraAction("refuse"),
+                    "no member has any Galera history and galera:bootstrap_node names no member: "
+                    "set galera:bootstrap_node in the pillar")
+        steps = (Step("bootstrap", chosen, None),) + tuple(
+            Step("join", m, None) for m in members if m != chosen and m in pos)
+        return (GaleraAction("new", chosen, steps),
+                f"no member has any Galera history: {chosen} starts a new cluster "
+                f"({'forced by the operator' if force else 'galera:bootstrap_node'}), the others join it")
+
+    # 5. Highest seqno; ties by safe_to_bootstrap, then pillar order.
+    candidates = [m for m in members if m in pos and not pos[m].empty]
+    best = max(candidates, key=lambda m: (pos[m].seqno, bool(reports[m].safe_to_bootstrap),
+                                          -members.index(m)))
+    chosen = force or best
+    top = pos[best].seqno
+    tied = [m for m in candidates if pos[m].seqno == top]
+    seqnos = ", ".join(f"{m} {pos[m].seqno}" for m in members if m in pos)
+    uuid = next(iter(by_uuid))
+    if force:
+        reason = f"{chosen} forced by the operator (seqno {pos[chosen].seqno}; highest is {best} {top})"
+        if missing:
+            reason += f"; no position from {_names(missing)}"
+    else:
+        reason = f"{chosen} has the highest seqno {top} of cluster {uuid} ({seqnos})"
+        if len(tied) > 1:
+            reason += (f"; tied with {_names(m for m in tied if m != chosen)}, chosen by "
+                       f"{'safe_to_bootstrap' if reports[chosen].safe_to_bootstrap and not all(reports[m].safe_to_bootstrap for m in tied) else 'pillar order'}")
+    running = reports[chosen].running
+    first = Step("pc_bootstrap" if running else "bootstrap", chosen, pos[chosen])
+    steps = (first,) + tuple(Step("join", m, pos[m]) for m in members
+                             if m != chosen and m in pos and not reports[m].running)
+    return GaleraAction("bootstrap", chosen, steps), reason
+
+
+# ----------------------------------------------------------------------------------- galera.cnf
+
+
+def _seconds(value):
+    """Seconds -> ISO 8601 duration as Galera reads it (PT1S, PT0.25S)."""
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return f"PT{text}S"
+
+
+def gcomm_address(site):
+    """``gcomm://`` of every full member (db + quorum) on the Galera network, in pillar order."""
+    g = site.galera
+    return "gcomm://" + ",".join(_hostport(m.address(g.network), g.instance(m.id).gmcast_port)
+                                 for m in site.galera_members())
+
+
+def _hostport(addr, port):
+    return addr if port == 4567 else f"{addr}:{port}"
+
+
+def provider_options(site, node):
+    g = site.galera
+    addr = node.address(g.network)
+    inst = g.instance(node.id)
+    opts = [
+        f"gmcast.listen_addr=tcp://{addr}:{inst.gmcast_port}",
+        f"ist.recv_addr={addr}:{inst.ist_port}",
+        f"gcache.size={g.gcache_size}",
+        "pc.recovery=TRUE",
+    ]
+    opts += [f"evs.{k}={_seconds(v)}" for k, v in g.evs.options()]
+    return ";".join(opts)
+
+
+def render_galera_cnf(site, node):
+    """galera.cnf for ``node`` (a db or quorum member): a complete ``[mysqld]`` section, usable as
+    a Debian drop-in or as ``--defaults-file`` for the direct launcher. Pins
+    ``wsrep_node_address``/``wsrep_sst_receive_address`` to the node's Galera-network address so
+    Galera never picks a VIP held on ``lo``."""
+    from .render import environment  # the shared Jinja environment
+
+    g = site.galera
+    if g is None:
+        raise MailhaError("the pillar has no mailha:galera section")
+    if not (node.has("db") or node.has("quorum")):
+        raise MailhaError(f"{node.id} is not a Galera member (roles {', '.join(node.roles)}); only db and "
+                          f"quorum nodes get galera.cnf")
+    addr = node.address(g.network)
+    inst = g.instance(node.id)
+    return environment().get_template("galera.cnf.j2").render(
+        site=site, node=node, g=g, inst=inst, addr=addr,
+        node_address=_hostport(addr, inst.gmcast_port),
+        cluster_address=gcomm_address(site),
+        provider_options=provider_options(site, node),
+        sst_auth=(f"{g.sst_user}:{g.sst_password.reveal()}" if g.sst_method != "rsync" else None),
+    )
+
+
+def garbd_argv(site, node, log_path=None):
+    """argv of garbd for ``node`` (role garbd): joins the full members' group, no data."""
+    g = site.galera
+    addr = node.address(g.network)
+    inst = g.instance(node.id)
+    opts = [f"gmcast.listen_addr=tcp://{addr}:{inst.gmcast_port}"]
+    opts += [f"evs.{k}={_seconds(v)}" for k, v in g.evs.options()]
+    argv = ["garbd", "--name", node.id, "--address", gcomm_address(site), "--group", g.cluster_name,
+            "--options", ";".join(opts)]
+    if log_path:
+        argv += ["--log", str(log_path)]
+    return argv
