@@ -11,9 +11,10 @@ import base64
 import binascii
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ValidationError
 from .secret import Secret
@@ -104,6 +105,46 @@ class MonitorSpec:
 
 
 @dataclass(frozen=True)
+class GaleraInstance:
+    """Where one member's mariadbd (or garbd) lives. Defaults are Debian's; ``galera:instances``
+    overrides them per node (several members on one machine, as the tests run them)."""
+    port: int = 3306
+    gmcast_port: int = 4567
+    ist_port: int = 4568
+    sst_port: int = 4444
+    bind_address: str = "0.0.0.0"
+    config: str = "/etc/mysql/mariadb.conf.d/60-mailha-galera.cnf"
+    datadir: str = "/var/lib/mysql"
+    socket: str = "/run/mysqld/mysqld.sock"
+    pidfile: str = "/run/mysqld/mysqld.pid"
+    log_error: str = "/var/log/mysql/error.log"
+    tmpdir: str = "/tmp"
+
+
+@dataclass(frozen=True)
+class EvsSpec:
+    """Galera group-communication timeouts in seconds; None keeps Galera's default."""
+    suspect_timeout: float | None = None
+    inactive_timeout: float | None = None
+    inactive_check_period: float | None = None
+    keepalive_period: float | None = None
+    install_timeout: float | None = None
+    join_retrans_period: float | None = None
+
+    def options(self):
+        """``(name, seconds)`` of the timeouts that are set, in a stable order."""
+        return tuple((k, getattr(self, k)) for k in EVS_KEYS if getattr(self, k) is not None)
+
+
+EVS_KEYS = ("suspect_timeout", "inactive_timeout", "inactive_check_period", "keepalive_period",
+            "install_timeout", "join_retrans_period")
+# Galera's own defaults, used to check the relations between the ones a pillar sets.
+EVS_DEFAULTS = {"suspect_timeout": 5.0, "inactive_timeout": 15.0, "inactive_check_period": 0.5,
+                "keepalive_period": 1.0, "install_timeout": 7.5, "join_retrans_period": 1.0}
+GALERA_LAUNCHERS = ("systemd", "direct")
+
+
+@dataclass(frozen=True)
 class GaleraSpec:
     cluster_name: str
     bootstrap_node: str
@@ -114,6 +155,19 @@ class GaleraSpec:
     sst_user: str
     sst_password: Secret
     monitor: MonitorSpec
+    # How the state starts mariadbd: "systemd" (the mariadb unit) or "direct" (a detached
+    # ``mariadbd --defaults-file=<rendered cnf>`` with its own pidfile: hosts without systemd).
+    launcher: str = "systemd"
+    provider: str = "/usr/lib/galera/libgalera_smm.so"
+    user: str = "mysql"
+    join_timeout: int = 300  # seconds a joiner waits for a Primary component before failing
+    gcache_size: str = "128M"
+    evs: EvsSpec = field(default_factory=EvsSpec)
+    instances: Mapping[str, GaleraInstance] = field(default_factory=lambda: _frozen({}))
+
+    def instance(self, node_id):
+        """Ports and paths of ``node_id``'s instance (the pillar's override or the defaults)."""
+        return self.instances.get(node_id) or GaleraInstance()
 
 
 @dataclass(frozen=True)
@@ -174,6 +228,12 @@ class VmailSpec:
     nfs_server: str
     export: str
     options: tuple
+    uid: int = 2000  # iRedMail's vmail uid/gid: the same on every node that writes the share
+    gid: int = 2000
+    network: str = "private"  # mail nodes mount the filer's address on this network
+
+
+IREDMAIL_COMPONENTS = ("iredadmin", "roundcube", "sogo", "netdata", "fail2ban")
 
 
 @dataclass(frozen=True)
@@ -183,12 +243,63 @@ class IredmailSpec:
     admin_user: str
     admin_password: Secret
     postmaster_password: Secret
+    components: tuple = ("iredadmin", "roundcube", "fail2ban")
+    workdir: str = "/root"  # the tarball is unpacked here; the installer `config` sits beside iRedMail.sh
+
+
+@dataclass(frozen=True)
+class MailTls:
+    cert: str = "/etc/ssl/certs/iRedMail.crt"
+    key: str = "/etc/ssl/private/iRedMail.key"
+
+
+@dataclass(frozen=True)
+class MailLookup:
+    """How Postfix and Dovecot read mailboxes from the node's own slapd. ``bind_dn`` None means
+    the LDAP rootdn/rootpw (set a read-only DN such as cn=vmail,<suffix> in production)."""
+    bind_dn: str | None = None
+    bind_password: Secret | None = None
+    object_class: str = "inetOrgPerson"  # iRedMail's schema: mailUser
+
+
+@dataclass(frozen=True)
+class MailInstance:
+    """Where one mail node's Postfix and Dovecot live. Defaults are Debian's; ``mail:instances``
+    overrides them per node (several nodes on one machine, as the tests run them)."""
+    postfix_dir: str = "/etc/postfix"
+    queue_directory: str = "/var/spool/postfix"
+    data_directory: str = "/var/lib/postfix"
+    maillog_file: str = ""  # "" logs to syslog
+    dovecot_dir: str = "/etc/dovecot"
+    dovecot_base_dir: str = "/run/dovecot"
+    dovecot_state_dir: str = "/var/lib/dovecot"
+    dovecot_log: str = ""  # "" logs to syslog
+    bind_address: str = ""  # "" listens on every address (the VIP on lo included)
+    ldap_uri: str = ""  # "" is the node's own slapd: ldap://127.0.0.1:<ldap:port>/
+    smtp_port: int = 25
+    submission_port: int = 587
+    smtps_port: int = 465
+    imaps_port: int = 993
+    pop3s_port: int = 995
+
+
+MAIL_INSTANCE_PATHS = ("postfix_dir", "queue_directory", "data_directory", "maillog_file", "dovecot_dir",
+                       "dovecot_base_dir", "dovecot_state_dir", "dovecot_log")
+MAIL_INSTANCE_PORTS = ("smtp_port", "submission_port", "smtps_port", "imaps_port", "pop3s_port")
 
 
 @dataclass(frozen=True)
 class MailSpec:
     vmail: VmailSpec
     iredmail: IredmailSpec | None = None
+    tls: MailTls = field(default_factory=MailTls)
+    lookup: MailLookup = field(default_factory=MailLookup)
+    web_root: str = "/var/www/html"  # the ldirectord health page is written here
+    instances: Mapping[str, MailInstance] = field(default_factory=lambda: _frozen({}))
+
+    def instance(self, node_id):
+        """Paths and ports of ``node_id``'s Postfix/Dovecot (the pillar's override or the defaults)."""
+        return self.instances.get(node_id) or MailInstance()
 
 
 @dataclass(frozen=True)
@@ -398,6 +509,33 @@ class _Section:
                 self.problems.append((self.key(k), f"unknown key; known keys here: {known}"))
 
 
+def _check_galera_instances(site, g, members, p):
+    ids = {m.id for m in members}
+    for node_id in g.instances:
+        if node_id not in ids:
+            p(f"mailha:galera:instances:{node_id}", f"{node_id!r} is not a Galera member or garbd node; "
+                                                    f"use one of {', '.join(sorted(ids))}")
+    # Two members on one address (one machine) must not share a listening port or a path.
+    taken = {}
+    for m in members:
+        inst = g.instance(m.id)
+        addr = m.address(g.network) if g.network else None
+        for k in ("port", "gmcast_port", "ist_port", "sst_port"):
+            key = (addr, getattr(inst, k))
+            if key in taken:
+                p(f"mailha:galera:instances:{m.id}:{k}", f"{addr}:{key[1]} is also used by {taken[key]}; give "
+                                                         f"each member on one address its own ports")
+            taken[key] = f"{m.id} ({k})"
+        if m.has("garbd"):
+            continue
+        for k in ("datadir", "socket", "pidfile", "config"):
+            key = (addr, getattr(inst, k))
+            if key in taken:
+                p(f"mailha:galera:instances:{m.id}:{k}", f"{key[1]} is also used by {taken[key]} on {addr}; "
+                                                         f"give each member on one address its own paths")
+            taken[key] = f"{m.id} ({k})"
+
+
 # ----------------------------------------------------------------------------------- parse
 
 
@@ -460,7 +598,7 @@ def _parse_nodes(top, networks, domain):
     nodes = []
     if sec is None:
         return nodes
-    for order, (node_id, raw) in enumerate(sec.data.items()):
+    for order, node_id in enumerate(sec.data):
         sec.seen.add(node_id)
         if not isinstance(node_id, str) or not _LABEL.match(node_id):
             sec.problem(str(node_id), "node ids must be hostnames: lowercase letters, digits and '-'")
@@ -589,9 +727,67 @@ def _parse_galera(top):
         sst_user=g.str("sst_user", "sst", pattern=re.compile(r"^\w{1,32}$")),
         sst_password=g.secret("sst_password"),
         monitor=monitor,
+        launcher=g.str("launcher", "systemd", choices=GALERA_LAUNCHERS),
+        provider=g.str("provider", "/usr/lib/galera/libgalera_smm.so", pattern=_ABS_PATH,
+                       hint=": give an absolute path"),
+        user=g.str("user", "mysql", pattern=re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")),
+        join_timeout=g.int("join_timeout", 300, lo=1, hi=86400),
+        gcache_size=g.str("gcache_size", "128M", pattern=re.compile(r"^\d+[KMG]?$"),
+                          hint=": e.g. 128M"),
+        evs=_parse_galera_evs(g),
+        instances=_frozen(_parse_galera_instances(g)),
     )
     g.done()
     return spec
+
+
+_ABS_PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")
+
+
+def _parse_galera_evs(g):
+    e = g.section("evs", {})
+    if e is None or not e.data:
+        if e is not None:
+            e.done()
+        return EvsSpec()
+    values = {k: e.number(k, None, lo=0.01, hi=3600) for k in EVS_KEYS}
+    e.done()
+    eff = {k: values[k] if values[k] is not None else EVS_DEFAULTS[k] for k in EVS_KEYS}
+    # Galera rejects these at startup with a misleading "Failed to read thread schedparams".
+    if eff["keepalive_period"] >= eff["suspect_timeout"] / 3:
+        e.problem("keepalive_period", f"{eff['keepalive_period']} must be less than suspect_timeout/3 "
+                                      f"({eff['suspect_timeout']}/3): Galera refuses to start otherwise")
+    if eff["inactive_timeout"] < eff["suspect_timeout"]:
+        e.problem("inactive_timeout", f"{eff['inactive_timeout']} must be at least suspect_timeout "
+                                      f"({eff['suspect_timeout']})")
+    if eff["install_timeout"] > eff["inactive_timeout"]:
+        e.problem("install_timeout", f"{eff['install_timeout']} must not exceed inactive_timeout "
+                                     f"({eff['inactive_timeout']})")
+    return EvsSpec(**values)
+
+
+def _parse_galera_instances(g):
+    sec = g.section("instances", {})
+    out = {}
+    if sec is None:
+        return out
+    d = GaleraInstance()
+    for node_id in sec.data:
+        sec.seen.add(node_id)
+        i = sec.section(node_id)
+        kw = {k: i.int(k, getattr(d, k), lo=1, hi=65535)
+              for k in ("port", "gmcast_port", "ist_port", "sst_port")}
+        kw["bind_address"] = i.ip("bind_address", d.bind_address)
+        for k in ("config", "datadir", "socket", "pidfile", "log_error", "tmpdir"):
+            kw[k] = i.str(k, getattr(d, k), pattern=_ABS_PATH, hint=": give an absolute path of "
+                          "letters, digits and . _ / + -")
+        i.done()
+        if None not in kw.values():
+            ports = [kw[k] for k in ("port", "gmcast_port", "ist_port", "sst_port")]
+            if len(set(ports)) != 4:
+                i.problem("", f"port, gmcast_port, ist_port and sst_port must differ, got {ports}")
+            out[node_id] = GaleraInstance(**kw)
+    return out
 
 
 def _parse_ldap(top, nodes):
@@ -676,6 +872,16 @@ def _parse_dns(top):
     return spec
 
 
+def _abs_path(sec, name, default=MISSING, example="/var/vmail", empty_ok=False):
+    v = sec.raw(name, default)
+    if v is None or (empty_ok and v == ""):
+        return v
+    if not isinstance(v, str) or not re.match(r"^/[A-Za-z0-9_./+-]*$", v) or "/../" in v + "/":
+        sec.problem(name, f"{v!r} must be an absolute path (letters, digits, _ . / + -), e.g. {example}")
+        return None
+    return v
+
+
 def _parse_mail(top):
     s = top.section("mail", None)
     if s is None:
@@ -683,26 +889,79 @@ def _parse_mail(top):
     v = s.section("vmail")
     vmail = None
     if v is not None:
-        path = v.str("path", "/var/vmail")
-        if path and not path.startswith("/"):
-            v.problem("path", f"{path!r} must be an absolute path, e.g. /var/vmail")
-        export = v.str("export")
-        if export and not export.startswith("/"):
-            v.problem("export", f"{export!r} must be an absolute path on the filer, e.g. /srv/var/vmail")
+        path = _abs_path(v, "path", "/var/vmail")
+        export = _abs_path(v, "export", example="/srv/var/vmail")
         options = v.list("options", ["vers=3", "noatime", "nodiratime", "noexec"]) or []
         for i, o in enumerate(options):
             if not isinstance(o, str) or not re.match(r"^[A-Za-z0-9_=.-]+$", o):
                 v.problem(f"options:{i}", f"{o!r} is not a mount option")
-        vmail = VmailSpec(path, v.str("nfs_server"), export, tuple(options))
+        if not options and "options" in v.data:
+            v.problem("options", "list at least one NFS mount option, e.g. [vers=3, noatime]")
+        vmail = VmailSpec(path, v.str("nfs_server"), export, tuple(options),
+                          uid=v.int("uid", 2000, lo=1000, hi=65533), gid=v.int("gid", 2000, lo=1000, hi=65533),
+                          network=v.str("network", "private"))
         v.done()
     i = s.section("iredmail", None)
     iredmail = None
     if i is not None:
-        iredmail = IredmailSpec(i.str("source"), i.str("source_hash"), i.str("admin_user", "admin_iredmail"),
-                                i.secret("admin_password"), i.secret("postmaster_password"))
+        components = i.list("components", list(IredmailSpec.components)) or []
+        for n, c in enumerate(components):
+            if c not in IREDMAIL_COMPONENTS:
+                i.problem(f"components:{n}", f"{c!r} is not one of {', '.join(IREDMAIL_COMPONENTS)}")
+        source = i.str("source")
+        if source and not re.match(r"^(salt|https?|file)://\S+$|^/\S+$", source):
+            i.problem("source", f"{source!r} must be a salt://, http(s):// or file:// URL or an absolute path")
+        source_hash = i.str("source_hash")
+        if source_hash and not re.match(r"^(sha256|sha512)=\S+$", source_hash):
+            i.problem("source_hash", f"{source_hash!r} must be sha256=<hex> (sha256sum of the tarball)")
+        iredmail = IredmailSpec(source, source_hash,
+                                i.str("admin_user", "admin_iredmail", pattern=re.compile(r"^[A-Za-z0-9_]{1,32}$"),
+                                      hint=": a MySQL user name (letters, digits, _)"),
+                                i.secret("admin_password"), i.secret("postmaster_password"),
+                                components=tuple(components), workdir=_abs_path(i, "workdir", "/root", "/root"))
         i.done()
+    t = s.section("tls", {})
+    tls = MailTls()
+    if t is not None:
+        tls = MailTls(_abs_path(t, "cert", MailTls.cert, MailTls.cert), _abs_path(t, "key", MailTls.key, MailTls.key))
+        t.done()
+    lk = s.section("lookup", {})
+    lookup = MailLookup()
+    if lk is not None:
+        lookup = MailLookup(lk.str("bind_dn", None), lk.secret("bind_password", None),
+                            lk.str("object_class", "inetOrgPerson", pattern=re.compile(r"^[A-Za-z][A-Za-z0-9-]*$"),
+                                   hint=": an LDAP objectClass name such as mailUser"))
+        if (lookup.bind_dn is None) != (lookup.bind_password is None):
+            lk.problem("bind_dn" if lookup.bind_dn is None else "bind_password",
+                       "bind_dn and bind_password go together: set both, or neither to use the rootdn")
+        lk.done()
+    instances = {}
+    ins = s.section("instances", {})
+    if ins is not None:
+        for node_id in ins.data:
+            ins.seen.add(node_id)
+            one = ins.section(node_id)
+            if one is None:
+                continue
+            kw = {}
+            for k in MAIL_INSTANCE_PATHS:
+                if k in one.data:
+                    kw[k] = _abs_path(one, k, example=getattr(MailInstance, k) or "/var/log/mail.log",
+                                      empty_ok=k in ("maillog_file", "dovecot_log"))
+            for k in MAIL_INSTANCE_PORTS:
+                if k in one.data:
+                    kw[k] = one.int(k, lo=1, hi=65535)
+            if "bind_address" in one.data:
+                kw["bind_address"] = one.ip("bind_address")
+            if "ldap_uri" in one.data:
+                kw["ldap_uri"] = one.str("ldap_uri", pattern=re.compile(r"^ldaps?://[A-Za-z0-9.-]+(:\d{1,5})?/$"),
+                                         hint=": e.g. ldap://127.0.0.1:389/")
+            one.done()
+            if all(x is not None for x in kw.values()):
+                instances[node_id] = MailInstance(**kw)
+    web_root = _abs_path(s, "web_root", "/var/www/html", "/var/www/html")
     s.done()
-    return MailSpec(vmail, iredmail)
+    return MailSpec(vmail, iredmail, tls=tls, lookup=lookup, web_root=web_root, instances=_frozen(instances))
 
 
 def _parse_remediation(top):
@@ -856,6 +1115,7 @@ def _check_topology(site, problems):  # noqa: C901 - one flat list of rules read
                                                             f"{g.network} (galera:network)")
             if g.monitor is None:
                 p("mailha:galera:monitor", "is required: the balancer's mysql check logs in with it")
+            _check_galera_instances(site, g, (*members, *garbd), p)
 
     # LDAP: one suffix, serverIDs matching listeners
     mail_nodes = site.nodes_with("mail")
@@ -918,3 +1178,20 @@ def _check_topology(site, problems):  # noqa: C901 - one flat list of rules read
         srv = site.mail.vmail.nfs_server
         if srv and (srv not in ids or not site.node(srv).has("filer")):
             p("mailha:mail:vmail:nfs_server", f"{srv!r} is not a node with role filer")
+        vnet = site.mail.vmail.network
+        if vnet and vnet not in site.networks:
+            p("mailha:mail:vmail:network", f"network {vnet!r} is not declared under mailha:networks")
+        elif vnet and srv in ids and site.node(srv).has("filer") and not site.node(srv).address(vnet):
+            p(f"mailha:nodes:{srv}:addresses", f"the NFS server {srv} needs an address on {vnet} "
+                                               f"(mail:vmail:network): the share is mounted from it")
+    if site.mail is not None:
+        for node_id in site.mail.instances:
+            if node_id not in ids or not site.node(node_id).has("mail"):
+                p(f"mailha:mail:instances:{node_id}", f"{node_id!r} is not a mail node; instances belong to "
+                                                      f"mail nodes ({', '.join(n.id for n in mail_nodes) or 'none'})")
+        bdn = site.mail.lookup.bind_dn
+        if bdn and site.ldap is not None and site.ldap.suffix and not dn_under(bdn, site.ldap.suffix):
+            p("mailha:mail:lookup:bind_dn", f"{bdn!r} is not under the suffix {site.ldap.suffix!r}; every DN "
+                                            f"must sit under the one suffix")
+        if site.mail.iredmail is not None and mail_nodes and "db" not in site.vips:
+            p("mailha:mail:iredmail", "iRedMail's MYSQL_SERVER is the db VIP, but mailha:vips has no 'db' VIP")
