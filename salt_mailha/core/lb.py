@@ -1,0 +1,246 @@
+"""Load-balancer tier: keepalived, ldirectord and the direct-routing real servers.
+
+Renderers (pure, deterministic; registered in ``core.render.ARTIFACTS``):
+
+- ``render_keepalived_conf(site, node)``: two VRRP instances (one per VIP) in one sync group;
+  priorities from the order of the lb nodes in the pillar (first = highest).
+- ``render_keepalived_notify(site, node)``: the notify hook that fires
+  ``mailha/keepalived/<vip>/<master|backup|fault|stop>`` Salt events.
+- ``render_ldirectord_cf(site, node)``: every service of the pillar; real servers are the nodes
+  holding the VIP, by direct routing (``gate``); drain/undrain through ``maintenancedir``.
+- ``render_dr_loopback(site, node)`` / ``render_dr_sysctl(site, node)``: the VIPs on ``lo`` and
+  ``arp_ignore``/``arp_announce`` for reboots (ifupdown stanza, /etc/sysctl.d).
+
+Real-server decisions: ``dr_wanted`` (what a node must have live), ``parse_ip_addr_json`` (the
+``ip -j addr show dev lo`` reader) and ``dr_plan`` (live state -> actions).
+"""
+import ipaddress
+import json
+import re
+
+from salt_mailha.core import ipvs
+from salt_mailha.core.errors import ParseError, ValidationError
+
+NOTIFY_SCRIPT = "/etc/keepalived/mailha-notify.sh"
+SALT_CALL = "/usr/bin/salt-call"
+MAINTENANCE_DIR = "/etc/ldirectord.maintenance"
+LDIRECTORD_LOG = "/var/log/ldirectord.log"
+#: sysctls of a DR real server: (key, value). ``all`` covers every interface (the kernel uses
+#: the max of ``all`` and the device value); ``lo`` is set too, as the guide does.
+DR_SYSCTLS = (
+    ("net.ipv4.conf.all.arp_ignore", "1"),
+    ("net.ipv4.conf.all.arp_announce", "2"),
+    ("net.ipv4.conf.lo.arp_ignore", "1"),
+    ("net.ipv4.conf.lo.arp_announce", "2"),
+)
+_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]+$")
+
+
+def _env():
+    from salt_mailha.core.render import environment
+
+    return environment()
+
+
+def _render(template, **context):
+    return _env().get_template(template).render(**context)
+
+
+def _require_lb(node):
+    if not node.has("lb"):
+        raise ValidationError([(f"mailha:nodes:{node.id}:roles",
+                                "is not a load balancer (role lb); keepalived/ldirectord files are "
+                                "rendered for lb nodes only")])
+
+
+def instance_name(vip):
+    """The VRRP instance of a VIP: ``MAILHA_MAIL``, ``MAILHA_DB``."""
+    return "MAILHA_" + re.sub(r"[^A-Za-z0-9]", "_", vip.name).upper()
+
+
+def priority(site, node):
+    """First lb in the pillar gets ``priority_top``, each next one ``priority_step`` less."""
+    lbs = [n.id for n in site.nodes_with("lb")]
+    ka = site.keepalived
+    prio = ka.priority_top - lbs.index(node.id) * ka.priority_step
+    if prio < 1:
+        raise ValidationError([("mailha:keepalived:priority_step",
+                                f"gives {node.id} priority {prio}; VRRP priorities are 1..254: lower "
+                                f"priority_step or raise priority_top")])
+    return prio
+
+
+def _instances(site, node):
+    out = []
+    for vip in site.vips.values():
+        src = node.address(vip.network)
+        peers = [n.address(vip.network) for n in site.nodes_with("lb") if n.id != node.id]
+        out.append({"name": instance_name(vip), "vip": vip, "src": src, "peers": peers,
+                    "prefixlen": site.networks[vip.network].prefixlen})
+    return out
+
+
+def _advert(value):
+    return str(int(value)) if float(value) == int(value) else f"{value:g}"
+
+
+def render_keepalived_conf(site, node, notify_script=NOTIFY_SCRIPT):
+    """keepalived.conf of lb ``node``. With vrrp_version 2 it holds ``auth_pass`` (a secret)."""
+    _require_lb(node)
+    if not _PATH_RE.match(notify_script):
+        raise ValidationError([("notify_script", f"{notify_script!r} is not an absolute path")])
+    ka = site.keepalived
+    return _render(
+        "keepalived.conf.j2", site=site, node=node, ka=ka, instances=_instances(site, node),
+        priority=priority(site, node), advert_int=_advert(ka.advert_int),
+        auth_pass=ka.auth_pass.reveal() if ka.vrrp_version == 2 else None,
+        notify_script=notify_script,
+    )
+
+
+def render_keepalived_notify(site, node, salt_call=SALT_CALL):
+    """The notify hook: validates keepalived's arguments, then ``salt-call event.send``."""
+    _require_lb(node)
+    if not _PATH_RE.match(salt_call):
+        raise ValidationError([("salt_call", f"{salt_call!r} is not an absolute path")])
+    return _render("keepalived-notify.sh.j2", node=node, instances=_instances(site, node),
+                   salt_call=salt_call)
+
+
+def _ldirectord_virtuals(site):
+    out = []
+    g = site.galera
+    for s in site.services:
+        vip = site.vips[s.vip]
+        v = {"service": s, "vip": vip, "check": s.check,
+             "reals": [n.address(vip.network) for n in site.real_servers(vip.name)]}
+        if s.check == "mysql":
+            if g is None or g.monitor is None:
+                raise ValidationError([("mailha:galera:monitor",
+                                        f"is required: service {s.name} has check mysql")])
+            pw = g.monitor.password.reveal()
+            if any(c in pw for c in '"\n\r'):
+                raise ValidationError([("mailha:galera:monitor:password",
+                                        "contains a double quote or a line break, which "
+                                        "ldirectord.cf cannot hold; choose another password")])
+            v.update(login=g.monitor.user, passwd=pw, database=g.monitor.database)
+        out.append(v)
+    return out
+
+
+def render_ldirectord_cf(site, node, maintenancedir=MAINTENANCE_DIR, logfile=LDIRECTORD_LOG):
+    """ldirectord.cf of lb ``node``: holds the Galera monitor password (mode 0600)."""
+    _require_lb(node)
+    for key, value in (("maintenancedir", maintenancedir), ("logfile", logfile)):
+        if not _PATH_RE.match(value):
+            raise ValidationError([(key, f"{value!r} is not an absolute path")])
+    return _render("ldirectord.cf.j2", site=site, node=node, ld=site.ldirectord,
+                   virtuals=_ldirectord_virtuals(site), maintenancedir=maintenancedir,
+                   logfile=logfile)
+
+
+def desired_table(site, weight=1):
+    """The IPVS table the model wants (what ldirectord builds): for ``mailha_ipvs.diff``."""
+    out = []
+    for s in site.services:
+        vip = site.vips[s.vip]
+        reals = tuple(ipvs.RealServer(n.address(vip.network), s.port, "dr", weight)
+                      for n in site.real_servers(vip.name))
+        out.append(ipvs.VirtualService("tcp", vip.address, s.port, scheduler=s.scheduler,
+                                       real_servers=reals))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# real servers (direct routing)
+
+
+def dr_wanted(site, node):
+    """``[(label, Vip)]`` the node must hold on lo: ``lo:0``, ``lo:1`` ... in pillar VIP order."""
+    return [(f"lo:{i}", vip) for i, vip in enumerate(site.vips_held_by(node))]
+
+
+def render_dr_loopback(site, node):
+    return _render("lo0.interfaces.j2", node=node, held=dr_wanted(site, node))
+
+
+def render_dr_sysctl(site, node):
+    return _render("sysctl-dr.conf.j2", node=node, sysctls=DR_SYSCTLS)
+
+
+def sysctl_proc_path(key):
+    """``net.ipv4.conf.all.arp_ignore`` -> ``/proc/sys/net/ipv4/conf/all/arp_ignore``."""
+    if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)+", key):
+        raise ValidationError([("sysctl", f"{key!r} is not a sysctl key")])
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def parse_ip_addr_json(text):
+    """``ip -j addr show dev lo`` -> ``[{"address", "prefixlen", "label"}]`` (IPv4 only)."""
+    try:
+        data = json.loads(text or "[]")
+    except ValueError as exc:
+        raise ParseError(f"ip -j addr: not JSON ({exc})") from None
+    out = []
+    for link in data:
+        for a in link.get("addr_info", []):
+            if a.get("family") != "inet":
+                continue
+            try:
+                out.append({"address": str(ipaddress.IPv4Address(a["local"])),
+                            "prefixlen": int(a["prefixlen"]),
+                            "label": a.get("label", link.get("ifname"))})
+            except (KeyError, ValueError) as exc:
+                raise ParseError(f"ip -j addr: unreadable address entry {a!r} ({exc})") from None
+    return out
+
+
+def link_is_up(text):
+    """Whether ``ip -j addr show dev lo`` says the link is administratively up."""
+    try:
+        return all("UP" in link.get("flags", []) for link in json.loads(text or "[]"))
+    except ValueError as exc:
+        raise ParseError(f"ip -j addr: not JSON ({exc})") from None
+
+
+def dr_plan(site, node, addresses, sysctls, lo_up=True):
+    """Actions that make the live system a DR real server of exactly its VIPs.
+
+    ``addresses``: ``parse_ip_addr_json`` of lo. ``sysctls``: ``{key: current value or None}``.
+    Returns ``[{"action": "up"|"add"|"del"|"sysctl", ...}]``: add missing VIPs (as /32 with their
+    label), remove VIPs of the site this node must not hold (another tier's VIP), and set
+    sysctls that differ. Addresses that are not site VIPs (127.0.0.1 ...) are never touched.
+    """
+    wanted = {vip.address: label for label, vip in dr_wanted(site, node)}
+    plan = [] if lo_up or not wanted else [{"action": "up", "device": "lo"}]
+    site_vips = {v.address: v.name for v in site.vips.values()}
+    have = {a["address"]: a for a in addresses}
+    for address, a in have.items():
+        if address in site_vips and (address not in wanted or a["prefixlen"] != 32):
+            plan.append({"action": "del", "address": address, "prefixlen": a["prefixlen"],
+                         "vip": site_vips[address]})
+    for address, label in wanted.items():
+        a = have.get(address)
+        if a is None or a["prefixlen"] != 32:
+            plan.append({"action": "add", "address": address, "prefixlen": 32, "label": label,
+                         "vip": site_vips[address]})
+    for key, value in DR_SYSCTLS:
+        if sysctls.get(key) != value:
+            plan.append({"action": "sysctl", "key": key, "old": sysctls.get(key), "new": value})
+    return plan
+
+
+def ip_argv(step):
+    """iproute2 argv of an up/add/del step (values validated again here)."""
+    if step["action"] == "up":
+        return ["ip", "link", "set", "lo", "up"]
+    address = str(ipaddress.IPv4Address(step["address"]))
+    prefix = int(step["prefixlen"])
+    if not 0 <= prefix <= 32:
+        raise ValidationError([("prefixlen", f"{prefix} is not an IPv4 prefix length")])
+    if step["action"] == "add":
+        label = step["label"]
+        if not re.fullmatch(r"lo:[0-9]{1,3}", label):
+            raise ValidationError([("label", f"{label!r} is not a lo:N label")])
+        return ["ip", "addr", "add", f"{address}/{prefix}", "dev", "lo", "label", label]
+    return ["ip", "addr", "del", f"{address}/{prefix}", "dev", "lo"]

@@ -1,0 +1,261 @@
+"""Load-balancer tier renderers and the direct-routing plan. keepalived's own config test
+(``keepalived -t``) and the notify hook (run by /bin/sh) are exercised for real."""
+import copy
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from salt_mailha.core import lb
+from salt_mailha.core.errors import ValidationError
+from salt_mailha.core.model import load_site
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data" / "lb"
+
+
+@pytest.fixture(scope="module")
+def pillar():
+    return yaml.safe_load((ROOT / "pillar.example" / "mailha.sls").read_text())
+
+
+def site_with(pillar, **keepalived):
+    p = copy.deepcopy(pillar)
+    p["mailha"]["keepalived"].update(keepalived)
+    return load_site(p)
+
+
+@pytest.fixture(scope="module")
+def site(pillar):
+    return load_site(pillar)
+
+
+needs_keepalived = pytest.mark.skipif(not shutil.which("keepalived"),
+                                      reason="keepalived missing: run scripts/setup-host.sh")
+
+
+def keepalived_test(tmp_path, text, notify_script):
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(text)
+    return subprocess.run(["keepalived", "-t", "-f", str(conf)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("node,prio", [("lb1", 150), ("lb2", 100)])
+def test_keepalived_priorities_follow_lb_order(site, node, prio):
+    text = lb.render_keepalived_conf(site, site.node(node))
+    assert text.count(f"priority {prio}\n") == 2
+    assert "virtual_router_id 51" in text and "virtual_router_id 52" in text
+    assert "1.1.1.21/24 dev eth0" in text and "1.1.1.22/24 dev eth0" in text
+    assert text == lb.render_keepalived_conf(site, site.node(node))  # deterministic
+
+
+@needs_keepalived
+@pytest.mark.parametrize(
+    "opts", [{}, {"vrrp_version": 2, "advert_int": 2}, {"unicast": True, "preempt": False,
+                                                         "advert_int": 0.1}],
+    ids=["example-v3", "v2-auth", "unicast-nopreempt"])
+def test_keepalived_config_test_passes(pillar, tmp_path, opts):
+    site = site_with(pillar, **opts)
+    notify = tmp_path / "notify.sh"
+    notify.write_text(lb.render_keepalived_notify(site, site.node("lb1")))
+    notify.chmod(0o755)
+    for node in ("lb1", "lb2"):
+        text = lb.render_keepalived_conf(site, site.node(node), notify_script=str(notify))
+        res = keepalived_test(tmp_path, text, notify)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
+@needs_keepalived
+def test_keepalived_config_test_catches_a_bad_file(site, tmp_path):
+    text = lb.render_keepalived_conf(site, site.node("lb1")).replace(
+        "virtual_router_id 51", "virtual_router_id 351")
+    assert keepalived_test(tmp_path, text, None).returncode != 0
+
+
+def test_auth_only_with_vrrp2(pillar):
+    v3 = site_with(pillar)
+    assert "CHANGEME" not in lb.render_keepalived_conf(v3, v3.node("lb1"))
+    assert "VRRPv3 (RFC 5798) has no authentication" in lb.render_keepalived_conf(v3, v3.node("lb1"))
+    v2 = site_with(pillar, vrrp_version=2)
+    text = lb.render_keepalived_conf(v2, v2.node("lb1"))
+    assert text.count("auth_pass CHANGEME\n") == 2 and "auth_type PASS" in text
+
+
+def test_auth_pass_longer_than_8_is_refused_by_the_model(pillar):
+    with pytest.raises(ValidationError, match="auth_pass"):
+        site_with(pillar, auth_pass="123456789")
+
+
+def test_unicast_peers_are_the_other_lbs(pillar):
+    site = site_with(pillar, unicast=True)
+    text = lb.render_keepalived_conf(site, site.node("lb2"))
+    assert text.count("unicast_src_ip 1.1.1.14\n") == 2
+    assert text.count("unicast_peer {\n        1.1.1.13\n    }") == 2
+    assert "1.1.1.14" not in text.split("unicast_peer")[1].split("}")[0]
+
+
+def test_nopreempt(pillar):
+    assert "nopreempt" not in lb.render_keepalived_conf(site_with(pillar), site_with(pillar).node("lb1"))
+    site = site_with(pillar, preempt=False)
+    assert lb.render_keepalived_conf(site, site.node("lb1")).count("    nopreempt\n") == 2
+
+
+def test_keepalived_refuses_non_lb_and_bad_paths(site):
+    with pytest.raises(ValidationError, match="not a load balancer"):
+        lb.render_keepalived_conf(site, site.node("db1"))
+    with pytest.raises(ValidationError, match="notify_script"):
+        lb.render_keepalived_conf(site, site.node("lb1"), notify_script="x; rm -rf /")
+    with pytest.raises(ValidationError, match="salt_call"):
+        lb.render_keepalived_notify(site, site.node("lb1"), salt_call="salt-call event.send")
+
+
+@pytest.fixture
+def notify(site, tmp_path):
+    """The rendered hook, run by /bin/sh, with a recorder standing in for salt-call."""
+    record = tmp_path / "argv"
+    fake = tmp_path / "salt-call"
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done > {record}\n')
+    fake.chmod(0o755)
+    hook = tmp_path / "notify.sh"
+    hook.write_text(lb.render_keepalived_notify(site, site.node("lb1"), salt_call=str(fake)))
+    hook.chmod(0o755)
+
+    def run(*args):
+        record.unlink(missing_ok=True)
+        rc = subprocess.run([str(hook), *args], capture_output=True).returncode
+        return rc, record.read_text().splitlines() if record.exists() else None
+    return run
+
+
+@pytest.mark.parametrize(
+    "args,tag,prio",
+    [(("INSTANCE", "MAILHA_MAIL", "MASTER", "150"), "mailha/keepalived/mail/master", "150"),
+     (("INSTANCE", "MAILHA_DB", "BACKUP", "100"), "mailha/keepalived/db/backup", "100"),
+     (("INSTANCE", "MAILHA_DB", "FAULT"), "mailha/keepalived/db/fault", "0"),
+     (("INSTANCE", "MAILHA_MAIL", "STOP", "1; reboot"), "mailha/keepalived/mail/stop", "0")],
+    ids=["master", "backup", "fault-no-prio", "junk-prio"])
+def test_notify_fires_event(notify, args, tag, prio):
+    rc, argv = notify(*args)
+    assert rc == 0
+    assert argv == ["--retcode-passthrough", "event.send", tag, "node=lb1", f"priority={prio}"]
+
+
+@pytest.mark.parametrize(
+    "args,rc",
+    [(("INSTANCE", "MAILHA_X", "MASTER"), 2), (("INSTANCE", "MAILHA_MAIL", "$(reboot)"), 2),
+     (("INSTANCE", "MAILHA_MAIL;x", "MASTER"), 2), (("GROUP", "MAILHA", "MASTER"), 0)],
+    ids=["unknown-instance", "bad-state", "injection", "group-ignored"])
+def test_notify_refuses_unknown_arguments(notify, args, rc):
+    assert notify(*args) == (rc, None)
+
+
+def test_ldirectord_every_service_with_gate_reals(site):
+    text = lb.render_ldirectord_cf(site, site.node("lb1"))
+    blocks = {b.split("\n", 1)[0]: b for b in text.split("virtual=")[1:]}
+    assert set(blocks) == {"1.1.1.22:3306", "1.1.1.21:80", "1.1.1.21:443", "1.1.1.21:993",
+                           "1.1.1.21:995", "1.1.1.21:587", "1.1.1.21:465"}
+    assert "real=1.1.1.15:3306 gate 1" in blocks["1.1.1.22:3306"]
+    assert "real=1.1.1.17" not in blocks["1.1.1.22:3306"]  # db VIP -> db nodes only
+    assert "real=1.1.1.18:993 gate 1" in blocks["1.1.1.21:993"]
+    mysql = blocks["1.1.1.22:3306"]
+    for line in ('service=mysql', 'login="monitor"', 'passwd="CHANGE-ME-db-monitor"',
+                 'database="monitoring"', 'scheduler=wrr', 'checktype=negotiate'):
+        assert f"\t{line}\n" in mysql
+    assert '\trequest="ldirectord.txt"\n\treceive="ldirectord"\n' in blocks["1.1.1.21:443"]
+    assert "\tservice=pops\n" in blocks["1.1.1.21:995"]
+    assert "\tchecktype=connect\n" in blocks["1.1.1.21:465"]
+    assert "\tscheduler=sh\n" in blocks["1.1.1.21:80"]
+    for line in ("checktimeout=3", "checkinterval=5", "failurecount=3", "quiescent=yes",
+                 "maintenancedir=/etc/ldirectord.maintenance"):
+        assert f"\n{line}\n" in text
+
+
+def test_ldirectord_refuses_unquotable_password(pillar):
+    p = copy.deepcopy(pillar)
+    p["mailha"]["galera"]["monitor"]["password"] = 'ab"cd'
+    site = load_site(p)
+    with pytest.raises(ValidationError) as err:
+        lb.render_ldirectord_cf(site, site.node("lb1"))
+    assert err.value.problems[0][0] == "mailha:galera:monitor:password"
+    assert "ab\"cd" not in str(err.value)
+
+
+def test_desired_table(site):
+    table = {vs.key: vs for vs in lb.desired_table(site)}
+    assert [r.key for r in table["tcp:1.1.1.22:3306"].real_servers] == ["1.1.1.15:3306",
+                                                                        "1.1.1.16:3306"]
+    assert table["tcp:1.1.1.21:80"].scheduler == "sh"
+
+
+@pytest.mark.parametrize("node,vips", [("db1", ["1.1.1.22"]), ("mail2", ["1.1.1.21"]),
+                                       ("lb1", []), ("filer1", [])])
+def test_dr_files(site, node, vips):
+    n = site.node(node)
+    assert [v.address for _, v in lb.dr_wanted(site, n)] == vips
+    text = lb.render_dr_loopback(site, n)
+    for vip in vips:
+        assert f"auto lo:0\niface lo:0 inet static\n    address {vip}\n    netmask 255.255.255.255\n" in text
+    assert "1.1.1.2" not in text if not vips else True
+    sysctl = lb.render_dr_sysctl(site, n)
+    assert "net.ipv4.conf.all.arp_ignore = 1\n" in sysctl
+    assert "net.ipv4.conf.all.arp_announce = 2\n" in sysctl
+
+
+def read(name):
+    return (DATA / name).read_text()
+
+
+def test_parse_ip_addr_json_real_output():
+    assert lb.parse_ip_addr_json(read("ip-j-addr-lo-vips.json")) == [
+        {"address": "127.0.0.1", "prefixlen": 8, "label": "lo"},
+        {"address": "1.1.1.21", "prefixlen": 32, "label": "lo:0"},
+        {"address": "1.1.1.22", "prefixlen": 24, "label": "lo:1"},
+    ]
+    assert lb.parse_ip_addr_json(read("ip-j-addr-lo-down.json")) == []
+    assert lb.link_is_up(read("ip-j-addr-lo-plain.json"))
+    assert not lb.link_is_up(read("ip-j-addr-lo-down.json"))
+
+
+GOOD = {k: v for k, v in lb.DR_SYSCTLS}
+
+
+@pytest.mark.parametrize(
+    "node,fixture,sysctls,lo_up,expect",
+    [
+        ("db1", "ip-j-addr-lo-plain.json", GOOD, True,
+         [("add", "1.1.1.22", "lo:0")]),
+        ("db1", "ip-j-addr-lo-down.json", GOOD, False,
+         [("up", None, None), ("add", "1.1.1.22", "lo:0")]),
+        # mail VIP on a db node goes; the db VIP with a /24 is replaced by a /32
+        ("db1", "ip-j-addr-lo-vips.json", GOOD, True,
+         [("del", "1.1.1.21", None), ("del", "1.1.1.22", None), ("add", "1.1.1.22", "lo:0")]),
+        ("mail1", "ip-j-addr-lo-vips.json", GOOD, True, [("del", "1.1.1.22", None)]),
+        ("mail1", "ip-j-addr-lo-vips.json", {**GOOD, "net.ipv4.conf.all.arp_ignore": "0"}, True,
+         [("del", "1.1.1.22", None), ("sysctl", "net.ipv4.conf.all.arp_ignore", "1")]),
+        ("lb1", "ip-j-addr-lo-down.json", GOOD, False, []),
+    ],
+    ids=["add", "lo-down", "wrong-tier-and-prefix", "remove-other-vip", "sysctl", "lb-nothing"],
+)
+def test_dr_plan(site, node, fixture, sysctls, lo_up, expect):
+    plan = lb.dr_plan(site, site.node(node), lb.parse_ip_addr_json(read(fixture)), sysctls, lo_up)
+    got = [(s["action"], s.get("address") or s.get("key"), s.get("label") or s.get("new"))
+           for s in plan]
+    assert got == expect
+
+
+def test_ip_argv_validates(site):
+    assert lb.ip_argv({"action": "add", "address": "1.1.1.21", "prefixlen": 32,
+                       "label": "lo:0"}) == ["ip", "addr", "add", "1.1.1.21/32", "dev", "lo",
+                                             "label", "lo:0"]
+    with pytest.raises(ValidationError):
+        lb.ip_argv({"action": "add", "address": "1.1.1.21", "prefixlen": 32, "label": "eth0"})
+    with pytest.raises(ValueError):
+        lb.ip_argv({"action": "del", "address": "1.1.1.21 dev eth0", "prefixlen": 32})
+    assert lb.sysctl_proc_path("net.ipv4.conf.all.arp_ignore") == \
+        "/proc/sys/net/ipv4/conf/all/arp_ignore"
+    with pytest.raises(ValidationError):
+        lb.sysctl_proc_path("../../etc/passwd")
