@@ -1,0 +1,189 @@
+"""OpenLDAP mirror mode on a mail node's existing slapd (as iRedMail installed it).
+
+``mirrormode`` adds serverIDs, the syncprov overlay and one ``syncrepl`` per provider, taken from
+the ``mailha`` pillar, and leaves every other setting alone.
+
+* ``mailha:ldap:config_format: slapd.conf``: the block goes into slapd.conf between
+  ``# BEGIN/END salt-mailha ldap mirrormode`` markers (global part before the first
+  ``database``, the rest at the end of the database holding the suffix); ``moduleload
+  syncprov`` and the entryCSN/entryUUID indexes only when the file lacks them. The new file is
+  checked with ``slaptest -u`` before it replaces the old one, then slapd is restarted with
+  ``service.restart`` (on a normal minion: the init system's slapd service).
+* ``cn=config``: the same settings are applied live over LDAP (``ldapi://`` as root with SASL
+  EXTERNAL by default), only where they differ; no restart.
+
+The replication credential is compared but never shown: changes and comments are redacted.
+
+Defaults come from minion config (or pillar) through ``config.get``: ``mailha_ldap:slapd_conf``
+(``/etc/ldap/slapd.conf``), ``mailha_ldap:config_uri`` (Debian's ldapi socket) and
+``mailha_ldap:service`` (``slapd``).
+
+.. code-block:: yaml
+
+    mailha_ldap_mirrormode:
+      mailha_ldap.mirrormode: []
+
+    # or leave the restart to a service state:
+    slapd_mirrormode:
+      mailha_ldap.mirrormode:
+        - restart: False
+    slapd:
+      service.running:
+        - watch:
+          - mailha_ldap: slapd_mirrormode
+"""
+
+import difflib
+import logging
+import os
+import tempfile
+
+from salt_mailha.core import ldap as core_ldap
+from salt_mailha.core.errors import MailhaError, ValidationError
+from salt_mailha.core.model import load_site
+from salt_mailha.core.secret import redact
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "mailha_ldap"
+
+
+def __virtual__():
+    if "mailha_ldap.replication_status" not in __salt__:  # noqa: F821 - Salt dunder
+        return False, "the mailha_ldap execution module did not load (it needs the ldap3 library)"
+    return __virtualname__
+
+
+def _ret(name):
+    return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _fail(ret, site, message):
+    ret["result"] = False
+    ret["comment"] = redact(message, site.secrets()) if site is not None else message
+    ret["changes"] = {}
+    return ret
+
+
+def mirrormode(name, config=None, uri=None, service=None, restart=True):
+    """Make this mail node's slapd a mirror-mode provider of the site's suffix.
+
+    name
+        A label; not used.
+    config
+        slapd.conf path (slapd.conf format). Default ``config.get mailha_ldap:slapd_conf`` or
+        ``/etc/ldap/slapd.conf``.
+    uri
+        cn=config URI (cn=config format). ``ldapi://...`` binds as the local root user with
+        SASL EXTERNAL. Default ``config.get mailha_ldap:config_uri`` or Debian's ldapi socket.
+    service
+        Service restarted after slapd.conf changed. Default ``config.get mailha_ldap:service``
+        or ``slapd``.
+    restart
+        ``False`` leaves the restart to a ``watch`` requisite (slapd.conf format only).
+    """
+    ret = _ret(name)
+    site = None
+    try:
+        site = load_site(__pillar__)  # noqa: F821
+        if site.ldap is None:
+            return _fail(ret, None, "pillar mailha:ldap is missing: this site has no LDAP tier")
+        core_ldap.mirror_servers(site)
+    except ValidationError as exc:
+        return _fail(ret, None, str(exc))
+    cfg = __salt__["config.get"]  # noqa: F821
+    try:
+        if site.ldap.config_format == "cn=config":
+            return _cnconfig(ret, site, uri or cfg("mailha_ldap:config_uri", core_ldap.DEFAULT_CONFIG_URI))
+        return _slapd_conf(ret, site, config or cfg("mailha_ldap:slapd_conf", "/etc/ldap/slapd.conf"),
+                           service or cfg("mailha_ldap:service", "slapd"), restart)
+    except (MailhaError, ValueError, OSError) as exc:
+        return _fail(ret, site, f"{type(exc).__name__}: {exc}")
+
+
+def _slapd_conf(ret, site, path, service, restart):
+    with open(path, encoding="utf-8") as f:
+        old = f.read()
+    new = core_ldap.merge_slapd_conf(old, site, path)
+    if new == old:
+        ret["comment"] = f"{path} already has the mirror-mode block"
+        return ret
+    secrets = site.secrets()
+    diff = list(difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0))
+    removed = [line[1:] for line in diff if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in diff if line.startswith("+") and not line.startswith("+++")]
+    changes = {path: {"old": removed, "new": added}}
+    if restart:
+        changes[f"service {service}"] = {"old": "running the old config", "new": "restarted"}
+    changes = redact(changes, secrets)
+    if __opts__["test"]:  # noqa: F821
+        ret["result"] = None
+        ret["changes"] = changes
+        ret["comment"] = (f"would write the mirror-mode block to {path}"
+                          + (f" and restart {service}" if restart else ""))
+        return ret
+    _write_checked(path, new, site)
+    ret["changes"] = changes
+    ret["comment"] = f"wrote the mirror-mode block to {path}"
+    if restart:
+        try:
+            ok = __salt__["service.restart"](service)  # noqa: F821
+        except Exception as exc:  # noqa: BLE001 - report the service layer's failure as the result
+            ok, why = False, f": {exc}"
+        else:
+            why = ""
+        if ok is False:
+            ret["result"] = False
+            ret["comment"] = redact(f"{ret['comment']}, but restarting {service} failed{why}; slapd still "
+                                    f"runs the old config: fix and run service.restart {service}", secrets)
+            return ret
+        ret["comment"] += f" and restarted {service}"
+    else:
+        ret["comment"] += f"; {service} must restart to apply it (watch this state)"
+    return ret
+
+
+def _write_checked(path, text, site):
+    """Write next to ``path``, check with ``slaptest -u``, then rename over it (same mode and
+    owner): a file slapd would refuse never replaces a working one."""
+    st = os.stat(path)
+    fd, tmp = tempfile.mkstemp(prefix=".slapd.conf.", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, st.st_mode & 0o7777)
+        os.chown(tmp, st.st_uid, st.st_gid)
+        res = __salt__["cmd.run_all"](["slaptest", "-Q", "-u", "-f", tmp],  # noqa: F821
+                                      python_shell=False, output_loglevel="quiet", ignore_retcode=True)
+        if res["retcode"] != 0:
+            out = redact((res.get("stderr") or "") + (res.get("stdout") or ""), site.secrets()).strip()
+            raise core_ldap.ConfigConflict(f"slaptest -u refused the new {path} (left unchanged): {out}")
+        os.replace(tmp, path)
+        tmp = None
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
+
+
+def _cnconfig(ret, site, uri):
+    secrets = site.secrets()
+    conn = core_ldap.connect(uri)
+    try:
+        live = core_ldap.read_cnconfig(conn, site.ldap.suffix)
+        ops = core_ldap.plan_cnconfig(core_ldap.desired_cnconfig(site), live)
+        if not ops:
+            ret["comment"] = f"cn=config at {uri} already runs mirror mode as specified"
+            return ret
+        changes = redact(core_ldap.describe_ops(ops, live), secrets)
+        whys = "; ".join(op.why for op in ops)
+        if __opts__["test"]:  # noqa: F821
+            ret["result"] = None
+            ret["changes"] = changes
+            ret["comment"] = f"would change cn=config at {uri}: {whys}"
+            return ret
+        core_ldap.apply_ops(conn, ops)
+    finally:
+        conn.unbind()
+    ret["changes"] = changes
+    ret["comment"] = f"changed cn=config at {uri} live: {whys}"
+    return ret
