@@ -19,15 +19,20 @@ Ownership registry (one TXT string per record we own, kept next to the record)::
     _mailha-owner.<domain> TXT "heritage=salt-mailha,site=<site>,withdrawn=<node>"
 
 Ownership is per record, not per RRset, so a record added by hand, even inside an RRset we
-manage (a backup MX at a provider), is never deleted. A record that already exists but is not
-ours is a conflict: the plan is refused unless ``take_over=True`` adopts it. The ``withdrawn``
-markers make a reactor's ``withdraw_mx`` stick: a later ``mailha_dns.records`` run keeps the node
-out of the MX set until ``restore_mx``. Strings of other sites or tools are left alone.
+manage (a backup MX at a provider), is never deleted; if it shares an RRset whose TTL the pillar
+would change, the TTL is kept (one TTL per RRset) and the plan says so. A record that already
+exists but is not ours is a conflict (so is a foreign address in the A RRset of a managed name:
+clients would be split): the plan is refused unless ``take_over=True`` adopts those RRsets whole.
+The ``withdrawn`` markers make a reactor's ``withdraw_mx`` stick: a later ``records`` run keeps
+the node out of the MX set until ``restore_mx``. Registry strings of other sites are left alone.
 
-Safety: a plan never empties the domain's MX RRset, never empties the A RRset of a name the
-pillar manages (or, unless forced, of a name it stopped managing), and is refused when it would
-delete more than ``dns:max_delete_share`` of the records we own (net deletions per RRset, as
-octoDNS counts them: replacing a value is an update, not a delete) unless forced.
+Safety (checked on the whole plan before anything is sent, nothing half-applied):
+
+* never empty the domain's MX RRset (not even with ``force``);
+* never empty the A RRset of a name the pillar still uses (``dns:names``, MX targets); names
+  dropped from the pillar are released: their records we own are deleted;
+* refuse, unless ``force``, a plan deleting more than ``dns:max_delete_share`` of the records we
+  own. Deletions are counted net per RRset, as octoDNS does: replacing a value is an update.
 """
 import re
 from dataclasses import dataclass, field
@@ -270,7 +275,7 @@ class Plan:
 
     def text(self):
         if not self.changes:
-            return f"zone {self.zone} is as specified for site {self.site}"
+            return "\n".join([f"zone {self.zone} is as specified for site {self.site}", *self.notes])
         adds, deletes = self.counts()
         head = (f"zone {self.zone} (site {self.site}): {len(self.record_changes)} RRset(s) to change, "
                 f"+{adds} -{deletes} record(s), {len(self.changes) - len(self.record_changes)} "
@@ -307,6 +312,9 @@ def plan(site, current, *, withdraw=(), restore=(), take_over=False, force=False
     withdrawn = ((withdrawn_now | set(withdraw)) - set(restore)) & set(d.mx)
     desired = desired_records(site, withdrawn)
     keys = set(desired) | set(owned)
+    # Names the pillar still uses; A RRsets here must never end up empty.
+    managed_names = {absolute(label, domain) for label in d.names}
+    managed_names |= {absolute(site.node(n).fqdn, ".") for n in d.mx if site.has_node(n)}
     keys.add((domain, "MX"))  # an empty desired MX set must still be checked (last-MX rule)
     if only is not None:
         keys &= set(only)
@@ -331,21 +339,28 @@ def plan(site, current, *, withdraw=(), restore=(), take_over=False, force=False
         adds = dset - c
         final = (c - deletes) | adds
         foreign = final - dset
+        if rdtype == "A" and want and foreign and not take_over:
+            refusals.append(f"{name} A also holds {', '.join(sorted(foreign))}, not owned by salt-mailha: "
+                            f"clients would be split between it and {', '.join(sorted(dset))}; "
+                            f"pass take_over=True to replace it")
         ttl = want.ttl if want else (cur.ttl if cur else d.ttl_default)
         if cur and final and cur.ttl != ttl and foreign and not take_over:
-            refusals.append(f"{name} {rdtype}: changing the TTL {cur.ttl} -> {ttl} would also change "
-                            f"records salt-mailha does not own ({', '.join(sorted(foreign))}): "
-                            f"pass take_over=True, or set that TTL in pillar mailha:dns:ttl")
+            # One TTL per RRset: never change the TTL of records we do not own.
+            notes.append(f"note: {name} {rdtype} keeps TTL {cur.ttl} (pillar wants {ttl}) because it "
+                         f"also holds {', '.join(sorted(foreign))}, not owned by salt-mailha; "
+                         f"take_over=True would apply the pillar's TTL and delete them")
+            ttl = cur.ttl
         owned_count += len(mine)
         deleted += max(0, len(deletes) - len(adds))
         if c and not final:
             if rdtype == "MX" and name == domain:
                 who = ", ".join(sorted(withdraw)) or "this plan"
-                refusals.append(f"{name} MX: {who} would remove the last MX record of {name}; "
-                                f"mail would bounce: restore another mail node first")
-            elif rdtype == "A" and (want is not None or not force):
-                refusals.append(f"{name} A: the plan would remove the last A record of {name} "
-                                f"(a name salt-mailha managed){'' if want else '; pass force=True if the name is meant to go'}")
+                refusals.append(f"{name} MX: withdrawing {who} would remove the last MX record of "
+                                f"{name} and mail would bounce: restore another mail node first")
+            elif rdtype == "A" and name in managed_names:
+                refusals.append(f"{name} A: the plan would remove the last A record of {name}, a name "
+                                f"the pillar still uses (mailha:dns:names or an MX target): check the "
+                                f"node's address in mailha:nodes")
         new_owned[key] = (mine - deletes) | adds | (adopt if take_over else set())
         if final != c or (cur and final and cur.ttl != ttl):
             changes.append(Change(name, rdtype, cur, RRset(name, rdtype, ttl, frozenset(final)) if final else None))
