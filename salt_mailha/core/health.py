@@ -209,3 +209,83 @@ class HealthTracker:
         self.nodes[node] = rollup
         return old, rollup, {s: {"status": st.status, "detail": st.detail}
                              for s, st in sorted(statuses.items())}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One real server endpoint of a node: what a balancer's ldirectord checks."""
+
+    service: str
+    address: str
+    port: int
+    check: str
+
+
+def targets(site, node_id):
+    """The endpoints of ``node_id`` that balancers forward to, from the model, sorted by service.
+
+    Empty for a node that holds no VIP (a balancer, the filer, the DNS server).
+    """
+    node = site.node(node_id)
+    out = []
+    for vip in site.vips_held_by(node):
+        address = node.address(vip.network)
+        if address is None:
+            continue
+        for svc in site.services_on(vip.name):
+            out.append(Target(svc.name, address, svc.port, svc.check))
+    return tuple(sorted(out, key=lambda t: t.service))
+
+
+def real_server_ids(site):
+    """Every node that some balancer forwards to, in pillar order."""
+    return tuple(n.id for n in site.nodes if targets(site, n.id))
+
+
+def probe_all(site, endpoints, timeout=1.0, attempts=1, interval=0.0):
+    """Probe every ``Target`` in parallel; ``{service: ProbeResult}``.
+
+    With ``attempts`` > 1 a service counts as failing only if every attempt failed (spaced by
+    ``interval`` seconds): a re-check that was not preceded by a beacon's hold-down applies its
+    own.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = "/" + site.ldirectord.health_page.lstrip("/")
+    expect = site.ldirectord.health_content
+
+    def one(t):
+        result = None
+        for i in range(max(1, int(attempts))):
+            if i:
+                time.sleep(interval)
+            result = probe(t.address, t.port, t.check, timeout, path, expect)
+            if result.ok:
+                break
+        return t.service, result
+
+    if not endpoints:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
+        return dict(pool.map(one, endpoints))
+
+
+def probe_round(site, tracker, nodes, timeout=0.5, now=None):
+    """One beacon round: probe every endpoint of ``nodes`` in parallel, feed ``tracker``.
+
+    Returns ``[(node, old, new, services)]`` for the nodes whose roll-up changed. One round over
+    all endpoints at once, so a dead node costs one timeout, not one per service.
+    """
+    keyed = [Target(f"{n}\0{t.service}", t.address, t.port, t.check)
+             for n in nodes for t in targets(site, n)]
+    per_node = {}
+    for key, res in probe_all(site, keyed, timeout).items():
+        node, service = key.split("\0", 1)
+        per_node.setdefault(node, {})[service] = res
+    now = time.time() if now is None else now
+    changes = []
+    for node in nodes:
+        change = tracker.observe(node, per_node.get(node, {}), now)
+        if change is not None:
+            changes.append((node, *change))
+    return changes

@@ -1,0 +1,514 @@
+"""The mailha runner: cluster status, drain/undrain, automatic remediation (and Galera recovery).
+
+Remediation (``remediate``, ``presence``, ``reconcile``, ``drain``, ``undrain``, ``status``)
+--------------------------------------------------------------------------------------------
+The reactor (``reactor/*.sls``) hands every health or presence event to an orchestration
+(``states/mailha/orch/*.sls``) that calls :func:`remediate`. The event is only a trigger:
+
+1. every field is validated against the site model (the node must be a node id of
+   ``mailha:nodes``; the reporter a minion id); nothing from an event reaches a command otherwise;
+2. a report about a node counts only if it comes from a load balancer, from the node itself or
+   from the master (``salt_mailha.core.remediation.assess_claim``): a mail minion claiming that
+   another mail node is down changes nothing;
+3. the node is re-probed from every load balancer (``mailha_health.probe`` through
+   ``LocalClient``): the balancers are authoritative for reachability;
+4. ``salt_mailha.core.remediation.plan_remediation`` decides (hysteresis, rate limit, operator
+   drains, last MX) and returns a reason sentence; the plan is applied: ``mailha_ipvs.drain`` /
+   ``undrain`` on every balancer (ldirectord's maintenance mechanism) and
+   ``mailha_dns.withdraw_mx`` / ``restore_mx`` on the DNS updater minion;
+5. every decision is logged and fired as an event ``mailha/remediation/<node>/<outcome>`` with
+   its reason (outcome: ``drained``, ``restored``, ``noop``, ``ignored``, ``planned``,
+   ``failed``, ``refused``, ``coalesced``).
+
+What was done (who drained a node, when, the automatic actions of the rate-limit window) is kept
+in ``<cachedir>/mailha/remediation-<site>.json`` on the master, under an exclusive ``flock`` so
+concurrent reactions (the reactor runs them in parallel threads) apply one at a time; a reaction
+that waited while another one re-checked the same node is coalesced instead of probing again.
+
+Several masters: only one may act. Either point ``mailha_state_dir`` of every master at one
+shared directory (the lock and the state are then shared: the first master takes the lock and
+acts, the others find the work done), or name the acting master with ``mailha_acting_master:
+<master id>`` in every master's config (the others only plan, as with ``test=True``).
+
+Master options: ``mailha_state_dir`` (default ``<cachedir>/mailha``), ``mailha_acting_master``,
+``mailha_pillar_id`` (the minion id whose pillar holds the site; default: the master's id),
+``mailha_probe_timeout`` (seconds per probe, default 1), ``mailha_call_timeout`` (seconds to wait
+for minions, default 10).
+"""
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import time
+
+import salt.client
+import salt.pillar
+import salt.utils.event
+
+from salt_mailha.core import health
+from salt_mailha.core import remediation as rem
+from salt_mailha.core.errors import MailhaError, Refused
+from salt_mailha.core.model import load_site
+from salt_mailha.core.secret import redact
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "mailha"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _site():
+    """The site model from the pillar the master compiles for ``mailha_pillar_id``."""
+    minion_id = __opts__.get("mailha_pillar_id") or __opts__["id"]
+    pillar = salt.pillar.get_pillar(
+        __opts__, __opts__.get("grains", {}), minion_id, saltenv=__opts__.get("saltenv")
+    ).compile_pillar()
+    return load_site(pillar)
+
+
+def _client():
+    return salt.client.get_local_client(mopts=__opts__)
+
+
+def _fire(tag, data):
+    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as ev:
+        ev.fire_event(data, tag)
+
+
+# ----------------------------------------------------------------------------- remediation state
+
+
+def _state_dir():
+    return __opts__.get("mailha_state_dir") or os.path.join(__opts__["cachedir"], "mailha")
+
+
+@contextlib.contextmanager
+def _locked(site, timeout=120.0):
+    """Exclusive lock on the site's remediation state (threads and processes, several masters
+    when the state dir is shared)."""
+    os.makedirs(_state_dir(), mode=0o700, exist_ok=True)
+    path = os.path.join(_state_dir(), f"remediation-{site.name}.lock")
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Refused(f"another remediation of site {site.name} held {path} for "
+                                  f"{timeout:g} s; nothing done") from None
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _state_path(site):
+    return os.path.join(_state_dir(), f"remediation-{site.name}.json")
+
+
+def _load_state(site):
+    try:
+        with open(_state_path(site), encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except FileNotFoundError:
+        raw = {}
+    except ValueError as exc:
+        raise Refused(f"remediation state {_state_path(site)} is not valid JSON ({exc}); "
+                      "fix or remove it (drains recorded there will be forgotten)") from None
+    records = {n: rem.NodeRecord.from_dict(r) for n, r in (raw.get("nodes") or {}).items()
+               if site.has_node(n)}
+    return {"nodes": records, "checked": dict(raw.get("checked") or {})}
+
+
+def _save_state(site, state):
+    data = {"nodes": {n: r.as_dict() for n, r in sorted(state["nodes"].items())},
+            "checked": state["checked"]}
+    fd, tmp = tempfile.mkstemp(dir=_state_dir(), prefix=".remediation-")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+    os.replace(tmp, _state_path(site))
+
+
+# ----------------------------------------------------------------------------- facts and actions
+
+
+def _balancers(site):
+    return tuple(n.id for n in site.nodes_with("lb"))
+
+
+def _policy(site):
+    return rem.Policy.from_spec(site.remediation)
+
+
+def _recheck(site, node, attempts=1):
+    """Probe ``node`` from every balancer now; one Observation per balancer."""
+    lbs = _balancers(site)
+    timeout = float(__opts__.get("mailha_probe_timeout", 1.0))
+    wait = timeout * attempts + site.remediation.probe_interval * (attempts - 1) + 3
+    ret = _client().cmd(list(lbs), "mailha_health.probe", [node], tgt_type="list",
+                        kwarg={"timeout": timeout, "attempts": attempts}, timeout=wait)
+    out = []
+    for lb in lbs:
+        answer = ret.get(lb)
+        if isinstance(answer, dict) and answer.get("node") == node and "ok" in answer:
+            out.append(rem.Observation(lb, bool(answer["ok"]), tuple(answer.get("failing") or ())))
+        else:
+            if answer is not None:
+                log.warning("mailha remediation: %s could not probe %s: %s", lb, node,
+                            str(answer)[:200])
+            out.append(rem.Observation(lb, None))
+    return tuple(out)
+
+
+def _snapshot(site, state, node, observations):
+    mx = site.dns.mx if site.dns is not None else {}
+    others = [m for m in mx if m != node and not state["nodes"].get(m, rem.NodeRecord()).mx_withdrawn]
+    return rem.Snapshot(node, _balancers(site), observations,
+                        state["nodes"].get(node, rem.NodeRecord()), time.time(),
+                        has_mx=node in mx, other_mx_in_service=len(others))
+
+
+_CALLS = {rem.DRAIN: "mailha_ipvs.drain", rem.UNDRAIN: "mailha_ipvs.undrain",
+          rem.WITHDRAW_MX: "mailha_dns.withdraw_mx", rem.RESTORE_MX: "mailha_dns.restore_mx"}
+
+
+def _succeeded(answer):
+    if answer is True:
+        return True, "done"
+    if isinstance(answer, dict):
+        if answer.get("result") is False:
+            return False, str(answer.get("comment") or answer.get("reason") or answer)[:300]
+        return True, str(answer.get("comment") or "done")[:300]
+    if answer is None:
+        return False, "no answer from the minion"
+    return False, str(answer)[:300]  # an exception text or "function not available"
+
+
+def _apply(site, plan):
+    """Run the plan's actions; ``[(action, ok, detail)]``. Drains on all balancers at once."""
+    client = _client()
+    wait = float(__opts__.get("mailha_call_timeout", 10))
+    results = []
+    for kind in (rem.DRAIN, rem.UNDRAIN, rem.WITHDRAW_MX, rem.RESTORE_MX):
+        actions = [a for a in plan.actions if a.kind == kind]
+        if not actions:
+            continue
+        if kind in (rem.DRAIN, rem.UNDRAIN):
+            targets = [a.target for a in actions]
+        else:
+            if site.dns is None or not site.dns.updater:
+                results += [(a, False, "mailha:dns:updater is not set") for a in actions]
+                continue
+            targets = [site.dns.updater]
+        ret = client.cmd(targets, _CALLS[kind], [plan.actions[0].node], tgt_type="list",
+                         timeout=wait)
+        for a in actions:
+            ok, detail = _succeeded(ret.get(targets[0] if kind in (rem.WITHDRAW_MX, rem.RESTORE_MX)
+                                            else a.target))
+            results.append((a, ok, detail))
+    return results
+
+
+def _record_after(plan, results):
+    """The record to persist: the plan's, corrected for an MX change that did not happen."""
+    record = plan.record
+    for action, ok, _ in results:
+        if not ok and action.kind == rem.WITHDRAW_MX:
+            record = rem.NodeRecord(record.drained_by, record.drained_at, False, record.actions)
+        if not ok and action.kind == rem.RESTORE_MX:
+            record = rem.NodeRecord(record.drained_by, record.drained_at, True, record.actions)
+    return record
+
+
+def _outcome(plan, test, results):
+    if test:
+        return "planned" if plan.actions else "noop"
+    if results and not all(ok for _, ok, _ in results):
+        return "failed"
+    kinds = {a.kind for a in plan.actions}
+    if rem.DRAIN in kinds:
+        return "drained"
+    if rem.UNDRAIN in kinds:
+        return "restored"
+    return "noop"
+
+
+def _report(site, node, plan, test, results=(), **extra):
+    outcome = _outcome(plan, test, results)
+    out = {
+        "node": node,
+        "result": outcome != "failed",
+        "outcome": outcome,
+        "verdict": plan.verdict,
+        "reason": plan.reason,
+        "test": bool(test),
+        "master": __opts__["id"],
+        "actions": [dict(a.as_dict(), **({"ok": ok, "detail": d} if results else {}))
+                    for a, ok, d in (results or [(a, None, None) for a in plan.actions])],
+        **extra,
+    }
+    out = redact(out, site.secrets())
+    log.info("mailha remediation of %s: %s%s", node, out["reason"], " (test)" if test else "")
+    _fire(f"mailha/remediation/{node}/{outcome}", out)
+    return out
+
+
+def _acting(test):
+    """``(test, note)``: a master that is not the acting one only plans."""
+    acting = __opts__.get("mailha_acting_master")
+    if acting and acting != __opts__["id"] and not test:
+        return True, f"master {__opts__['id']} is not the acting master ({acting}); plan only"
+    return bool(test), None
+
+
+def _refused(node, exc, **extra):
+    reason = str(exc)
+    log.warning("mailha remediation refused: %s", reason)
+    out = {"node": str(node)[:64], "result": False, "outcome": "refused", "reason": reason,
+           "actions": [], **extra}
+    tag_node = node if isinstance(node, str) and rem._NODE_ID.match(node) else "invalid"
+    _fire(f"mailha/remediation/{tag_node}/refused", out)
+    return out
+
+
+# ----------------------------------------------------------------------------- public functions
+
+
+def remediate(node, reporter=None, status=None, source="event", test=False):
+    """Re-check ``node`` from the load balancers and drain or restore it as the policy says.
+
+    node
+        Node id from the event (validated against ``mailha:nodes``).
+    reporter
+        Minion id that reported the change (``data['id']`` of the beacon event); None when the
+        master itself asks (presence, schedule, operator).
+    status
+        What the reporter claimed (``down``/``up``); logged only, never trusted.
+    source
+        Free text for the log and the event (``event``, ``presence``, ``reconcile``).
+    test
+        Plan only: re-check and decide, change nothing.
+
+    Returns ``{"node", "result", "outcome", "verdict", "reason", "actions", "test", ...}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run mailha.remediate mail1
+        salt-run mailha.remediate mail1 test=True
+    """
+    started = time.time()
+    try:
+        site = _site()
+        node = rem.check_node(node, {n.id for n in site.nodes})
+        reporter = rem.check_minion_id(reporter)
+        claim = str(status)[:8] if status is not None else None
+        lbs = _balancers(site)
+        recheck, why = rem.assess_claim(reporter, node, lbs)
+        extra = {"reporter": reporter, "claimed": claim, "source": str(source)[:32]}
+        if not recheck:
+            return _report(site, node, rem.Plan((), why, rem.NodeRecord(), "ignored"), test,
+                           **extra)
+        if not health.targets(site, node):
+            return _report(site, node, rem.Plan((), f"{node} holds no VIP: no balancer forwards "
+                                                    "to it, nothing to drain", rem.NodeRecord(),
+                                                "none"), test, **extra)
+        test, note = _acting(test)
+        if note:
+            extra["note"] = note
+        # A report a beacon already held down needs one confirming round; a bare trigger
+        # (presence, schedule, the node's own word) gets the full hold-down from the balancers.
+        attempts = 1 if reporter in lbs else site.remediation.down_after
+        with _locked(site):
+            state = _load_state(site)
+            if state["checked"].get(node, 0) >= started:
+                return _report(site, node, rem.Plan(
+                    (), f"a re-check of {node} finished while this report waited; nothing more "
+                        "to do", state["nodes"].get(node, rem.NodeRecord()), "coalesced"),
+                    test, **extra)
+            observations = _recheck(site, node, attempts)
+            plan = rem.plan_remediation(_snapshot(site, state, node, observations), _policy(site))
+            if test:
+                return _report(site, node, plan, True, **extra)
+            results = _apply(site, plan) if plan.actions else []
+            state["nodes"][node] = _record_after(plan, results)
+            state["checked"][node] = time.time()
+            _save_state(site, state)
+            return _report(site, node, plan, False, results, **extra)
+    except MailhaError as exc:
+        return _refused(node, exc, reporter=str(reporter)[:64] if reporter else None)
+
+
+def presence(new=None, lost=None, test=False):
+    """Re-check the real servers among minions that appeared or disappeared.
+
+    Fed by the master's presence events (``presence_events: True`` ->
+    ``salt/presence/change``); minion ids that are not real servers of the site are skipped.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run mailha.presence lost='[mail2]'
+    """
+    site = _site()
+    ids = [i for i in list(lost or []) + list(new or []) if isinstance(i, str)]
+    wanted = [n for n in health.real_server_ids(site) if n in ids]
+    return {n: remediate(n, None, None, "presence", test) for n in wanted}
+
+
+def reconcile(test=False):
+    """Re-check every real server (the master's schedule runs this every ``window`` seconds).
+
+    Catches what an event cannot: a lost event, a restore held back by the rate limit.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run mailha.reconcile
+    """
+    site = _site()
+    return {n: remediate(n, None, None, "reconcile", test) for n in health.real_server_ids(site)}
+
+
+def _operator(node, planner, test):
+    try:
+        site = _site()
+        node = rem.check_node(node, {n.id for n in site.nodes})
+        if not health.targets(site, node):
+            raise Refused(f"{node} holds no VIP: no balancer forwards to it, nothing to drain")
+        with _locked(site):
+            state = _load_state(site)
+            observations = _recheck(site, node) if planner is rem.plan_operator_undrain else ()
+            plan = planner(_snapshot(site, state, node, observations))
+            if test:
+                return _report(site, node, plan, True, source="operator")
+            results = _apply(site, plan) if plan.actions else []
+            state["nodes"][node] = _record_after(plan, results)
+            _save_state(site, state)
+            return _report(site, node, plan, False, results, source="operator")
+    except MailhaError as exc:
+        return _refused(node, exc, source="operator")
+
+
+def drain(node, test=False):
+    """Take ``node`` out of service by hand: drained on every balancer, MX withdrawn.
+
+    An operator's drain is never undone by automatic remediation; only :func:`undrain` ends it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run mailha.drain mail2
+        salt-run mailha.drain mail2 test=True
+    """
+    return _operator(node, rem.plan_operator_drain, test)
+
+
+def undrain(node, test=False):
+    """Return ``node`` to service on every balancer and restore its MX, whoever drained it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run mailha.undrain mail2
+    """
+    return _operator(node, rem.plan_operator_undrain, test)
+
+
+def _call(client, tgt, fun, args=(), timeout=5):
+    try:
+        ret = client.cmd(tgt, fun, list(args), tgt_type="list" if isinstance(tgt, list) else "glob",
+                         timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - status reports what it could not read
+        log.debug("mailha.status: %s on %s failed: %s", fun, tgt, exc)
+        return {}
+    return ret or {}
+
+
+def _cell(value):
+    return "-" if value in (None, "", [], {}) else str(value)
+
+
+def status():
+    """One table of every node: roles, service health, Galera state, LDAP agreement, IPVS weight
+    on each balancer, MX present, drained by whom.
+
+    Cells read from minions that did not answer show ``?``; ``-`` means not applicable.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run mailha.status
+    """
+    site = _site()
+    client = _client()
+    lbs = list(_balancers(site))
+    state = _load_state(site)
+    reals = health.real_server_ids(site)
+    rows = {}
+    mx_now = _call(client, [site.dns.updater], "mailha_dns.query", ["@", "MX"]).get(
+        site.dns.updater) if site.dns and site.dns.updater else None
+    galera = _call(client, [n.id for n in site.galera_members()], "mailha_galera.status") \
+        if site.galera else {}
+    ldap = _call(client, [n.id for n in site.nodes_with("mail")][:1],
+                 "mailha_ldap.replication_status") if site.ldap else {}
+    ldap_view = next(iter(ldap.values()), None)
+    ipvs = _call(client, lbs, "mailha_ipvs.weights") if lbs else {}
+    for n in site.nodes:
+        row = {"roles": ",".join(n.roles)}
+        if n.id in reals:
+            views = _call(client, lbs, "mailha_health.probe", [n.id])
+            failing = sorted({s for v in views.values() if isinstance(v, dict)
+                              for s in v.get("failing", [])})
+            answered = [v for v in views.values() if isinstance(v, dict) and "ok" in v]
+            row["health"] = ("?" if not answered else "ok" if not failing
+                             else "failing: " + ",".join(failing))
+            for lb in lbs:
+                w = ipvs.get(lb)
+                row[f"weight@{lb}"] = (w.get(n.id, "-") if isinstance(w, dict) else "?")
+            rec = state["nodes"].get(n.id, rem.NodeRecord())
+            row["drained_by"] = rec.drained_by or "-"
+        if n.id in site.galera_members() or (site.galera and n in site.galera_members()):
+            g = galera.get(n.id)
+            row["galera"] = (g.get("wsrep_local_state_comment") or g.get("state") or "?") \
+                if isinstance(g, dict) else "?"
+        if n.has("mail") and site.ldap:
+            if isinstance(ldap_view, dict):
+                behind = ldap_view.get("behind", {}).get(n.id)
+                row["ldap"] = "agree" if ldap_view.get("agree") else (
+                    f"behind {behind}" if behind else "disagree")
+            else:
+                row["ldap"] = "?"
+        if site.dns and n.id in site.dns.mx:
+            if isinstance(mx_now, list):
+                row["mx"] = "yes" if any(r.rstrip(".").endswith(f" {n.fqdn}") for r in mx_now) \
+                    else "no"
+            else:
+                row["mx"] = "?"
+        rows[n.id] = row
+    columns = ["roles", "health", "galera", "ldap"] + [f"weight@{lb}" for lb in lbs] + \
+        ["mx", "drained_by"]
+    table = [["node"] + columns] + [[nid] + [_cell(r.get(c)) for c in columns]
+                                     for nid, r in rows.items()]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+                     for line in table)
+    return redact({"site": site.name, "nodes": rows, "table": text}, site.secrets())
