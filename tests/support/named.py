@@ -6,8 +6,8 @@ section 3 for the measured recipe and traps.
 
 The zone is a primary with ``update-policy { grant <key> zonesub ANY; }`` and AXFR allowed for the
 same TSIG key only, so a client without the key can neither update nor transfer. Update logging
-is on (category ``update`` -> ``update.log``) so tests can count UPDATE messages the server
-approved (``approved_updates()``).
+is on (category ``update`` -> ``update.log``) so tests can count the UPDATE messages the server
+applied (``applied_updates()``).
 
 Usage::
 
@@ -19,6 +19,7 @@ Usage::
 """
 import base64
 import os
+import re
 import shutil
 import socket
 import textwrap
@@ -55,7 +56,8 @@ class NamedServer:
     """One named process, its config, zone and logs under ``base_dir``."""
 
     def __init__(self, base_dir, zone="example.net", key_name="mailha-update", secret=None,
-                 algorithm="hmac-sha256", address="127.0.0.1", port=None, records=()):
+                 algorithm="hmac-sha256", address="127.0.0.1", port=None, records=(),
+                 update_policy=None):
         self.dir = Path(base_dir)
         self.zone = zone.rstrip(".")
         self.key_name = key_name
@@ -64,6 +66,8 @@ class NamedServer:
         self.address = address
         self.port = port or free_port(address)
         self.records = list(records)   # extra zone-file lines, e.g. "www IN A 192.0.2.80"
+        # named's update-policy rules; default: the key may change anything in the zone.
+        self.update_policy = update_policy or f"grant {key_name} zonesub ANY;"
         self.daemon = None
 
     # -- files ------------------------------------------------------------------------------
@@ -106,7 +110,7 @@ class NamedServer:
                 type primary;
                 file "{d}/zones/{self.zone}.db";
                 journal "{d}/zones/{self.zone}.db.jnl";
-                update-policy {{ grant {self.key_name} zonesub ANY; }};
+                update-policy {{ {self.update_policy} }};
             }};
             """))
         lines = [
@@ -155,12 +159,35 @@ class NamedServer:
                           timeout=3)
         return sorted(rr.to_text() for rrset in r.answer for rr in rrset)
 
+    def update(self, build):
+        """Send one signed UPDATE made by ``build(update_message)`` (a change "by hand"); rcode text."""
+        import dns.query
+        import dns.rcode
+        import dns.tsigkeyring
+        import dns.update
+
+        keyring = dns.tsigkeyring.from_text({self.key_name: (self.algorithm, self.secret)})
+        u = dns.update.UpdateMessage(f"{self.zone}.", keyring=keyring, keyname=self.key_name,
+                                     keyalgorithm=self.algorithm)
+        build(u)
+        r = dns.query.tcp(u, self.address, port=self.port, timeout=3)
+        return dns.rcode.to_text(r.rcode())
+
     def soa_serial(self):
         answer = self.query(f"{self.zone}.", "SOA")
         return int(answer[0].split()[2]) if answer else None
 
-    def approved_updates(self):
-        """How many UPDATE messages named approved so far (one log line per message)."""
+    def applied_updates(self):
+        """How many UPDATE messages named applied so far.
+
+        named logs one line per RR added or deleted, tagged with the client's address#port; each
+        dnspython UPDATE is its own TCP connection, so distinct ``#port`` tags count messages.
+        """
         if not self.update_log.exists():
             return 0
-        return self.update_log.read_text(errors="replace").count("approved")
+        tags = set()
+        for line in self.update_log.read_text(errors="replace").splitlines():
+            m = re.search(r"client @\S+ (\S+?#\d+)[^:]*: updating zone '[^']+': (adding|deleting) an RR", line)
+            if m:
+                tags.add(m.group(1))
+        return len(tags)
