@@ -1,0 +1,123 @@
+"""mailha_dr.configured through real ``salt-call --local`` run inside a network namespace (a db
+real server on a netns LAN): test=True predicts and changes nothing; apply puts the db VIP on lo
+as lo:0 and sets the ARP sysctls in that namespace only (so the node no longer answers ARP for
+the VIP), writes the reboot files under a scratch root; a second apply and test=True report no
+changes; a wrong-tier VIP on lo is removed."""
+import json
+import pathlib
+import sys
+
+import pytest
+import yaml
+
+from salt_mailha.core.model import parse_site
+from tests.integration.lb.conftest import lab_pillar
+from tests.support.netns import Lan
+
+pytestmark = pytest.mark.integration
+
+SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
+NET = "10.99.77"
+DB_VIP, MAIL_VIP, DB1 = f"{NET}.22", f"{NET}.21", f"{NET}.15"
+FILES = {"etc/network/interfaces.d/mailha-lo0": 0o644, "etc/sysctl.d/90-mailha-dr.conf": 0o644}
+
+
+@pytest.fixture
+def node(netns_ok, tmp_path):
+    pillar = lab_pillar(NET)
+    pdir = tmp_path / "pillar"
+    pdir.mkdir()
+    (pdir / "top.sls").write_text("base:\n  '*':\n    - mailha\n")
+    (pdir / "mailha.sls").write_text(yaml.safe_dump(pillar))
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    (conf / "minion").write_text(yaml.safe_dump({
+        "id": "db1-test", "mailha_node": "db1", "file_client": "local",
+        "pillar_roots": {"base": [str(pdir)]}, "file_roots": {"base": [str(tmp_path)]},
+        "root_dir": str(tmp_path / "salt"), "log_file": str(tmp_path / "minion.log"),
+        "log_level_logfile": "debug", "mailha_root": str(root),
+    }))
+    lan = Lan("dr", bridge_address=f"{NET}.254/24")
+    lan.add_host("db1", f"{DB1}/24")
+    secrets = [s.reveal() for s in parse_site(pillar["mailha"]).secrets()]
+
+    def apply(test=False):
+        argv = [SALT_CALL, "--local", "-c", conf, "--out", "json", "-l", "quiet",
+                "state.single", "mailha_dr.configured", "name=mailha-dr"]
+        proc = lan.run("db1", argv + (["test=True"] if test else []), check=False, timeout=300)
+        log = tmp_path / "minion.log"
+        out = proc.stdout + proc.stderr + (log.read_text() if log.exists() else "")
+        for secret in secrets:
+            assert secret not in out, "a pillar secret leaked into salt-call output or log"
+        try:
+            (ret,) = json.loads(proc.stdout)["local"].values()
+        except (ValueError, KeyError):
+            pytest.fail(f"no state return (rc={proc.returncode}):\n{out}")
+        return ret
+
+    def live():
+        lo = json.loads(lan.run("db1", ["ip", "-j", "addr", "show", "dev", "lo"]).stdout)
+        addrs = {(a["local"], a["prefixlen"], a.get("label")) for a in lo[0]["addr_info"]
+                 if a["family"] == "inet"}
+        sysctl = {k: lan.run("db1", ["cat", f"/proc/sys/net/ipv4/conf/{k}"]).stdout.strip()
+                  for k in ("all/arp_ignore", "all/arp_announce", "lo/arp_ignore", "lo/arp_announce")}
+        return addrs, sysctl
+
+    def files():
+        return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in root.rglob("*")
+                if p.is_file()}
+
+    try:
+        yield apply, live, files, lan
+    finally:
+        lan.close()
+
+
+def host_sysctls():
+    return {k: pathlib.Path(f"/proc/sys/net/ipv4/conf/{k}").read_text() for k in
+            ("all/arp_ignore", "all/arp_announce")}
+
+
+def test_dr_state_in_netns(node):
+    apply, live, files, lan = node
+    host_before = host_sysctls()
+    fresh = live()
+
+    ret = apply(test=True)
+    assert ret["result"] is None, ret
+    assert ret["changes"]["lo"] == {"old": ["127.0.0.1"], "new": ["10.99.77.22", "127.0.0.1"]}
+    assert ret["changes"]["net.ipv4.conf.all.arp_ignore"] == {"old": "0", "new": "1"}
+    assert set(ret["changes"]) >= {"/etc/network/interfaces.d/mailha-lo0",
+                                   "/etc/sysctl.d/90-mailha-dr.conf"}
+    assert "would add the db VIP 10.99.77.22/32 on lo as lo:0" in ret["comment"]
+    assert live() == fresh and files() == {}, "test=True changed something"
+
+    ret = apply()
+    assert ret["result"] is True and ret["changes"], ret
+    addrs, sysctl = live()
+    assert (DB_VIP, 32, "lo:0") in addrs and not any(a[0] == MAIL_VIP for a in addrs)
+    assert sysctl == {"all/arp_ignore": "1", "all/arp_announce": "2",
+                      "lo/arp_ignore": "1", "lo/arp_announce": "2"}
+    assert files() == FILES
+    assert host_sysctls() == host_before, "the host namespace must not change"
+    # what the sysctls are for: the node answers for its own address, never ARP for the VIP
+    assert lan.run("sw", ["ping", "-c1", "-W1", DB1], check=False).returncode == 0
+    assert lan.run("sw", ["ping", "-c1", "-W1", DB_VIP], check=False).returncode != 0
+    assert lan.neighbour(DB_VIP) is None
+
+    for test in (False, True):
+        ret = apply(test=test)
+        assert (ret["result"], ret["changes"]) == (True, {}), ret
+        assert "already a DR real server of 10.99.77.22 (lo:0)" in ret["comment"]
+
+    # drift: the mail VIP (another tier's) on lo is predicted, then removed
+    lan.run("db1", ["ip", "addr", "add", f"{MAIL_VIP}/32", "dev", "lo", "label", "lo:9"])
+    before = live()
+    ret = apply(test=True)
+    assert ret["result"] is None and "remove the mail VIP 10.99.77.21/32 from lo" in ret["comment"]
+    assert live() == before
+    ret = apply()
+    assert ret["result"] is True and (MAIL_VIP, 32, "lo:9") not in live()[0]
+    assert (DB_VIP, 32, "lo:0") in live()[0]
