@@ -439,3 +439,107 @@ def garbd_argv(site, node, log_path=None):
     if log_path:
         argv += ["--log", str(log_path)]
     return argv
+
+
+# ----------------------------------------------------------------------------------- health
+
+HEALTH_TABLE = "health"
+
+
+def health_query(database):
+    """The balancer's check query: one row only while the node is Synced, ready and in a Primary
+    component (a Donor/Desynced node must not take traffic). Needs SELECT on ``database`` only:
+    ``information_schema.GLOBAL_STATUS`` is readable by every user."""
+    if not re.fullmatch(r"\w{1,64}", database):
+        raise MailhaError(f"monitoring database name {database!r} is not a plain identifier")
+
+    def var(name, value):
+        return (f"(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                f"WHERE VARIABLE_NAME='{name}')='{value}'")
+
+    return (f"SELECT h.ok FROM `{database}`.`{HEALTH_TABLE}` h WHERE h.ok=1"
+            f" AND {var('WSREP_LOCAL_STATE_COMMENT', 'Synced')}"
+            f" AND {var('WSREP_CLUSTER_STATUS', 'Primary')}"
+            f" AND {var('WSREP_READY', 'ON')}")
+
+
+# ----------------------------------------------------------------------------------- recovery
+
+
+def report_from_answer(node, answer):
+    """A member's ``mailha_galera.position`` answer (a dict, or None/error text when the minion
+    did not answer) -> NodeReport. Anything malformed becomes a report with an error, never a
+    guessed position."""
+    if not isinstance(answer, dict):
+        why = "minion did not answer" if not answer else f"minion error: {str(answer).splitlines()[0][:200]}"
+        return NodeReport(node, error=why)
+    try:
+        status = answer.get("status")
+        st = None
+        if isinstance(status, dict) and "wsrep_cluster_status" in status:
+            st = WsrepStatus(int(status["wsrep_cluster_size"]), str(status["wsrep_cluster_status"]),
+                             str(status["wsrep_local_state_comment"]), bool(status["wsrep_ready"]),
+                             bool(status["wsrep_connected"]), str(status["wsrep_cluster_state_uuid"]),
+                             int(status["wsrep_last_committed"]))
+        pos = GaleraPosition.parse(answer["position"]) if answer.get("position") else None
+        if answer.get("running") and st is not None:
+            pos = None  # a running node's history is its live status
+        return NodeReport(node, running=bool(answer.get("running")), status=st, position=pos,
+                          safe_to_bootstrap=bool(answer.get("safe_to_bootstrap")),
+                          error=answer.get("error") or (None if pos or st else "no position reported"))
+    except (KeyError, TypeError, ValueError, ParseError) as exc:
+        return NodeReport(node, error=f"unusable answer ({exc})")
+
+
+def recover_cluster(policy, ask, act, apply=False, parallel_joins=True):
+    """Gather, decide, and (with ``apply``) carry out a Galera recovery.
+
+    ``ask(node)`` returns that member's ``mailha_galera.position`` answer (None when it did not
+    answer); ``act(node, action, position)`` runs ``mailha_galera.<action>`` there with
+    ``position`` (``uuid:seqno`` or None) and returns its answer, raising or returning a
+    non-dict on failure. The runner passes Salt calls; tests can pass anything.
+
+    Returns ``{"plan": ..., "reason": ..., "positions": ..., "applied": [...], "result": bool}``.
+    The first step (bootstrap) must succeed (it waits for Synced) before the joins start.
+    """
+    reports = {m: report_from_answer(m, ask(m)) for m in policy.members}
+    action, reason = choose_bootstrap_node(reports, policy)
+    out = {
+        "plan": action.as_dict(),
+        "reason": reason,
+        "positions": {m: {"running": r.running,
+                          "position": str(r.effective_position) if r.effective_position else None,
+                          "safe_to_bootstrap": r.safe_to_bootstrap, "error": r.error}
+                      for m, r in reports.items()},
+        "applied": [],
+        "result": action.kind != "refuse",
+    }
+    if not apply or action.kind in ("refuse", "none"):
+        return out
+
+    def run(step):
+        try:
+            res = act(step.node, step.action, str(step.position) if step.position else None)
+        except Exception as exc:  # noqa: BLE001 - a failed step is an outcome with its reason
+            res = f"{type(exc).__name__}: {exc}"
+        ok = isinstance(res, dict) and bool(res.get("synced"))
+        return {"node": step.node, "action": step.action, "ok": ok,
+                "result": res if isinstance(res, dict) else str(res)[:500]}
+
+    steps = list(action.steps)
+    if steps and steps[0].action in ("bootstrap", "pc_bootstrap"):
+        first = run(steps.pop(0))
+        out["applied"].append(first)
+        if not first["ok"]:
+            out["result"] = False
+            out["reason"] += f"; {first['action']} of {first['node']} failed, nothing else was started"
+            return out
+    if parallel_joins and len(steps) > 1:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+        with ThreadPoolExecutor(len(steps)) as pool:
+            out["applied"] += list(pool.map(run, steps))
+    else:
+        out["applied"] += [run(s) for s in steps]
+    out["result"] = all(a["ok"] for a in out["applied"])
+    return out

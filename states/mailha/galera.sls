@@ -1,2 +1,19 @@
-{%- from "mailha/macros.jinja" import rendered_files %}
-{{ rendered_files('galera') }}
+{#- Galera member (roles db and quorum): galera.cnf from the model, then, on a real root only, a
+    Synced member of a Primary component and the balancer's monitoring user. Safe to apply on all
+    members at once: only galera:bootstrap_node ever starts a new cluster (see mailha_galera).
+    Under a scratch mailha_root (rehearsals, tests) only the file is written. #}
+mailha-galera-cnf:
+  mailha_galera.configured:
+    - name: {{ salt['mailha_galera.config_path']() }}
+{%- if not salt['config.get']('mailha_root') %}
+
+mailha-galera-synced:
+  mailha_galera.synced:
+    - require:
+      - mailha_galera: mailha-galera-cnf
+
+mailha-galera-monitor:
+  mailha_galera.monitor_present:
+    - require:
+      - mailha_galera: mailha-galera-synced
+{%- endif %}

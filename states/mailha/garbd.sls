@@ -1,1 +1,5 @@
-{#- Nothing rendered for role garbd yet; its tier adds states here. #}
+{#- Galera arbitrator (role garbd): garbd votes in the group without holding data. #}
+{%- if not salt['config.get']('mailha_root') %}
+mailha-garbd:
+  mailha_galera.arbitrator_running: []
+{%- endif %}
