@@ -322,6 +322,21 @@ def restore_mx(node, test=False, timeout=DEFAULT_TIMEOUT):
                 only=((core.absolute(site.domain, "."), "MX"),))
 
 
+def is_updater(node=None):
+    """True if this minion (or ``node``) is the pillar's ``mailha:dns:updater``.
+
+    The formula applies ``mailha_dns.records`` only there, so one node sends the updates.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' mailha_dns.is_updater
+    """
+    site = glue.site_from_pillar(__pillar__)  # noqa: F821
+    return bool(site.dns and site.dns.updater == glue.node_id(__opts__, node))  # noqa: F821
+
+
 def query(name, rdtype="A", timeout=DEFAULT_TIMEOUT):
     """The records of ``name``/``rdtype`` as the site's DNS servers answer them (TCP, signed).
 

@@ -316,3 +316,23 @@ def test_concurrent_updates_from_two_minions_never_clobber(named, tmp_path):
         if not r["result"]:
             assert "changed concurrently" in r["comment"] or "last MX" in r["comment"], r["comment"]
     assert EXAMPLE["mailha"]["dns"]["tsig"]["secret"] not in one.everything_written()
+
+
+def test_formula_applies_records_on_the_updater_only(named, tmp_path, minion):
+    rc, ret = minion.call("state.apply", "mailha", "test=True")
+    assert rc == 0, ret
+    (state,) = [v for k, v in ret.items() if "mailha_dns_|-mailha-dns-records" in k]
+    assert state["result"] is None and "example.net. MX" in state["changes"]
+    assert named.query("example.net.", "MX") == []
+    rc, ret = minion.call("state.apply", "mailha")
+    assert rc == 0 and all(v["result"] for v in ret.values()), ret
+    assert named.query("example.net.", "MX") == EXAMPLE_MX
+    rc, ret = minion.call("state.apply", "mailha")
+    assert all(not v["changes"] for v in ret.values()), ret
+
+    # mail1 is not the updater: the formula sends nothing from there.
+    other = Minion(tmp_path / "mail1", site_pillar(named))
+    other.conf.joinpath("minion").write_text(other.conf.joinpath("minion").read_text().replace("id: ns1", "id: mail1"))
+    rc, ret = other.call("state.show_sls", "mailha.dns")
+    assert rc == 0 and ret == {}, ret
+    assert_no_secret(minion, named.secret)
