@@ -1,0 +1,168 @@
+"""End to end with real daemons: a mailbox created in LDAP on one node receives mail through
+Postfix on mail1 (lookups in slapd 1) and is read over IMAPS/POP3S from Dovecot on mail2
+(lookups in slapd 2), both on the one Maildir tree that stands in for the NFS share."""
+import email
+import imaplib
+import os
+import poplib
+import smtplib
+import ssl
+import uuid
+
+import ldap3
+import pytest
+
+from tests.integration.mail.conftest import USER_PASSWORD
+from tests.support.daemon import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _tls():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the test's self-signed certificate
+    return ctx
+
+
+def _add_mailbox(cluster, node, uid):
+    dn = f"uid={uid},ou=people,{cluster.pair.suffix}"
+    with cluster.pair.connect(node) as c:
+        c.add(dn, ["inetOrgPerson"], {"cn": uid, "sn": uid, "uid": uid, "mail": f"{uid}@example.net",
+                                      "userPassword": USER_PASSWORD})
+    return dn
+
+
+def _maildir_new(cluster, uid):
+    d = os.path.join(cluster.site.mail.vmail.path, "example.net", uid, "Maildir", "new")
+    try:
+        return os.listdir(d)
+    except FileNotFoundError:
+        return []
+
+
+def _imap_subjects(cluster, node, user):
+    inst = cluster.site.mail.instance(node)
+    m = imaplib.IMAP4_SSL("127.0.0.1", inst.imaps_port, ssl_context=_tls(), timeout=10)
+    try:
+        m.login(user, USER_PASSWORD)
+        m.select("INBOX", readonly=True)
+        _, data = m.search(None, "ALL")
+        subjects = []
+        for num in data[0].split():
+            _, parts = m.fetch(num, "(RFC822)")
+            subjects.append(email.message_from_bytes(parts[0][1])["Subject"])
+        return subjects
+    finally:
+        m.logout()
+
+
+def test_mailbox_created_on_ldap1_gets_mail_via_mail1_and_is_read_on_mail2(mail_cluster):
+    c = mail_cluster
+    uid = "alice" + uuid.uuid4().hex[:6]
+    user = f"{uid}@example.net"
+    dn = _add_mailbox(c, "mail1", uid)
+    c.pair.wait_has("mail2", dn, timeout=20)  # mirror mode carried it to slapd 2
+    mail1 = c.site.mail.instance("mail1")
+
+    subject = f"submitted {uuid.uuid4().hex}"
+    with smtplib.SMTP("127.0.0.1", mail1.submission_port, timeout=15) as s:
+        s.starttls(context=_tls())
+        s.login(user, USER_PASSWORD)  # SMTP AUTH: Postfix asks mail1's Dovecot, which binds to slapd 1
+        s.sendmail(user, [user], f"Subject: {subject}\r\nFrom: {user}\r\nTo: {user}\r\n\r\nhello\r\n")
+    plain = f"port 25 {uuid.uuid4().hex}"
+    with smtplib.SMTP("127.0.0.1", mail1.smtp_port, timeout=15) as s:
+        s.sendmail("someone@example.org", [user], f"Subject: {plain}\r\n\r\nfrom outside\r\n")
+
+    wait_until(lambda: len(_maildir_new(c, uid)) >= 2, 30, what=f"two messages in {uid}'s Maildir")
+    assert sorted(_imap_subjects(c, "mail2", user)) == sorted([subject, plain])
+
+    pop = poplib.POP3_SSL("127.0.0.1", c.site.mail.instance("mail2").pop3s_port, context=_tls(), timeout=10)
+    try:
+        pop.user(user)
+        pop.pass_(USER_PASSWORD)
+        assert pop.stat()[0] == 2
+    finally:
+        pop.quit()
+
+
+def test_mailbox_created_on_ldap2_is_known_to_mail1(mail_cluster):
+    """The other direction of mirror mode: an account added on slapd 2 is a recipient on mail1."""
+    c = mail_cluster
+    uid = "bob" + uuid.uuid4().hex[:6]
+    dn = _add_mailbox(c, "mail2", uid)
+    c.pair.wait_has("mail1", dn, timeout=20)
+    with smtplib.SMTP("127.0.0.1", c.site.mail.instance("mail1").smtp_port, timeout=15) as s:
+        s.sendmail("someone@example.org", [f"{uid}@example.net"], "Subject: to bob\r\n\r\nhi\r\n")
+    wait_until(lambda: _maildir_new(c, uid), 30, what=f"a message in {uid}'s Maildir")
+
+
+def _bad_auth(c):
+    uid = "carol" + uuid.uuid4().hex[:6]
+    _add_mailbox(c, "mail1", uid)
+    with smtplib.SMTP("127.0.0.1", c.site.mail.instance("mail1").submission_port, timeout=15) as s:
+        s.starttls(context=_tls())
+        s.ehlo()
+        s.user, s.password = f"{uid}@example.net", "wrong-password"
+        with pytest.raises(smtplib.SMTPAuthenticationError) as exc:
+            s.auth("PLAIN", s.auth_plain)  # one mechanism only: each failure costs Dovecot's 2 s delay
+    assert exc.value.smtp_code == 535
+
+
+def test_unknown_recipient_and_bad_password_are_refused(mail_cluster):
+    c = mail_cluster
+    inst = c.site.mail.instance("mail1")
+    with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=15) as s:
+        s.ehlo()
+        s.mail("someone@example.org")
+        code, msg = s.rcpt("nobody-here@example.net")
+    assert code == 550 and b"User unknown in virtual mailbox table" in msg
+    _bad_auth(c)
+    with smtplib.SMTP("127.0.0.1", inst.submission_port, timeout=15) as s:
+        s.ehlo()
+        assert not s.has_extn("auth"), "AUTH must only be offered after STARTTLS"
+
+
+def test_balancer_checks_answer_on_each_node(mail_cluster):
+    """The ports ldirectord checks (mail_checks) answer with their protocol's greeting."""
+    c = mail_cluster
+    from salt_mailha.core.mail import mail_checks
+
+    seen = {}
+    for node, services in (("mail1", {"submission"}), ("mail2", {"imaps", "pop3s"})):
+        for name, check, _vip_port, port in mail_checks(c.site, c.site.node(node)):
+            if name not in services:
+                continue
+            if check == "smtp":
+                with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+                    seen[name] = s.noop()[0]
+            elif check == "imaps":
+                m = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=_tls(), timeout=10)
+                seen[name] = m.noop()[0]
+                m.logout()
+            elif check == "pops":
+                p = poplib.POP3_SSL("127.0.0.1", port, context=_tls(), timeout=10)
+                seen[name] = p.getwelcome()[:3]
+                p.quit()
+    assert seen == {"submission": 250, "imaps": "OK", "pop3s": b"+OK"}
+
+
+def test_no_password_in_any_log(mail_cluster):
+    c = mail_cluster
+    _bad_auth(c)  # a failed AUTH is the likeliest place for a password to be logged
+    secrets = [USER_PASSWORD, c.pair.rootpw, "wrong-password"]
+    logs = "\n".join(n.logs() for n in c.nodes.values())
+    logs += "\n".join(s.log() for s in c.pair.slapd.values())
+    assert "Login: user=<" in logs and "postfix/virtual" in logs  # the logs are real and verbose
+    for s in secrets:
+        assert s not in logs
+
+
+def test_ldap_lookup_bind_is_the_configured_dn(mail_cluster):
+    """Postfix's map binds with the lookup DN (here the rootdn: the pillar sets no mail:lookup)."""
+    c = mail_cluster
+    log = c.pair.slapd["mail1"].log()
+    assert f'BIND dn="{c.pair.rootdn}"'.lower() in log.lower()
+    slapd = c.pair.slapd["mail1"]
+    with pytest.raises(ldap3.core.exceptions.LDAPBindError):  # iRedMail's ACL: no anonymous bind
+        ldap3.Connection(ldap3.Server(slapd.address, port=slapd.port), auto_bind=True)
