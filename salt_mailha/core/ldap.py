@@ -96,6 +96,12 @@ def mirror_servers(site):
                              f"serverID {sid} is also used by {seen[sid]}; give each mail node its own"))
         seen[sid] = node.id
         out.append(MirrorServer(node.id, sid, url))
+    repl = lds.replication
+    if repl is not None and lds.rootdn and normalize_dn(repl.binddn) == normalize_dn(lds.rootdn) \
+            and repl.credentials != lds.rootpw:
+        problems.append(("mailha:ldap:replication:credentials",
+                         "replication binds as the rootdn, so its credentials must be mailha:ldap:rootpw "
+                         "(slapd would refuse the bind: err=49); set them equal or bind as a dedicated DN"))
     if problems:
         raise ValidationError(problems)
     return tuple(out)
@@ -641,6 +647,7 @@ def connect(uri, binddn=None, password=None, timeout=3):
         raise CommandFailed(f"{uri!r} is not an ldap://host:port/ or ldapi://<percent-encoded socket> URI")
     # ldap3 wants no trailing "/" after the port (slapd's serverID URLs have one)
     host = uri.rstrip("/") if not uri.startswith("ldapi://") else uri
+    timeout = max(1, int(-(-float(timeout) // 1)))  # ldap3 packs the receive timeout as an integer
     server = ldap3.Server(host, connect_timeout=timeout, get_info=ldap3.NONE)
     try:
         if binddn is None:

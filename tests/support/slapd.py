@@ -8,6 +8,8 @@ Reusable by other tiers::
     s = Slapd(workdir, "127.0.1.17", port, mode="conf")   # or mode="cnconfig"
     s.install(iredmail_like_conf(...)); s.start(); s.wait_ready(); ...; s.stop()
 """
+import base64
+import hashlib
 import json
 import os
 import pathlib
@@ -34,6 +36,12 @@ def free_port(host="127.0.0.1"):
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def ssha(password):
+    """``{SSHA}`` hash as iRedMail writes rootpw (so the clear text is not in slapd.conf)."""
+    salt = os.urandom(8)
+    return "{SSHA}" + base64.b64encode(hashlib.sha1(password.encode() + salt).digest() + salt).decode()
 
 
 def iredmail_like_conf(workdir, suffix, rootdn, rootpw, config_db=False):
@@ -99,7 +107,7 @@ suffix      {suffix}
 directory   {w}/db
 
 rootdn      {rootdn}
-rootpw      {rootpw}
+rootpw      {ssha(rootpw)}
 
 sizelimit   unlimited
 maxsize     104857600
@@ -143,6 +151,9 @@ class Slapd:
         if self.mode == "cnconfig":
             shutil.rmtree(self.slapd_d, ignore_errors=True)
             self.slapd_d.mkdir()
+            # slaptest converts only after opening the database: create an empty one first
+            subprocess.run([SLAPADD, "-f", str(self.conf), "-b", _suffix_of(conf_text), "-l", "/dev/null"],
+                           check=True, capture_output=True, timeout=60)
             subprocess.run([SLAPTEST, "-Q", "-f", str(self.conf), "-F", str(self.slapd_d)], check=True,
                            capture_output=True, timeout=60)
         self.instance_file.write_text(json.dumps(
@@ -199,6 +210,10 @@ class Slapd:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self._sockdir, ignore_errors=True)
+
+
+def _suffix_of(conf_text):
+    return next(line.split(None, 1)[1].strip() for line in conf_text.splitlines() if line.startswith("suffix"))
 
 
 def _alive(pid):

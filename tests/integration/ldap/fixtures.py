@@ -41,6 +41,9 @@ def example_pillar(port, config_format):
     site["ldap"]["network"] = "loop"
     site["ldap"]["port"] = port
     site["ldap"]["config_format"] = config_format
+    # The example binds replication as the rootdn, so its credential can only be the rootpw
+    # (the example's two different placeholders cannot both be right; see core.ldap).
+    site["ldap"]["replication"]["credentials"] = site["ldap"]["rootpw"]
     return {"mailha": site}
 
 
@@ -56,7 +59,7 @@ class SaltNode:
         pillar_dir.mkdir(exist_ok=True)
         (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - mailha\n")
         (pillar_dir / "mailha.sls").write_text(yaml.safe_dump(pillar, sort_keys=False))
-        self.log_file = self.root / "minion.log"
+        self.log_file = self.root / "root" / "minion.log"  # inside root_dir, or Salt prefixes it
         opts = {
             "id": node_id,
             "file_client": "local",

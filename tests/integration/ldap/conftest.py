@@ -1,0 +1,23 @@
+import pytest
+
+from tests.support.slapd import have_slapd
+
+from tests.integration.ldap.fixtures import MirrorPair
+
+
+@pytest.fixture
+def mirror_pair_factory(tmp_path):
+    """Build (not start) a MirrorPair per config format; every pair is stopped at teardown."""
+    if not have_slapd():
+        pytest.skip("slapd with the syncprov module is missing: apt-get install slapd ldap-utils "
+                    "(scripts/setup-host.sh)")
+    pairs = []
+
+    def build(config_format):
+        pair = MirrorPair.build(tmp_path / config_format.replace("=", "_").replace(".", "_"), config_format)
+        pairs.append(pair)
+        return pair
+
+    yield build
+    for pair in pairs:
+        pair.stop()

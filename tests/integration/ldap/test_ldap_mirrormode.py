@@ -1,0 +1,101 @@
+"""Two real slapd processes turned into a mirror-mode pair by the mailha.ldap state (through
+salt-call, from the example pillar), in slapd.conf and cn=config form: replication both ways,
+replication_status, a killed provider catching up, test=True changing nothing, and the
+replication password absent from every state return, salt log and slapd log."""
+import pytest
+
+from salt_mailha.core import ldap as core_ldap
+from tests.support.daemon import wait_until
+
+pytestmark = pytest.mark.integration
+
+FORMATS = ["slapd.conf", "cn=config"]
+
+
+def _config_snapshot(pair, node):
+    """What test=True must leave alone: slapd.conf bytes, or the live cn=config snapshot."""
+    s = pair.slapd[node]
+    if pair.format == "slapd.conf":
+        return s.conf.read_bytes(), s.pid()
+    conn = core_ldap.connect(s.ldapi_url)
+    try:
+        return core_ldap.read_cnconfig(conn, pair.suffix), s.pid()
+    finally:
+        conn.unbind()
+
+
+def _status(pair, node="mail1"):
+    out, text = pair.salt[node].call("mailha_ldap.replication_status")
+    pair.outputs.append(text)
+    return out
+
+
+@pytest.mark.parametrize("config_format", FORMATS, ids=["slapd_conf", "cn_config"])
+def test_mirror_pair_from_example_pillar(mirror_pair_factory, config_format):
+    pair = mirror_pair_factory(config_format)
+    pair.outputs = []
+    pair.start()
+    pair.seed("mail1")
+
+    for node in ("mail1", "mail2"):
+        before = _config_snapshot(pair, node)
+        ret, text = pair.salt[node].apply(test=True)
+        pair.outputs.append(text)
+        assert ret["result"] is None, ret["comment"]
+        assert ret["changes"], ret
+        assert "would" in ret["comment"]
+        assert _config_snapshot(pair, node) == before, "test=True changed the config or restarted slapd"
+
+        ret, text = pair.salt[node].apply()
+        pair.outputs.append(text)
+        assert ret["result"] is True, ret["comment"]
+        assert ret["changes"], ret
+        if config_format == "slapd.conf":
+            assert "restarted slapd" in ret["comment"]
+            new_pid = pair.slapd[node].wait_ready()
+            assert new_pid != before[1], "slapd was not restarted after its config changed"
+            assert "serverID" in pair.slapd[node].conf.read_text()
+        else:
+            assert _config_snapshot(pair, node)[1] == before[1], "cn=config must change live, no restart"
+
+    # converged: both modes report nothing to do
+    for node in ("mail1", "mail2"):
+        for test in (True, False):
+            ret, text = pair.salt[node].apply(test=test)
+            pair.outputs.append(text)
+            assert ret["result"] is True and ret["changes"] == {}, ret
+
+    # replication both ways (the seed was made on mail1 before mirror mode existed)
+    pair.wait_has("mail2", f"ou=people,{pair.suffix}")
+    pair.wait_has("mail2", pair.add_person("mail1", "alice"))
+    pair.wait_has("mail1", pair.add_person("mail2", "bob"))
+    status = wait_until(lambda: (s := _status(pair)) and s["agree"] and s, 30, interval=0.5,
+                        what="replication_status agree")
+    assert set(status["servers"]) == {"mail1", "mail2"}
+    assert status["servers"]["mail1"]["context_csn"] == status["servers"]["mail2"]["context_csn"]
+    assert {"1", "2"} <= set(status["servers"]["mail1"]["context_csn"]), status
+    assert pair.count("mail1") == pair.count("mail2")
+
+    # a provider dies; writes continue on the survivor; it comes back and catches up
+    pair.slapd["mail2"].kill9()
+    down = _status(pair)
+    assert down["agree"] is False and down["servers"]["mail2"]["reachable"] is False, down
+    assert "mail2" in down["reason"]
+    missed = [pair.add_person("mail1", f"while-down-{i}") for i in range(5)]
+    pair.slapd["mail2"].start()
+    pair.slapd["mail2"].wait_ready()
+    for dn in missed:
+        pair.wait_has("mail2", dn)
+    pair.wait_has("mail1", pair.add_person("mail2", "after-restart"))
+    status = wait_until(lambda: (s := _status(pair, "mail2")) and s["agree"] and s, 30, interval=0.5,
+                        what="replication_status agree after restart")
+    assert status["lag"] == {"mail1": 0.0, "mail2": 0.0}
+    assert pair.count("mail1") == pair.count("mail2")
+
+    # the replication password (and the rootpw) never leaves in clear
+    logs = [pair.salt[n].log_file.read_text(errors="replace") for n in ("mail1", "mail2")]
+    logs += [pair.slapd[n].log() for n in ("mail1", "mail2")]
+    for secret in (pair.repl_password, pair.rootpw):
+        for i, text in enumerate(pair.outputs + logs):
+            assert secret not in text, f"secret found in output/log #{i}"
+    assert "<redacted>" in "".join(pair.outputs)
