@@ -502,7 +502,18 @@ def recover_cluster(policy, ask, act, apply=False, parallel_joins=True):
     Returns ``{"plan": ..., "reason": ..., "positions": ..., "applied": [...], "result": bool}``.
     The first step (bootstrap) must succeed (it waits for Synced) before the joins start.
     """
-    reports = {m: report_from_answer(m, ask(m)) for m in policy.members}
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    def safe_ask(m):
+        try:
+            return ask(m)
+        except Exception as exc:  # noqa: BLE001 - an unreachable member is a report, not a crash
+            return f"{type(exc).__name__}: {exc}"
+
+    members = tuple(policy.members)
+    with ThreadPoolExecutor(max(1, len(members))) as pool:  # --wsrep-recover runs on all at once
+        answers = dict(zip(members, pool.map(safe_ask, members)))
+    reports = {m: report_from_answer(m, answers[m]) for m in members}
     action, reason = choose_bootstrap_node(reports, policy)
     out = {
         "plan": action.as_dict(),
@@ -535,8 +546,6 @@ def recover_cluster(policy, ask, act, apply=False, parallel_joins=True):
             out["reason"] += f"; {first['action']} of {first['node']} failed, nothing else was started"
             return out
     if parallel_joins and len(steps) > 1:
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
         with ThreadPoolExecutor(len(steps)) as pool:
             out["applied"] += list(pool.map(run, steps))
     else:

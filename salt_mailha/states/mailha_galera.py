@@ -186,7 +186,7 @@ def synced(name="galera", node=None, timeout=None):
     old = {"running": False, "position": pos.get("position")}
 
     if primary:
-        plan, why = "join", f"{', '.join(primary)} answer from a Primary component"
+        plan, why = "join", f"{', '.join(primary)} in a Primary component"
     elif n.id == g.bootstrap_node and not has_history and not answering:
         plan, why = "bootstrap", (f"{n.id} is galera:bootstrap_node, has no Galera history and no other "
                                   f"member answers")
@@ -217,7 +217,7 @@ def synced(name="galera", node=None, timeout=None):
             if not found:
                 return _fail(ret, f"no member answered from a Primary component within {timeout}s ({why}); "
                                   f"if the whole cluster is down run salt-run mailha.galera_recover")
-            plan, why = "join", f"{', '.join(sorted(found))} answer from a Primary component"
+            plan, why = "join", f"{', '.join(sorted(found))} in a Primary component"
         if plan == "bootstrap":
             res = mod["mailha_galera.bootstrap"](node=node, timeout=timeout)
             if g.monitor is not None:
@@ -245,6 +245,13 @@ def monitor_present(name="galera-monitor", node=None):
     ret = glue.state_ret(name)
     mod = __salt__  # noqa: F821
     try:
+        if not mod["mailha_galera.status"](node=node).get("answering"):
+            if __opts__["test"]:  # noqa: F821
+                ret["result"] = None
+                ret["comment"] = "would create the monitoring database, table and user once mariadbd runs"
+                ret["changes"] = {"old": None, "new": {"fix": ["database", "table", "row", "user", "grant"]}}
+                return ret
+            return _fail(ret, "mariadbd does not answer on its socket: apply mailha_galera.synced first")
         todo = mod["mailha_galera.monitor_present"](node=node, test=True)["changed"]
         if not todo:
             ret["comment"] = "the monitoring database, table and user are already present"
