@@ -42,7 +42,7 @@ from salt_mailha.core.errors import CommandFailed, ParseError, Refused
 OWNER_LABEL = "_mailha-owner"
 HERITAGE = "heritage=salt-mailha"
 MANAGED_TYPES = ("MX", "A")
-_RDTYPE = re.compile(r"^[A-Z][A-Z0-9]*$")
+RDTYPE = re.compile(r"^[A-Z][A-Z0-9]*$")
 _CLASSES = {"IN", "CH", "HS"}
 
 
@@ -108,7 +108,7 @@ def parse_rrsets(text, origin="."):
         except (IndexError, ValueError):
             raise ParseError(f"DNS record line {lineno} is not '<name> <ttl> IN <type> <rdata>': "
                              f"{line!r}") from None
-        if not _RDTYPE.match(rdtype):
+        if not RDTYPE.match(rdtype):
             raise ParseError(f"DNS record line {lineno}: {rdtype!r} is not a record type")
         key = (absolute(name, origin), rdtype)
         old = out.get(key)
@@ -187,7 +187,7 @@ def parse_owner_txt(rdata):
         return None
     if key == "rr":
         rdtype, _, rr = value.partition(" ")
-        if not _RDTYPE.match(rdtype) or not rr:
+        if not RDTYPE.match(rdtype) or not rr:
             return None
         return (site, "rr", (rdtype, rr))
     if key == "withdrawn":
@@ -374,12 +374,12 @@ def plan(site, current, *, withdraw=(), restore=(), take_over=False, force=False
     if refusals:
         raise Refused(f"refusing to change zone {zone}:\n  - " + "\n  - ".join(refusals))
     changes += _registry_changes(site.name, zone, domain, current, owned, new_owned, withdrawn,
-                                 withdrawn_now, d.ttl_default, only is not None)
+                                 d.ttl_default, only is not None)
     return Plan(zone, site.name, tuple(changes), frozenset(withdrawn), owned_count, tuple(notes))
 
 
-def _registry_changes(site_name, zone, domain, current, owned, new_owned, withdrawn, withdrawn_now,
-                      ttl_default, partial):
+def _registry_changes(site_name, zone, domain, current, owned, new_owned, withdrawn, ttl_default,
+                      partial):
     """Registry TXT RRsets to change so they list exactly ``new_owned`` and ``withdrawn``."""
     by_name = {}
     for (name, rdtype), rdatas in new_owned.items():

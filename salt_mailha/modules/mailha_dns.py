@@ -245,8 +245,11 @@ def _run(site, timeout, test, **plan_kwargs):
             conn.send(the_plan)
             out["updates_sent"] = conn.updates_sent
             log.info("mailha_dns: sent one update to %s:\n%s", conn.where(), the_plan.text())
-    except MailhaError as exc:
-        out = {"result": False, "comment": str(exc), "updates_sent": conn.updates_sent,
+    except (MailhaError, dns.exception.DNSException) as exc:
+        comment = str(exc) if isinstance(exc, MailhaError) else (
+            f"DNS error talking to {conn.where(conn.server or conn.servers[0])} about zone "
+            f"{conn.zone}: {type(exc).__name__}: {exc}")
+        out = {"result": False, "comment": comment, "updates_sent": conn.updates_sent,
                "error": type(exc).__name__}
         __context__["retcode"] = 1  # noqa: F821 - salt-call exits non-zero, the reason is returned
     return redact(out, site.secrets())
@@ -350,7 +353,7 @@ def query(name, rdtype="A", timeout=DEFAULT_TIMEOUT):
     """
     site = _site()
     rdtype = str(rdtype).upper()
-    if not core._RDTYPE.match(rdtype):
+    if not core.RDTYPE.match(rdtype):
         raise CommandExecutionError(f"rdtype {rdtype!r} is not a record type (A, MX, TXT ...)")
     try:
         fqdn = core.absolute(str(name), site.dns.zone)

@@ -2,6 +2,7 @@
 example site's records from an empty zone, a truthful test=True, idempotence, MX withdraw/restore
 in one UPDATE each, the last-MX guard, hand-made records, TSIG and server errors. Every test greps
 everything salt-call printed or logged for the TSIG secret."""
+import pathlib
 import socket
 import threading
 
@@ -60,6 +61,8 @@ def test_records_from_empty_zone_test_mode_then_apply_then_idempotent(named, min
         assert ret["comment"] == "DNS records are already as specified"
     assert snapshot(named) == after and named.applied_updates() == 1
     assert_no_secret(minion, named.secret)
+    # named reads the key from a 0600 file: the secret is in no process's argv either.
+    assert named.secret not in pathlib.Path(f"/proc/{named.daemon.pid}/cmdline").read_text()
 
 
 def test_test_mode_on_a_changed_pillar_lists_exactly_the_differences(named, minion):
@@ -219,6 +222,18 @@ def test_unknown_tsig_key_and_refused_update(tmp_path):
         minion.set_pillar(pillar)
         rc, ret = minion.state()
         assert ret["result"] is False and "'no-such-key'" in ret["comment"] and "unknown key" in ret["comment"]
+        assert_no_secret(minion, ns.secret)
+    finally:
+        ns.stop()
+
+
+def test_server_not_authoritative_for_the_zone(tmp_path):
+    ns = NamedServer(tmp_path / "named", zone="example.org").start()
+    try:
+        minion = Minion(tmp_path / "minion", site_pillar(ns))
+        rc, ret = minion.state()
+        assert rc != 0 and ret["result"] is False
+        assert "is it authoritative for zone example.net.?" in ret["comment"], ret["comment"]
         assert_no_secret(minion, ns.secret)
     finally:
         ns.stop()
