@@ -303,10 +303,13 @@ def merge_slapd_conf(text, site, path="slapd.conf"):
     for d in glob:
         if d.keyword in _CONFLICTING_GLOBAL:
             problems.append(f"line {d.first + 1}: {d.keyword} is set outside the managed block")
+    if not any(d.keyword == "rootdn" for d in target):
+        problems.append(f"the database of {site.ldap.suffix} has no rootdn; slapd needs one before syncrepl "
+                        f"(set it to mailha:ldap:rootdn)")
     for d in target:
         if d.keyword in _CONFLICTING_DB or (d.keyword == "overlay" and d.args.lower().startswith("syncprov")):
-            problems.append(f"line {d.first + 1}: {d.keyword} {d.args.split()[0] if d.args else ''}".rstrip()
-                            + " is set outside the managed block")
+            what = "overlay syncprov" if d.keyword == "overlay" else d.keyword
+            problems.append(f"line {d.first + 1}: {what} is set outside the managed block")
     types = _index_types(target)
     indexes = []
     for attr in ("entryCSN", "entryUUID"):
@@ -467,8 +470,13 @@ def plan_cnconfig(desired, live):
         diff = tuple((a, "replace", (v,)) for a, v in want_ov if have_ov.get(a) != v)
         if diff:
             ops.append(LdapOp("modify", live.overlay_dn, diff, "set syncprov checkpoint/sessionlog"))
-    same = len(live.syncrepls) == len(desired.syncrepls) and all(
-        _syncrepl_matches(w, h) for w, h in zip(desired.syncrepls, live.syncrepls))
+    # compared per rid: slaptest -F (slapd.conf -> cn=config) stores them in its own order
+    by_rid = {}
+    for v in live.syncrepls:
+        rid = parse_syncrepl(v).get("rid", "")
+        by_rid[int(rid) if rid.isdigit() else rid] = v
+    same = len(by_rid) == len(live.syncrepls) == len(desired.syncrepls) and all(
+        int(w[0][1]) in by_rid and _syncrepl_matches(w, by_rid[int(w[0][1])]) for w in desired.syncrepls)
     if not same or not live.multiprovider:
         changes = []
         if not same:
