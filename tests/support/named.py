@@ -15,6 +15,8 @@ Usage::
     ns.start()                      # waits until the SOA answers
     ns.port, ns.address             # where to send queries and updates
     ns.query("example.net", "MX")   # sorted rdata texts, over TCP, no TSIG
+    ns.point_pillar(pillar)         # copy of a site pillar whose mailha:dns uses this server
+    ns.applied_updates()            # UPDATE messages named applied (from its update log)
     ns.stop()
 """
 import base64
@@ -145,6 +147,16 @@ class NamedServer:
     def log(self):
         p = self.dir / "named.log"
         return p.read_text(errors="replace") if p.exists() else ""
+
+    def point_pillar(self, pillar):
+        """A copy of a whole pillar (``{"mailha": ...}``) whose mailha:dns talks to this server."""
+        import copy
+
+        pillar = copy.deepcopy(pillar)
+        dns = pillar["mailha"]["dns"]
+        dns["servers"] = [{"address": self.address, "port": self.port}]
+        dns["tsig"] = {"name": self.key_name, "algorithm": self.algorithm, "secret": self.secret}
+        return pillar
 
     # -- probes (no TSIG: queries are open on loopback) --------------------------------------
     def query(self, name, rdtype):

@@ -18,12 +18,8 @@ EXAMPLE = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
 
 def site_pillar(named, **dns_overrides):
     """The example pillar with its dns servers/secret pointed at ``named`` (plus overrides)."""
-    pillar = copy.deepcopy(EXAMPLE)
-    dns = pillar["mailha"]["dns"]
-    dns["servers"] = [{"address": named.address, "port": named.port}]
-    dns["tsig"]["name"] = named.key_name
-    dns["tsig"]["secret"] = named.secret
-    dns.update(dns_overrides)
+    pillar = named.point_pillar(EXAMPLE)
+    pillar["mailha"]["dns"].update(copy.deepcopy(dns_overrides))
     return pillar
 
 

@@ -310,7 +310,8 @@ def test_query_mode_when_axfr_is_refused(tmp_path):
 
 
 def test_concurrent_updates_from_two_minions_never_clobber(named, tmp_path):
-    """Two updaters race on withdraw/restore: each run either applies or fails with re-plan."""
+    """Two withdraws at once: never both MX gone. Each run applies, or fails on its prerequisite
+    (re-plan), or (having read after the other applied) is refused as the last MX."""
     one = Minion(tmp_path / "one", site_pillar(named))
     assert one.state()[1]["result"] is True
     results = []
