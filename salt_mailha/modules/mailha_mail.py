@@ -1,0 +1,94 @@
+"""Facts of a mail node: the vmail share (mounted? immutable mountpoint? fstab line?), the
+balancers' checks of this node, and the installer environment iRedMail would run with.
+
+Nothing here returns a secret: the installer environment holds none by construction.
+"""
+import os
+
+from salt.exceptions import CommandExecutionError
+
+from salt_mailha import glue
+from salt_mailha.core import mail as core
+from salt_mailha.core.errors import MailhaError
+
+__virtualname__ = "mailha_mail"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _rooted(path):
+    return glue.under_root(path, __opts__, __pillar__)  # noqa: F821 - Salt dunders
+
+
+def _site_node(node):
+    site = glue.site_from_pillar(__pillar__)  # noqa: F821 - Salt dunder
+    return site, glue.this_node(site, __opts__, node)  # noqa: F821
+
+
+def share_status(node=None):
+    """State of the vmail share on this node: ``path``, ``mounted``, ``source``, ``fstype``,
+    ``fstab_line`` (present/add/replace), ``immutable`` (of the mountpoint when unmounted; None
+    when mounted: the flag then belongs to the share's root), and the guard's ``reason``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'mail*' mailha_mail.share_status
+    """
+    try:
+        site, n = _site_node(node)
+        want = core.vmail_fstab_entry(site, n)
+        path = _rooted(want.file)
+        with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as f:
+            mounts = core.parse_mounts(f.read())
+        m = core.mount_at(mounts, path)
+        entry = core.FstabEntry(want.spec, path, want.vfstype, want.options)
+        fstab_text = glue.read_text(_rooted("/etc/fstab")) or ""  # noqa: F821
+        _, action, _ = core.plan_fstab(fstab_text, entry)
+        immutable = None
+        if m is None and os.path.isdir(path):
+            out = __salt__["cmd.run_all"](["lsattr", "-d", path], python_shell=False,  # noqa: F821
+                                          ignore_retcode=True)
+            immutable = "i" in core.parse_lsattr(out["stdout"], path) if out["retcode"] == 0 else None
+    except (MailhaError, OSError) as exc:
+        raise CommandExecutionError(str(exc)) from None
+    decision = core.share_guard(mounts, path)
+    return {"path": path, "mounted": m is not None, "source": m.spec if m else None,
+            "fstype": m.vfstype if m else None, "fstab_line": action, "immutable": immutable,
+            "allowed": decision.allowed, "reason": decision.reason}
+
+
+def checks(node=None):
+    """The balancers' checks of this node's mail services: service, check type, VIP port and the
+    port this node listens on.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'mail*' mailha_mail.checks
+    """
+    try:
+        site, n = _site_node(node)
+        return [{"service": s, "check": c, "vip_port": vp, "port": p} for s, c, vp, p in core.mail_checks(site, n)]
+    except MailhaError as exc:
+        raise CommandExecutionError(str(exc)) from None
+
+
+def iredmail_environment(node=None):
+    """The environment iRedMail.sh runs with on this node (answers, MYSQL_SERVER ...; no secret).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'mail1' mailha_mail.iredmail_environment
+    """
+    try:
+        site, n = _site_node(node)
+        return core.iredmail_environment(site, n)
+    except MailhaError as exc:
+        raise CommandExecutionError(str(exc)) from None

@@ -1,0 +1,403 @@
+"""The mail tier on a mail node: iRedMail installed once, the native Postfix/Dovecot files, the
+vmail NFS share (fstab line, immutable mountpoint, mount) and the guard that keeps the mail
+services stopped while the share is not mounted.
+
+.. code-block:: yaml
+
+    mailha-vmail-share:
+      mailha_mail.vmail_share: []          # fstab line, chattr +i when unmounted, mount
+
+    mailha-vmail-guard:
+      mailha_mail.share_guard:
+        - require:
+          - mailha_mail: mailha-vmail-share
+
+    mailha-iredmail:
+      mailha_mail.iredmail_installed:
+        - require:
+          - mailha_mail: mailha-vmail-guard
+
+    mailha-mail-files:
+      mailha_mail.configured:
+        - require:
+          - mailha_mail: mailha-iredmail
+
+    mailha-health-page:
+      mailha_mail.health_page: []
+
+    postfix:
+      service.running:
+        - require:
+          - mailha_mail: mailha-vmail-guard   # never start on the local disk
+        - watch:
+          - mailha_mail: mailha-mail-files
+
+Paths are prefixed by minion config ``mailha_root`` when set (a scratch root for rehearsals and
+tests); the mount table is always the real one (``/proc/self/mounts``). Secrets (the LDAP bind
+password in the maps, every password of the installer ``config``) never reach a return, a
+comment, a log line, a command line or a command's environment.
+"""
+
+import datetime
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+
+from salt_mailha import glue
+from salt_mailha.core import mail as core
+from salt_mailha.core.errors import MailhaError, ParseError
+from salt_mailha.core.secret import redact
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "mailha_mail"
+
+MOUNTS = "/proc/self/mounts"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _fail(ret, message, secrets=()):
+    ret["result"] = False
+    ret["changes"] = {}
+    ret["comment"] = redact(message, secrets)
+    return ret
+
+
+def _rooted(path):
+    return glue.under_root(path, __opts__, __pillar__)  # noqa: F821 - Salt dunders
+
+
+def _site_node(node):
+    site = glue.site_from_pillar(__pillar__)  # noqa: F821 - Salt dunder
+    return site, glue.this_node(site, __opts__, node)  # noqa: F821
+
+
+def _run(argv, **kwargs):
+    """argv only, never a shell; output is not logged (an installer may print what it set up)."""
+    return __salt__["cmd.run_all"](argv, python_shell=False, output_loglevel="quiet",  # noqa: F821
+                                   ignore_retcode=True, **kwargs)
+
+
+def _mounts():
+    with open(MOUNTS, encoding="utf-8", errors="surrogateescape") as f:
+        return core.parse_mounts(f.read())
+
+
+def _immutable(path):
+    out = _run(["lsattr", "-d", path])
+    if out["retcode"] != 0:
+        raise MailhaError(f"lsattr -d {path} failed: {out['stderr'].strip()}")
+    return "i" in core.parse_lsattr(out["stdout"], path)
+
+
+# ----------------------------------------------------------------------------------- files
+
+
+def configured(name, node=None):
+    """Ensure this mail node's Postfix (main.cf, master.cf, LDAP map) and Dovecot (dovecot.conf,
+    LDAP passdb/userdb) files hold what the model renders, with their modes; diffs are redacted.
+
+    name
+        A label; not used.
+    node
+        The model node (default: minion config ``mailha_node`` or the minion id).
+    """
+    ret = glue.state_ret(name)
+    try:
+        site, n = _site_node(node)
+        files = core.mail_files(site, n)
+    except (MailhaError, glue.CommandExecutionError) as exc:
+        return _fail(ret, str(exc))
+    secrets = site.secrets()
+    todo = []
+    for f in files:
+        path = _rooted(f.path)
+        old, old_mode = glue.read_text(path), glue.file_mode(path)
+        if old == f.content and old_mode == f.mode and _group_ok(path, f.group):
+            continue
+        change = {"old": None if old is None else {"mode": old_mode}, "new": {"mode": f.mode, "group": f.group}}
+        if old != f.content:
+            change["diff"] = glue.redacted_diff(old, f.content, f.path, secrets)
+        ret["changes"][f.path] = change
+        todo.append((path, f))
+    if not todo:
+        ret["comment"] = f"{len(files)} mail files of {n.id} are already as rendered"
+        return ret
+    if __opts__["test"]:  # noqa: F821
+        ret["result"] = None
+        ret["comment"] = f"would write {len(todo)} mail file(s): {', '.join(f.path for _, f in todo)}"
+        return ret
+    for path, f in todo:
+        try:
+            glue.write_atomic(path, f.content, f.mode)
+            if f.group != "root":
+                shutil.chown(path, group=f.group)
+        except (OSError, LookupError) as exc:
+            return _fail(ret, f"could not write {path}: {exc}; nothing else was changed after it", secrets)
+    ret["comment"] = f"wrote {len(todo)} mail file(s): {', '.join(f.path for _, f in todo)}"
+    return ret
+
+
+def _group_ok(path, group):
+    if group == "root":
+        return True
+    try:
+        import grp
+
+        return os.stat(path).st_gid == grp.getgrnam(group).gr_gid
+    except (OSError, KeyError):
+        return False
+
+
+def health_page(name, node=None):
+    """Ensure the page ldirectord's http/https checks request (``ldirectord:health_page``) holds
+    ``ldirectord:health_content`` under ``mail:web_root``.
+
+    name
+        A label; not used.
+    """
+    ret = glue.state_ret(name)
+    try:
+        site, _ = _site_node(node)
+        page, content = core.health_page(site)
+    except (MailhaError, glue.CommandExecutionError) as exc:
+        return _fail(ret, str(exc))
+    path = _rooted(page)
+    old = glue.read_text(path)
+    if old == content and glue.file_mode(path) == "0644":
+        ret["comment"] = f"health page {path} is already in place"
+        return ret
+    ret["changes"] = {page: {"old": old, "new": content}}
+    if __opts__["test"]:  # noqa: F821
+        ret["result"] = None
+        ret["comment"] = f"would write health page {path}"
+        return ret
+    try:
+        glue.write_atomic(path, content, "0644")
+    except OSError as exc:
+        return _fail(ret, f"could not write {path}: {exc.strerror}")
+    ret["comment"] = f"wrote health page {path}"
+    return ret
+
+
+# ----------------------------------------------------------------------------------- vmail share
+
+
+def vmail_share(name, node=None, mount=True):
+    """The guide's NFS share of Maildirs, made safe: the fstab line (the filer's address on
+    ``mail:vmail:network``, ``mail:vmail:options``), the mountpoint created and made immutable
+    (``chattr +i``) while nothing is mounted on it, so nothing can write mail to the local disk,
+    then ``mount``.
+
+    name
+        A label; not used.
+    mount
+        Mount the share when it is not mounted (``mount -T <fstab> <path>``). False only writes
+        the fstab line and protects the mountpoint.
+    """
+    ret = glue.state_ret(name)
+    try:
+        site, n = _site_node(node)
+        want = core.vmail_fstab_entry(site, n)
+        mounts = _mounts()
+    except (MailhaError, glue.CommandExecutionError, OSError) as exc:
+        return _fail(ret, str(exc))
+    mountpoint = _rooted(want.file)
+    fstab = _rooted("/etc/fstab")
+    # Under a scratch root the line names the scratch mountpoint, so ``mount -T`` finds it.
+    entry = core.FstabEntry(want.spec, mountpoint, want.vfstype, want.options, want.freq, want.passno)
+    test = __opts__["test"]  # noqa: F821
+    done, would = [], []
+
+    mounted = core.mount_at(mounts, mountpoint) is not None
+    if not os.path.isdir(mountpoint):
+        ret["changes"]["mountpoint"] = {"old": None, "new": mountpoint}
+        would.append(f"create {mountpoint}")
+        if not test:
+            os.makedirs(mountpoint, mode=0o755)
+            done.append(f"created {mountpoint}")
+    if not mounted:
+        try:
+            immutable = os.path.isdir(mountpoint) and _immutable(mountpoint)
+        except (MailhaError, ParseError) as exc:
+            return _fail(ret, str(exc))
+        if not immutable:
+            ret["changes"]["immutable"] = {"old": False, "new": True}
+            would.append(f"chattr +i {mountpoint}")
+            if not test:
+                out = _run(["chattr", "+i", mountpoint])
+                if out["retcode"] != 0:
+                    return _fail(ret, f"chattr +i {mountpoint} failed: {out['stderr'].strip()}; the "
+                                      f"filesystem must support the immutable flag (ext4, xfs)")
+                done.append(f"made {mountpoint} immutable")
+
+    old_text = glue.read_text(fstab)
+    new_text, action, old_line = core.plan_fstab(old_text or "", entry)
+    if action != "present":
+        ret["changes"]["fstab"] = {"old": old_line, "new": entry.line()}
+        would.append(f"{action} the {fstab} line for {mountpoint}")
+        if not test:
+            mode = glue.file_mode(fstab) or "0644"
+            glue.write_atomic(fstab, new_text, mode)
+            done.append(f"{'added' if action == 'add' else 'replaced'} the {fstab} line")
+
+    if not mounted and mount:
+        ret["changes"]["mounted"] = {"old": False, "new": entry.spec}
+        would.append(f"mount {mountpoint}")
+        if not test:
+            out = _run(["mount", "-T", fstab, mountpoint])
+            if out["retcode"] != 0:
+                ret["result"] = False
+                ret["changes"].pop("mounted")
+                ret["comment"] = (f"{'; '.join(done) + '; ' if done else ''}mount {mountpoint} ({entry.spec}) failed "
+                                  f"(rc {out['retcode']}): {(out['stderr'] or out['stdout']).strip()[-300:]}; the "
+                                  f"mountpoint stays immutable and the mail services stay stopped until it mounts")
+                return ret
+            done.append(f"mounted {entry.spec} on {mountpoint}")
+
+    if not would:
+        state = "mounted" if mounted else "not mounted (mount: False)"
+        ret["comment"] = f"vmail share {mountpoint} is {state}, its fstab line is in place"
+        return ret
+    if test:
+        ret["result"] = None
+        ret["comment"] = "would " + "; ".join(would)
+        return ret
+    ret["comment"] = "; ".join(done)
+    return ret
+
+
+def share_guard(name, node=None):
+    """Succeed only when the vmail share is mounted, so that states requiring this one (the mail
+    services) never start on the local disk. Changes nothing.
+
+    name
+        A label; not used.
+    """
+    ret = glue.state_ret(name)
+    try:
+        site, n = _site_node(node)
+        mountpoint = _rooted(core.vmail_fstab_entry(site, n).file)
+        decision = core.share_guard(_mounts(), mountpoint)
+    except (MailhaError, glue.CommandExecutionError, OSError) as exc:
+        return _fail(ret, str(exc))
+    ret["comment"] = decision.reason
+    if not decision.allowed:
+        # In test mode an earlier state may still mount it: say what would happen, change nothing.
+        ret["result"] = None if __opts__["test"] else False  # noqa: F821
+    return ret
+
+
+# ----------------------------------------------------------------------------------- iRedMail
+
+
+def _hash_ok(path, source_hash):
+    algo, _, want = source_hash.partition("=")
+    if algo not in ("sha256", "sha512") or not want or any(c not in "0123456789abcdefABCDEF" for c in want):
+        raise MailhaError(f"mail:iredmail:source_hash {source_hash!r} is not <sha256|sha512>=<hex>: "
+                          f"put the sha256sum of the tarball in the pillar")
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest().lower() != want.lower():
+        raise MailhaError(f"the installer tarball {path} has {algo} {h.hexdigest()}, not the pillar's "
+                          f"mail:iredmail:source_hash: fix the hash or the file")
+
+
+def _extract(tarball, dest_parent, expect_dir):
+    """Unpack without trusting member names: nothing may land outside ``dest_parent``."""
+    root = os.path.realpath(dest_parent)
+    with tarfile.open(tarball) as tf:
+        for m in tf.getmembers():
+            target = os.path.realpath(os.path.join(root, m.name))
+            if not (target == root or target.startswith(root + os.sep)) or m.issym() or m.islnk() or m.isdev():
+                raise MailhaError(f"the installer tarball {tarball} has an unsafe member {m.name!r}; refusing it")
+        tf.extractall(root)  # noqa: S202 - members checked above
+    if not os.path.isfile(os.path.join(expect_dir, core.INSTALLER)):
+        raise MailhaError(f"{tarball} did not unpack {expect_dir}/{core.INSTALLER}; is it an iRedMail tarball?")
+
+
+def iredmail_installed(name, node=None, installer_dir=None, timeout=7200):
+    """Run iRedMail's installer unattended, once per node, with the site's ``config``.
+
+    The tarball comes from ``mail:iredmail:source`` (``salt://`` or ``http(s)://``, checked
+    against ``source_hash``) and is unpacked under ``mail:iredmail:workdir``; ``installer_dir``
+    instead names an already unpacked installer. The ``config`` (mode 0600, identical on every
+    mail node: the passwords are the pillar's) goes beside ``iRedMail.sh``, which then runs as
+    ``bash iRedMail.sh`` with the AUTO_* answers and MYSQL_SERVER = the db VIP's name in its
+    environment (no password there: they are only in ``config``). Success writes a marker
+    (``/var/lib/mailha/iredmail.installed``): a re-apply does not reinstall. Failure writes none.
+
+    name
+        A label; not used.
+    installer_dir
+        A directory holding ``iRedMail.sh`` (skips the download and unpacking).
+    timeout
+        Seconds the installer may run.
+    """
+    ret = glue.state_ret(name)
+    try:
+        site, n = _site_node(node)
+        im = site.mail.iredmail if site.mail else None
+        if im is None:
+            raise MailhaError("pillar mailha:mail:iredmail is missing: add source, source_hash, admin_password ...")
+        config_text = core.render_iredmail_config(site, n)
+        env = core.iredmail_environment(site, n)
+        secrets = tuple(site.secrets()) + core.iredmail_secrets(site, n)
+    except (MailhaError, glue.CommandExecutionError) as exc:
+        return _fail(ret, str(exc))
+    marker = _rooted(core.IREDMAIL_MARKER)
+    if os.path.exists(marker):
+        ret["comment"] = f"iRedMail is already installed on {n.id} (marker {marker}); remove it to reinstall"
+        return ret
+
+    if installer_dir:
+        directory = installer_dir
+    else:
+        directory = _rooted(core.iredmail_dir(site, im.source))
+    plan = {"installer": os.path.join(directory, core.INSTALLER), "config": os.path.join(directory, "config"),
+            "marker": marker, "MYSQL_SERVER": env["MYSQL_SERVER"], "INITIALIZE_SQL_DATA": env["INITIALIZE_SQL_DATA"]}
+    if __opts__["test"]:  # noqa: F821
+        ret["result"] = None
+        ret["changes"] = {"iredmail": {"old": None, "new": plan}}
+        src = directory if installer_dir else im.source
+        ret["comment"] = f"would install iRedMail on {n.id} from {src} (unattended, MYSQL_SERVER={env['MYSQL_SERVER']})"
+        return ret
+
+    try:
+        if not installer_dir and not os.path.isfile(plan["installer"]):
+            cached = __salt__["cp.cache_file"](im.source)  # noqa: F821
+            if not cached:
+                raise MailhaError(f"the iRedMail tarball {im.source} is missing (mail:iredmail:source): put "
+                                  f"{os.path.basename(im.source)} on the Salt fileserver or fix the URL")
+            _hash_ok(cached, im.source_hash)
+            os.makedirs(os.path.dirname(directory), exist_ok=True)
+            _extract(cached, os.path.dirname(directory), directory)
+        if not os.path.isfile(plan["installer"]):
+            raise MailhaError(f"{plan['installer']} does not exist: unpack the iRedMail tarball there or fix "
+                              f"installer_dir")
+        glue.write_atomic(plan["config"], config_text, core.IREDMAIL_CONFIG_MODE)
+    except (MailhaError, OSError, tarfile.TarError) as exc:
+        return _fail(ret, str(exc), secrets)
+
+    log.info("running iRedMail.sh unattended in %s (MYSQL_SERVER=%s)", directory, env["MYSQL_SERVER"])
+    out = _run(["bash", core.INSTALLER], cwd=directory, env=env, clean_env=True, timeout=timeout)
+    if out["retcode"] != 0:
+        tail = "\n".join((out["stdout"] + "\n" + out["stderr"]).strip().splitlines()[-5:])
+        return _fail(ret, f"iRedMail.sh failed on {n.id} (rc {out['retcode']}) in {directory}; no marker written, "
+                          f"the next apply runs it again. Last lines:\n{tail}", secrets)
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    try:
+        glue.write_atomic(marker, f"iRedMail installed from {directory} at {stamp}\n", "0644")
+    except OSError as exc:
+        return _fail(ret, f"iRedMail.sh succeeded but the marker {marker} could not be written "
+                          f"({exc.strerror}): the next apply would run it again")
+    ret["changes"] = {"iredmail": {"old": None, "new": plan}}
+    ret["comment"] = f"installed iRedMail on {n.id} (MYSQL_SERVER={env['MYSQL_SERVER']}); marker {marker}"
+    return ret

@@ -1,0 +1,312 @@
+"""The mailha_mail states through a real ``salt-call --local`` minion (mail1), with a scratch
+``mailha_root``: every state in test mode first (nothing changes), then for real, then again
+(nothing to do). Every output and the minion's debug log are grepped for the pillar's secrets.
+
+The iRedMail tarball cannot be downloaded here, so the installer is a small ``iRedMail.sh`` made
+by the test (in a directory, and packed as a tarball on the Salt fileserver) that records its
+argv, environment and the mode of the ``config`` beside it: what is tested is the state's
+behaviour (command, environment, config file, once-only marker, failure reporting), not iRedMail.
+This kernel has no NFS: the vmail share's fstab line and immutable mountpoint are checked under
+the scratch root, and a tmpfs mounted on the scratch mountpoint stands for "the share is mounted".
+"""
+import copy
+import hashlib
+import io
+import json
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
+EXAMPLE = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
+SECRETS = ("CHANGE-ME-iredmail-admin", "CHANGE-ME-postmaster", "CHANGE-ME-ldap-root", "CHANGE-ME-db-root")
+
+FAKE_INSTALLER = r"""#!/bin/bash
+# Stand-in for iRedMail.sh: records how it was run, then exits with $FAKE_RC (file) or 0.
+here="$(cd "$(dirname "$0")" && pwd)"
+out="$here/../record"
+mkdir -p "$out"
+n=$(( $(cat "$out/count" 2>/dev/null || echo 0) + 1 )); echo $n > "$out/count"
+echo "$0 $*" > "$out/argv"
+env > "$out/env"
+stat -c %a "$here/config" > "$out/config_mode"
+pwd > "$out/cwd"
+. "$here/config"
+rc=$(cat "$here/FAKE_RC" 2>/dev/null || echo 0)
+if [ "$rc" != 0 ]; then
+  echo "<< ERROR >> could not connect to MySQL as root with password ${MYSQL_ROOT_PASSWD}"
+  echo "installation aborted"
+fi
+exit $rc
+"""
+
+
+class Minion:
+    """``salt-call --local`` as mail1 with a scratch ``mailha_root`` and an extra file root."""
+
+    def __init__(self, base, pillar):
+        self.base = pathlib.Path(base)
+        self.root = self.base / "root"
+        self.srv = self.base / "srv"
+        self.conf = self.base / "conf"
+        self.log = self.base / "minion.log"
+        for d in (self.root, self.srv, self.conf, self.base / "pillar"):
+            d.mkdir(parents=True, exist_ok=True)
+        (self.base / "pillar" / "top.sls").write_text("base:\n  '*':\n    - mailha\n")
+        (self.base / "pillar" / "mailha.sls").write_text(yaml.safe_dump(pillar))
+        (self.conf / "minion").write_text(yaml.safe_dump({
+            "id": "mail1", "file_client": "local", "mailha_root": str(self.root),
+            "file_roots": {"base": [str(self.srv), str(REPO / "states")]},
+            "pillar_roots": {"base": [str(self.base / "pillar")]},
+            "root_dir": str(self.base / "salt"), "log_file": str(self.log), "log_level_logfile": "debug",
+        }))
+        self.outputs = []
+
+    def call(self, *args, test=False):
+        argv = [str(SALT_CALL), "--local", "-c", str(self.conf), "--out", "json", "-l", "quiet", *args]
+        if test:
+            argv.append("test=True")
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        self.outputs.append(proc.stdout + proc.stderr)
+        try:
+            return json.loads(proc.stdout)["local"]
+        except (ValueError, KeyError):
+            pytest.fail(f"salt-call {args} gave no JSON (rc={proc.returncode}):\n{proc.stdout}{proc.stderr}")
+
+    def single(self, fun, test=False, **kwargs):
+        ret = self.call("state.single", fun, "name=mail", *[f"{k}={v}" for k, v in kwargs.items()], test=test)
+        assert isinstance(ret, dict) and len(ret) == 1, ret
+        return next(iter(ret.values()))
+
+    def sls(self, name, text, test=False):
+        (self.srv / f"{name}.sls").write_text(text)
+        ret = self.call("state.apply", name, test=test)
+        assert isinstance(ret, dict), ret
+        return {v["__id__"]: v for v in ret.values()}
+
+    def everything_written(self):
+        return "\n".join(self.outputs) + (self.log.read_text(errors="replace") if self.log.exists() else "")
+
+    def assert_no_secret(self):
+        text = self.everything_written()
+        for s in SECRETS:
+            assert s not in text, f"secret {s!r} leaked into salt output or the minion log"
+
+
+@pytest.fixture
+def minion(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("the mail states need root (chattr, mount): run the suite as root")
+    return Minion(tmp_path, copy.deepcopy(EXAMPLE))
+
+
+def _fake_installer(directory, rc=0):
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "iRedMail.sh"
+    script.write_text(FAKE_INSTALLER)
+    script.chmod(0o755)
+    if rc:
+        (directory / "FAKE_RC").write_text(str(rc))
+    return directory
+
+
+def _record(directory):
+    rec = directory.parent / "record"
+    env = dict(line.split("=", 1) for line in (rec / "env").read_text().splitlines() if "=" in line)
+    return {"count": int((rec / "count").read_text()), "argv": (rec / "argv").read_text().strip(), "env": env,
+            "config_mode": (rec / "config_mode").read_text().strip(), "cwd": (rec / "cwd").read_text().strip()}
+
+
+def test_iredmail_installed_runs_once_unattended(minion, tmp_path):
+    inst = _fake_installer(tmp_path / "inst" / "iRedMail-1.6.8")
+    marker = minion.root / "var/lib/mailha/iredmail.installed"
+
+    ret = minion.single("mailha_mail.iredmail_installed", test=True, installer_dir=inst)
+    assert ret["result"] is None and "would install iRedMail" in ret["comment"]
+    assert not marker.exists() and not (inst / "config").exists() and not (inst.parent / "record").exists()
+
+    ret = minion.single("mailha_mail.iredmail_installed", installer_dir=inst)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["iredmail"]["new"]["MYSQL_SERVER"] == "db.example.net"
+    rec = _record(inst)
+    assert rec["count"] == 1 and rec["argv"] == "iRedMail.sh" and rec["cwd"] == str(inst)
+    assert rec["config_mode"] == "600"
+    env = rec["env"]
+    assert env["MYSQL_SERVER"] == env["MYSQL_SERVER_ADDRESS"] == "db.example.net"
+    assert env["MYSQL_ROOT_USER"] == "admin_iredmail" and env["MYSQL_GRANT_HOST"] == "%"
+    assert env["AUTO_USE_EXISTING_CONFIG_FILE"] == env["AUTO_INSTALL_WITHOUT_CONFIRM"] == "y"
+    assert env["INITIALIZE_SQL_DATA"] == "YES"  # mail1 is the first mail node
+    for s in SECRETS:  # passwords only in the 0600 config, never in the environment
+        assert s not in "\n".join(f"{k}={v}" for k, v in env.items())
+    config = (inst / "config").read_text()
+    assert "export MYSQL_ROOT_PASSWD='CHANGE-ME-iredmail-admin'" in config
+    assert stat.S_IMODE(os.stat(inst / "config").st_mode) == 0o600
+    assert marker.exists()
+
+    ret = minion.single("mailha_mail.iredmail_installed", installer_dir=inst)
+    assert ret["result"] is True and ret["changes"] == {} and "already installed" in ret["comment"]
+    assert _record(inst)["count"] == 1  # not run again
+    minion.assert_no_secret()
+
+
+def test_iredmail_failure_is_reported_redacted_and_retried(minion, tmp_path):
+    inst = _fake_installer(tmp_path / "inst" / "iRedMail-1.6.8", rc=3)
+    ret = minion.single("mailha_mail.iredmail_installed", installer_dir=inst)
+    assert ret["result"] is False
+    assert "rc 3" in ret["comment"] and "installation aborted" in ret["comment"]
+    assert "<redacted>" in ret["comment"]  # the installer printed a password: it is scrubbed
+    assert not (minion.root / "var/lib/mailha/iredmail.installed").exists()
+    (inst / "FAKE_RC").unlink()
+    ret = minion.single("mailha_mail.iredmail_installed", installer_dir=inst)
+    assert ret["result"] is True and _record(inst)["count"] == 2
+    minion.assert_no_secret()
+
+
+def _tarball(path, rc=0):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        data = FAKE_INSTALLER.encode()
+        info = tarfile.TarInfo("iRedMail-1.6.8/iRedMail.sh")
+        info.size, info.mode = len(data), 0o755
+        tf.addfile(info, io.BytesIO(data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def test_iredmail_tarball_from_fileserver_checked_and_unpacked(minion):
+    ret = minion.single("mailha_mail.iredmail_installed")
+    assert ret["result"] is False
+    assert "salt://iredmail/iRedMail-1.6.8.tar.gz is missing" in ret["comment"]
+
+    digest = _tarball(minion.srv / "iredmail" / "iRedMail-1.6.8.tar.gz")
+    pillar = copy.deepcopy(EXAMPLE)
+    pillar["mailha"]["mail"]["iredmail"]["source_hash"] = "sha256=" + "0" * 64
+    (minion.base / "pillar" / "mailha.sls").write_text(yaml.safe_dump(pillar))
+    ret = minion.single("mailha_mail.iredmail_installed")
+    assert ret["result"] is False and "not the pillar's mail:iredmail:source_hash" in ret["comment"]
+
+    pillar["mailha"]["mail"]["iredmail"]["source_hash"] = "sha256=" + digest
+    (minion.base / "pillar" / "mailha.sls").write_text(yaml.safe_dump(pillar))
+    ret = minion.single("mailha_mail.iredmail_installed")
+    assert ret["result"] is True, ret["comment"]
+    unpacked = minion.root / "root" / "iRedMail-1.6.8"  # mail:iredmail:workdir /root, under mailha_root
+    assert _record(unpacked)["count"] == 1 and (unpacked / "config").exists()
+    minion.assert_no_secret()
+
+
+def _lsattr(path):
+    out = subprocess.run(["lsattr", "-d", str(path)], capture_output=True, text=True, check=True).stdout
+    return out.split()[0]
+
+
+def test_vmail_share_fstab_line_and_immutable_mountpoint(minion):
+    mp = minion.root / "var" / "vmail"
+    fstab = minion.root / "etc" / "fstab"
+    fstab.parent.mkdir(parents=True)
+    fstab.write_text("# <file system> <mount point> <type> <options> <dump> <pass>\n"
+                     "UUID=1234-abcd / ext4 errors=remount-ro 0 1\n"
+                     f"10.9.9.9:/old {mp} nfs vers=4 0 0\n")
+    try:
+        ret = minion.single("mailha_mail.vmail_share", test=True, mount=False)
+        assert ret["result"] is None
+        assert set(ret["changes"]) == {"mountpoint", "immutable", "fstab"}
+        assert not mp.exists() and f"10.9.9.9:/old {mp}" in fstab.read_text()
+
+        ret = minion.single("mailha_mail.vmail_share", mount=False)
+        assert ret["result"] is True, ret["comment"]
+        assert "i" in _lsattr(mp)
+        lines = fstab.read_text().splitlines()
+        assert lines == ["# <file system> <mount point> <type> <options> <dump> <pass>",
+                         "UUID=1234-abcd / ext4 errors=remount-ro 0 1",
+                         f"10.1.1.11:/srv/var/vmail {mp} nfs vers=3,noatime,nodiratime,noexec 0 0"]
+        with pytest.raises(PermissionError):  # mail can never land on the local disk
+            (mp / "example.net").mkdir()
+
+        ret = minion.single("mailha_mail.vmail_share", mount=False)
+        assert ret["result"] is True and ret["changes"] == {}
+
+        if not (shutil.which("mount.nfs") or os.path.exists("/sbin/mount.nfs")):
+            # no NFS client here: the mount fails at once (nothing leaves the machine) and says so
+            ret = minion.single("mailha_mail.vmail_share")
+            assert ret["result"] is False
+            assert f"mount {mp} (10.1.1.11:/srv/var/vmail) failed" in ret["comment"]
+            assert "mail services stay stopped" in ret["comment"]
+        status = minion.call("mailha_mail.share_status")
+        assert status["mounted"] is False and status["immutable"] is True and status["fstab_line"] == "present"
+    finally:
+        if mp.exists():
+            subprocess.run(["chattr", "-i", str(mp)], check=False)
+    minion.assert_no_secret()
+
+
+GUARDED_SLS = """
+vmail-guard:
+  mailha_mail.share_guard: []
+
+start-mail-services:
+  file.touch:
+    - name: {started}
+    - require:
+      - mailha_mail: vmail-guard
+"""
+
+
+def test_services_not_started_while_share_unmounted(minion):
+    mp = minion.root / "var" / "vmail"
+    mp.mkdir(parents=True)
+    started = minion.base / "services-started"
+    sls = GUARDED_SLS.format(started=started)
+
+    ret = minion.sls("guarded", sls, test=True)
+    assert ret["vmail-guard"]["result"] is None and "is not mounted" in ret["vmail-guard"]["comment"]
+
+    ret = minion.sls("guarded", sls)
+    assert ret["vmail-guard"]["result"] is False
+    assert "refusing to start postfix, dovecot" in ret["vmail-guard"]["comment"]
+    assert ret["start-mail-services"]["result"] is False  # requisite failed: never ran
+    assert not started.exists()
+
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "mailha-test-vmail", str(mp)], check=True)
+    try:
+        ret = minion.sls("guarded", sls)
+        assert ret["vmail-guard"]["result"] is True and "is mounted (mailha-test-vmail, tmpfs)" in \
+            ret["vmail-guard"]["comment"]
+        assert ret["start-mail-services"]["result"] is True and started.exists()
+        status = minion.call("mailha_mail.share_status")
+        assert status["mounted"] is True and status["fstype"] == "tmpfs" and status["allowed"] is True
+    finally:
+        subprocess.run(["umount", str(mp)], check=True)
+
+
+def test_configured_writes_mail_files_once(minion):
+    ret = minion.single("mailha_mail.configured", test=True)
+    assert ret["result"] is None and len(ret["changes"]) == 5
+    assert not (minion.root / "etc/postfix/main.cf").exists()
+    diffs = "\n".join(c["diff"] for c in ret["changes"].values())
+    assert "bind_pw = <redacted>" in diffs and "dnpass = <redacted>" in diffs
+
+    ret = minion.single("mailha_mail.configured")
+    assert ret["result"] is True, ret["comment"]
+    ldap_map = minion.root / "etc/postfix/ldap/virtual_mailbox_maps.cf"
+    assert stat.S_IMODE(os.stat(ldap_map).st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(minion.root / "etc/dovecot/dovecot-ldap.conf.ext").st_mode) == 0o600
+    assert "bind_pw = CHANGE-ME-ldap-root" in ldap_map.read_text()  # the file itself needs it
+
+    ret = minion.single("mailha_mail.configured")
+    assert ret["result"] is True and ret["changes"] == {}
+
+    ret = minion.single("mailha_mail.health_page")
+    assert ret["result"] is True
+    assert (minion.root / "var/www/html/ldirectord.txt").read_text() == "ldirectord\n"
+    minion.assert_no_secret()
