@@ -68,6 +68,15 @@ ARTIFACTS = (
 )
 
 
+def formula_for(site, node):
+    """The formula files (states/mailha/<name>.sls) this node runs: one per role, plus ``dns`` on
+    the pillar's DNS updater even when it has no dns role (a site whose DNS is hosted elsewhere)."""
+    names = list(node.roles)
+    if site.dns is not None and site.dns.updater == node.id and "dns" not in names:
+        names.append("dns")
+    return names
+
+
 def artifacts_for(site, node):
     """The artifacts a node gets, in registry order."""
     return tuple(a for a in ARTIFACTS if any(node.has(r) for r in a.roles))

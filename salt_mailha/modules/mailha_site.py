@@ -46,6 +46,19 @@ def roles(node=None):
     return list(glue.this_node(site, __opts__, node).roles)
 
 
+def formula(node=None):
+    """The formula files (``mailha.<name>``) ``state.apply mailha`` includes for this node.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'ns1' mailha_site.formula
+    """
+    site = _site()
+    return render.formula_for(site, glue.this_node(site, __opts__, node))
+
+
 def artifacts(sls=None, node=None):
     """Files this node gets (id, path, mode), optionally only those managed by formula file ``sls``.
 

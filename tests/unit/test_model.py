@@ -190,3 +190,14 @@ def test_core_never_imports_salt():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not any(n == "salt" or n.startswith("salt.") for n in names), f"{path} imports salt"
+
+
+def test_formula_includes_dns_on_the_updater_even_without_the_role():
+    from salt_mailha.core.render import formula_for
+
+    data = example()
+    data["dns"]["updater"] = "lb1"
+    site = parse_site(data)
+    assert formula_for(site, site.node("lb1")) == ["lb", "dns"]
+    assert formula_for(site, site.node("lb2")) == ["lb"]
+    assert formula_for(site, site.node("ns1")) == ["dns"]
