@@ -1,0 +1,52 @@
+"""``mailha-lab up|status|drill|down``: the whole site on one machine (see README.md here)."""
+import argparse
+import sys
+
+from salt_mailha.core.errors import MailhaError
+from salt_mailha.lab.util import StepFailed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="mailha-lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="build (or reuse) the base tree, boot every node, apply mailha")
+    sub.add_parser("status", help="table of nodes, minions and the last state.apply")
+    drill = sub.add_parser("drill", help="fail each node in turn and check what survives")
+    drill.add_argument("--mode", choices=("link", "kill"), default="link",
+                       help="link: cut the node's cables at the bridge (default); "
+                            "kill: stop its container and boot it again")
+    drill.add_argument("--nodes", help="comma-separated subset of nodes (default: all)")
+    drill.add_argument("--recover-timeout", type=float, default=120.0)
+    sub.add_parser("down", help="remove everything the lab made (safe to run twice)")
+    args = parser.parse_args(argv)
+
+    from salt_mailha.lab.lab import Lab, locked
+
+    lab = Lab()
+    try:
+        with locked():
+            if args.command == "up":
+                return lab.up()
+            if args.command == "status":
+                print(lab.status_text())
+                return 0
+            if args.command == "drill":
+                from salt_mailha.lab.drill import Drill
+
+                nodes = args.nodes.split(",") if args.nodes else None
+                return Drill(lab).run(args.mode, nodes, args.recover_timeout)
+            return lab.down()
+    except StepFailed as exc:
+        print(f"mailha-lab {args.command}: FAILED at {exc}", file=sys.stderr)
+        return 1
+    except MailhaError as exc:
+        print(f"mailha-lab {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"mailha-lab {args.command}: interrupted; run 'mailha-lab down' to clean up",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

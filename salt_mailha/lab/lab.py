@@ -1,0 +1,259 @@
+"""The lab as a whole: ``up``, ``status``, ``down`` (the drill is in drill.py)."""
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import pathlib
+import random
+import secrets
+import shutil
+import signal
+import time
+
+import yaml
+
+from salt_mailha.core.errors import CommandFailed, ValidationError
+from salt_mailha.lab import network, pillar as labpillar
+from salt_mailha.lab.base import BaseTree
+from salt_mailha.lab.master import Master
+from salt_mailha.lab.nodes import Node
+from salt_mailha.lab.report import seconds, summarize_state_return, table
+from salt_mailha.lab.util import CACHE_DIR, PREFIX, RUN_DIR, Progress, pid_alive, run
+
+REQUIRED_TOOLS = ("debootstrap", "systemd-nspawn", "ip", "nsenter", "mount", "chroot")
+LOCK = pathlib.Path("/run/lock/mailha-lab.lock")
+BOOT_TIMEOUT = 120
+MINION_TIMEOUT = 180
+APPLY_TIMEOUT = 900
+
+
+@contextlib.contextmanager
+def locked():
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CommandFailed(f"another mailha-lab command holds {LOCK}; wait for it") from None
+        yield
+
+
+class Lab:
+    def __init__(self, run_dir=RUN_DIR, cache_dir=CACHE_DIR, example=labpillar.EXAMPLE, out=None):
+        self.run_dir = pathlib.Path(run_dir)
+        self.cache_dir = pathlib.Path(cache_dir)
+        self.example = pathlib.Path(example)
+        self.out = out
+        self.base = BaseTree(self.cache_dir)
+
+    # ------------------------------------------------------------------ model
+    def pillar(self):
+        """The lab pillar: regenerated from the example each time, same secrets while up."""
+        seed_file = self.run_dir / "secret-seed"
+        if not seed_file.exists():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            seed_file.touch(mode=0o600)
+            seed_file.write_text(secrets.token_hex(16))
+        rng = random.Random(seed_file.read_text())
+        data = labpillar.lab_pillar(labpillar.load_example(self.example), rng=rng)
+        try:
+            from salt_mailha.core.model import load_site
+        except ImportError:  # the model is optional for the lab itself
+            return data
+        load_site(data)  # raises ValidationError naming every problem
+        return data
+
+    @staticmethod
+    def lab_nets(pillar):
+        nets = []
+        for name, cidr in pillar["mailha"]["networks"].items():
+            net = ipaddress.ip_network(cidr)
+            nets.append((name, net, labpillar.gateway(net)))
+        return nets
+
+    def node(self, name):
+        return Node(name, self.run_dir, self.base.root)
+
+    def node_names(self):
+        d = self.run_dir / "nodes"
+        return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+    def master(self, pillar=None):
+        gw = self.lab_nets(pillar)[0][2] if pillar else self._saved_gateway()
+        return Master(self.run_dir, gw)
+
+    def _saved_gateway(self):
+        try:
+            return json.loads((self.run_dir / "lab.json").read_text())["gateway"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    @staticmethod
+    def identity(pillar, gw):
+        top = pillar["mailha"]
+        domain = top["domain"]
+        lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
+        for name, node in top["nodes"].items():
+            for i, addr in enumerate(node["addresses"].values()):
+                lines.append(f"{addr} {name}.{domain} {name}" if i == 0 else f"{addr} {name}-{i}")
+        for vip in top.get("vips", {}).values():
+            lines.append(f"{vip['address']} {vip['hostname']}.{domain} {vip['hostname']}")
+        dns = [s["address"] for s in top.get("dns", {}).get("servers", [])]
+        resolv = f"search {domain}\n" + "".join(f"nameserver {a}\n" for a in dns)
+        return {"hosts": "\n".join(lines) + "\n", "resolv": resolv, "master": gw}
+
+    # ------------------------------------------------------------------ up
+    def up(self):
+        p = Progress(self.run_dir / "logs", out=self.out)
+        p.say(f"mailha-lab up (run dir {self.run_dir}, cache {self.cache_dir})")
+        with p.step("preflight") as log:
+            self._preflight(log)
+        with p.step("lab pillar from pillar.example"):
+            pillar = self.pillar()
+            nets = self.lab_nets(pillar)
+            gw = nets[0][2]
+            master = self.master(pillar)
+            pillar_file = labpillar.write_pillar_roots(pillar, master.pillar_dir)
+            names = list(pillar["mailha"]["nodes"])
+            (self.run_dir / "lab.json").write_text(json.dumps(
+                {"gateway": gw, "nodes": names, "networks": [(n, str(c), g) for n, c, g in nets]}))
+        p.say(f"lab pillar: {pillar_file} ({len(names)} nodes: {', '.join(names)})")
+        in_use = any(self.node(n).running() for n in self.node_names())
+        cold = self.base.ensure(p, in_use=in_use)
+        with p.step("network namespaces and bridges") as log:
+            network.ensure_bridges(nets, log)
+            network.plug(network.CLIENT, {
+                name: labpillar.client_address(net) for name, net, _ in nets}, nets, log)
+        with p.step(f"start {len(names)} nspawn nodes") as log:
+            ident = self.identity(pillar, gw)
+            started = []
+            for name in names:
+                node = self.node(name)
+                if node.running():
+                    continue
+                network.plug(name, pillar["mailha"]["nodes"][name]["addresses"], nets, log)
+                node.prepare(ident, log)
+                node.start(log)
+                started.append(name)
+            for name in names:
+                self.node(name).wait_booted(BOOT_TIMEOUT)
+        p.say(f"nodes: {len(started)} started, {len(names) - len(started)} already running")
+        with p.step("salt-master in the bridge namespace") as log:
+            source = master.configure()
+            master.start(log)
+        p.say(f"reactor: {'from ' + source if source else 'none yet (no reactor config in reactor/)'}")
+        with p.step("minions answer test.ping") as log:
+            answered = master.wait_minions(names, MINION_TIMEOUT, log=log)
+            missing = sorted(set(names) - answered)
+            if missing:
+                raise CommandFailed(f"no test.ping answer from {', '.join(missing)} within "
+                                    f"{MINION_TIMEOUT}s; minion logs: <node>/var/log/salt/minion "
+                                    f"under {self.run_dir}/nodes/<node>/upper")
+        with p.step("salt '*' state.apply mailha") as log:
+            ret = master.salt("*", "state.apply", "mailha", timeout=APPLY_TIMEOUT, log=log)
+            results = {n: summarize_state_return(ret.get(n)) for n in names}
+            (self.run_dir / "last-apply.json").write_text(json.dumps(results))
+        print(self.status_text(pillar), file=self.out, flush=True)
+        failed = [n for n, (v, _d) in results.items() if v != "ok"]
+        p.say(f"up: {'cold (base tree built)' if cold else 'cached base'}; total "
+              f"{p.elapsed():.1f}s; state.apply failed on {len(failed)}/{len(names)} nodes"
+              + (f" (details above; log {log})" if failed else ""))
+        return 2 if failed else 0
+
+    def _preflight(self, log):
+        if os.geteuid() != 0:
+            raise CommandFailed("mailha-lab needs root (namespaces, mounts, systemd-nspawn)")
+        missing = [t for t in REQUIRED_TOOLS if not shutil.which(t)]
+        if missing:
+            raise CommandFailed(f"missing tools: {', '.join(missing)}; run scripts/setup-host.sh "
+                                "(Debian packages debootstrap, systemd-container, iproute2)")
+        for stale in (n for n in self.node_names() if not self.node(n).running()):
+            self.node(stale).unmount(log)  # a node whose nspawn died: re-mount cleanly
+
+    # ------------------------------------------------------------------ status
+    def status_text(self, pillar=None):
+        pillar = pillar or self._pillar_if_up()
+        if pillar is None:
+            return "lab is down (nothing under " + str(self.run_dir) + ")"
+        master = self.master(pillar)
+        top = pillar["mailha"]
+        minions = master.salt("*", "test.ping", timeout=5) if master.pid() else {}
+        try:
+            applied = json.loads((self.run_dir / "last-apply.json").read_text())
+        except (OSError, ValueError):
+            applied = {}
+        rows = []
+        for name, spec in top["nodes"].items():
+            node = self.node(name)
+            up = node.running()
+            sysstate = "-"
+            if up:
+                proc = node.exec(["systemctl", "is-system-running"], check=False, timeout=10)
+                sysstate = proc.stdout.strip() if proc else "?"
+            verdict, detail = applied.get(name, ("-", "not applied yet"))
+            rows.append([name, ",".join(spec["roles"]), " ".join(spec["addresses"].values()),
+                         "running" if up else "stopped", sysstate,
+                         "up" if minions.get(name) is True else "down", verdict, detail])
+        text = table(["node", "roles", "addresses", "container", "systemd", "minion",
+                      "state.apply", "detail"], rows)
+        text += "\nmaster: " + (f"pid {master.pid()} on {master.interface}" if master.pid()
+                                else "stopped")
+        if master.pid() and master.runner_exists("mailha.status"):
+            code, out, err = master.run_runner("mailha.status")
+            text += "\nmailha.status runner:\n" + (out if code == 0 else f"failed: {err.strip()}")
+        else:
+            text += "\nmailha.status runner: not available yet (own table above)"
+        return text
+
+    def _pillar_if_up(self):
+        if not (self.run_dir / "lab.json").exists():
+            return None
+        path = self.run_dir / "master/pillar/mailha.sls"
+        try:
+            return yaml.safe_load(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    # ------------------------------------------------------------------ down
+    def down(self):
+        p = Progress(pathlib.Path("/run/lock/mailha-lab-logs"), out=self.out)
+        log = p.log_dir / "down.log"
+        with p.step("stop salt-master"):
+            if (self.run_dir / "master").exists():
+                Master(self.run_dir, None).stop()
+        names = self.node_names()
+        with p.step(f"stop {len(names)} nodes"):
+            for name in names:
+                node = self.node(name)
+                if node.pid():
+                    os.kill(node.pid(), signal.SIGTERM)  # all at once: shutdowns overlap
+            for name in names:
+                self.node(name).stop(log)
+        with p.step("kill leftovers in lab namespaces, unmount, delete namespaces"):
+            ours = sorted(n for n in network.existing_netns() if n.startswith(PREFIX + "-"))
+            for ns in ours:
+                for pid in network.netns_pids(ns):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            self._unmount_all(log)
+            for ns in sorted(ours, key=lambda n: n == network.BRIDGE_NS):
+                network.delete_netns(ns, log)
+        with p.step("remove run dir"):
+            if self.run_dir.exists():
+                shutil.rmtree(self.run_dir)
+        p.say(f"down: total {p.elapsed():.1f}s (base tree kept in {self.base.root})")
+        return 0
+
+    def _unmount_all(self, log):
+        prefix = str(self.run_dir.resolve()) + "/"
+        with open("/proc/self/mountinfo") as fh:
+            points = [line.split()[4] for line in fh]
+        for point in sorted((m for m in points if m.startswith(prefix)), key=len, reverse=True):
+            run(["umount", "--lazy", point], log=log, check=False)
+
+
+def wait_pids_gone(pids, timeout):
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
