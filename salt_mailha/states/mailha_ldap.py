@@ -7,7 +7,7 @@ the ``mailha`` pillar, and leaves every other setting alone.
   ``# BEGIN/END salt-mailha ldap mirrormode`` markers (global part before the first
   ``database``, the rest at the end of the database holding the suffix); ``moduleload
   syncprov`` and the entryCSN/entryUUID indexes only when the file lacks them. The new file is
-  checked with ``slaptest -u`` before it replaces the old one, then slapd is restarted with
+  checked with ``slaptest -u`` (in test mode too) before it replaces the old one, then slapd is restarted with
   ``service.restart`` (on a normal minion: the init system's slapd service).
 * ``cn=config``: the same settings are applied live over LDAP (``ldapi://`` as root with SASL
   EXTERNAL by default), only where they differ; no restart.
@@ -116,13 +116,14 @@ def _slapd_conf(ret, site, path, service, restart):
     if restart:
         changes[f"service {service}"] = {"old": "running the old config", "new": "restarted"}
     changes = redact(changes, secrets)
+    _slaptest(path, new, site)
     if __opts__["test"]:  # noqa: F821
         ret["result"] = None
         ret["changes"] = changes
         ret["comment"] = (f"would write the mirror-mode block to {path}"
                           + (f" and restart {service}" if restart else ""))
         return ret
-    _write_checked(path, new, site)
+    _write(path, new)
     ret["changes"] = changes
     ret["comment"] = f"wrote the mirror-mode block to {path}"
     if restart:
@@ -143,21 +144,32 @@ def _slapd_conf(ret, site, path, service, restart):
     return ret
 
 
-def _write_checked(path, text, site):
-    """Write next to ``path``, check with ``slaptest -u``, then rename over it (same mode and
-    owner): a file slapd would refuse never replaces a working one."""
-    st = os.stat(path)
-    fd, tmp = tempfile.mkstemp(prefix=".slapd.conf.", dir=os.path.dirname(os.path.abspath(path)))
+def _slaptest(path, text, site):
+    """Check ``text`` with ``slaptest -u`` from a private temporary file (0600, outside the
+    config directory, removed at once): test mode runs it too, so it predicts a refusal."""
+    fd, tmp = tempfile.mkstemp(prefix="mailha-slapd-", suffix=".conf")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, st.st_mode & 0o7777)
-        os.chown(tmp, st.st_uid, st.st_gid)
         res = __salt__["cmd.run_all"](["slaptest", "-Q", "-u", "-f", tmp],  # noqa: F821
                                       python_shell=False, output_loglevel="quiet", ignore_retcode=True)
-        if res["retcode"] != 0:
-            out = redact((res.get("stderr") or "") + (res.get("stdout") or ""), site.secrets()).strip()
-            raise core_ldap.ConfigConflict(f"slaptest -u refused the new {path} (left unchanged): {out}")
+    finally:
+        os.unlink(tmp)
+    if res["retcode"] != 0:
+        out = ((res.get("stderr") or "") + (res.get("stdout") or "")).replace(tmp, path)
+        raise core_ldap.ConfigConflict(f"slaptest -u refuses {path} with the mirror-mode block; it was left "
+                                       f"unchanged: {redact(out, site.secrets()).strip()}")
+
+
+def _write(path, text):
+    """Write next to ``path`` and rename over it, keeping its mode and owner (atomic)."""
+    st = os.stat(path)
+    fd, tmp = tempfile.mkstemp(prefix=".slapd.conf.", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        os.fchmod(fd, st.st_mode & 0o7777)
+        os.fchown(fd, st.st_uid, st.st_gid)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
         tmp = None
     finally:

@@ -18,18 +18,18 @@ def _with(mutate):
 
 
 @pytest.mark.parametrize("mutate,key,text", [
-    (lambda l, d: l.update(servers={"mail1": {"server_id": 3, "url": "ldap://10.1.1.17:389/"},
+    (lambda lds, d: lds.update(servers={"mail1": {"server_id": 3, "url": "ldap://10.1.1.17:389/"},
                                     "mail2": {"server_id": 3, "url": "ldap://10.1.1.18:389/"}}),
      "mailha:ldap:servers:mail2:server_id", "also the serverID of mail1"),
-    (lambda l, d: l.update(servers={"db1": {"server_id": 3, "url": "ldap://10.1.1.15:389/"}}),
+    (lambda lds, d: lds.update(servers={"db1": {"server_id": 3, "url": "ldap://10.1.1.15:389/"}}),
      "mailha:ldap:servers:db1", "not a mail node"),
-    (lambda l, d: l.update(servers={"mail1": {"server_id": 1, "url": "ldap://10.1.1.17:389"}}),
+    (lambda lds, d: lds.update(servers={"mail1": {"server_id": 1, "url": "ldap://10.1.1.17:389"}}),
      "mailha:ldap:servers:mail1:url", "does not match the listener 'ldap://10.1.1.17:389/'"),
-    (lambda l, d: l.update(servers={"mail1": {"server_id": 4096, "url": "ldap://10.1.1.17:389/"}}),
+    (lambda lds, d: lds.update(servers={"mail1": {"server_id": 4096, "url": "ldap://10.1.1.17:389/"}}),
      "mailha:ldap:servers:mail1:server_id", ""),
-    (lambda l, d: d["nodes"]["mail2"]["addresses"].pop("private"),
+    (lambda lds, d: d["nodes"]["mail2"]["addresses"].pop("private"),
      "mailha:nodes:mail2:addresses", "needs an address on private"),
-    (lambda l, d: l.update(suffix="dc=example,dc=org"), "mailha:ldap:rootdn", "not under the suffix"),
+    (lambda lds, d: lds.update(suffix="dc=example,dc=org"), "mailha:ldap:rootdn", "not under the suffix"),
 ], ids=["dup-server-id", "not-mail", "url-no-slash", "server-id-range", "no-private-address", "suffix"])
 def test_ldap_pillar_refused_naming_the_key(mutate, key, text):
     with pytest.raises(ValidationError) as exc:
@@ -40,5 +40,5 @@ def test_ldap_pillar_refused_naming_the_key(mutate, key, text):
 
 
 def test_dn_case_and_spaces_do_not_matter():
-    site = parse_site(_with(lambda l, d: l.update(rootdn="CN=Manager, DC=Example, DC=Net")))
+    site = parse_site(_with(lambda lds, d: lds.update(rootdn="CN=Manager, DC=Example, DC=Net")))
     assert site.ldap.rootdn == "CN=Manager, DC=Example, DC=Net"

@@ -1,8 +1,7 @@
 import pytest
 
-from tests.support.slapd import have_slapd
-
 from tests.integration.ldap.fixtures import MirrorPair
+from tests.support.slapd import have_slapd
 
 
 @pytest.fixture

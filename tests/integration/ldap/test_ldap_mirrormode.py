@@ -3,6 +3,7 @@ salt-call, from the example pillar), in slapd.conf and cn=config form: replicati
 replication_status, a killed provider catching up, test=True changing nothing, and the
 replication password absent from every state return, salt log and slapd log."""
 import pytest
+import yaml
 
 from salt_mailha.core import ldap as core_ldap
 from tests.support.daemon import wait_until
@@ -99,3 +100,43 @@ def test_mirror_pair_from_example_pillar(mirror_pair_factory, config_format):
         for i, text in enumerate(pair.outputs + logs):
             assert secret not in text, f"secret found in output/log #{i}"
     assert "<redacted>" in "".join(pair.outputs)
+
+
+def test_state_refuses_and_leaves_slapd_alone(mirror_pair_factory):
+    """Bad input: every refusal names what to fix, in both modes, and changes nothing."""
+    pair = mirror_pair_factory("slapd.conf")
+    pair.start()
+    node, s = pair.salt["mail1"], pair.slapd["mail1"]
+    pid, original = s.pid(), s.conf.read_text()
+    outputs = []
+
+    def refused(expect):
+        for test in (True, False):
+            ret, text = node.apply(test=test)
+            outputs.append(text)
+            assert ret["result"] is False and ret["changes"] == {}, ret
+            assert expect in ret["comment"], ret["comment"]
+        assert s.pid() == pid
+
+    # a hand-made serverID outside the managed block (e.g. left from the guide)
+    s.conf.write_text(original.replace("modulepath", "serverID 9 ldap://mail9.example.net/\nmodulepath"))
+    refused("line 14: serverid is set outside the managed block")
+    assert "serverID 9" in s.conf.read_text() and "syncrepl" not in s.conf.read_text()
+
+    # a file slapd already refuses: slaptest stops the write (and test mode predicts it)
+    broken = original.replace("require     LDAPv3", "require     LDAPv3\nfrobnicate  on")
+    s.conf.write_text(broken)
+    refused("slaptest -u refuses")
+    assert s.conf.read_text() == broken
+
+    # the shipped example's replication password differs from the rootpw it binds with
+    s.conf.write_text(original)
+    pillar = node.root / "pillar" / "mailha.sls"
+    data = yaml.safe_load(pillar.read_text())
+    data["mailha"]["ldap"]["replication"]["credentials"] = "CHANGE-ME-ldap-repl"
+    pillar.write_text(yaml.safe_dump(data))
+    refused("mailha:ldap:replication:credentials")
+    assert s.conf.read_text() == original
+    log = node.log_file.read_text(errors="replace")
+    for secret in ("CHANGE-ME-ldap-repl", pair.rootpw):
+        assert all(secret not in t for t in outputs + [log])
