@@ -19,12 +19,12 @@ def __virtual__():
 
 
 def _rooted(path):
-    return glue.under_root(path, __opts__, __pillar__)  # noqa: F821 - Salt dunders
+    return glue.under_root(path, __opts__, __pillar__)
 
 
 def _site_node(node):
-    site = glue.site_from_pillar(__pillar__)  # noqa: F821 - Salt dunder
-    return site, glue.this_node(site, __opts__, node)  # noqa: F821
+    site = glue.site_from_pillar(__pillar__)
+    return site, glue.this_node(site, __opts__, node)
 
 
 def share_status(node=None):
@@ -46,11 +46,11 @@ def share_status(node=None):
             mounts = core.parse_mounts(f.read())
         m = core.mount_at(mounts, path)
         entry = core.FstabEntry(want.spec, path, want.vfstype, want.options)
-        fstab_text = glue.read_text(_rooted("/etc/fstab")) or ""  # noqa: F821
+        fstab_text = glue.read_text(_rooted("/etc/fstab")) or ""
         _, action, _ = core.plan_fstab(fstab_text, entry)
         immutable = None
         if m is None and os.path.isdir(path):
-            out = __salt__["cmd.run_all"](["lsattr", "-d", path], python_shell=False,  # noqa: F821
+            out = __salt__["cmd.run_all"](["lsattr", "-d", path], python_shell=False,
                                           ignore_retcode=True)
             immutable = "i" in core.parse_lsattr(out["stdout"], path) if out["retcode"] == 0 else None
     except (MailhaError, OSError) as exc:
@@ -76,6 +76,22 @@ def checks(node=None):
         return [{"service": s, "check": c, "vip_port": vp, "port": p} for s, c, vp, p in core.mail_checks(site, n)]
     except MailhaError as exc:
         raise CommandExecutionError(str(exc)) from None
+
+
+def installer():
+    """``iredmail`` when the pillar has ``mail:iredmail`` (iRedMail's installer sets the node up),
+    else ``native`` (Debian's Postfix and Dovecot configured from the model).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'mail*' mailha_mail.installer
+    """
+    site = glue.site_from_pillar(__pillar__)
+    if site.mail is None:
+        raise CommandExecutionError("pillar mailha:mail is missing: a mail node needs the vmail share settings")
+    return "iredmail" if site.mail.iredmail is not None else "native"
 
 
 def iredmail_environment(node=None):

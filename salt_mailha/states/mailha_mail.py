@@ -69,17 +69,17 @@ def _fail(ret, message, secrets=()):
 
 
 def _rooted(path):
-    return glue.under_root(path, __opts__, __pillar__)  # noqa: F821 - Salt dunders
+    return glue.under_root(path, __opts__, __pillar__)
 
 
 def _site_node(node):
-    site = glue.site_from_pillar(__pillar__)  # noqa: F821 - Salt dunder
-    return site, glue.this_node(site, __opts__, node)  # noqa: F821
+    site = glue.site_from_pillar(__pillar__)
+    return site, glue.this_node(site, __opts__, node)
 
 
 def _run(argv, **kwargs):
     """argv only, never a shell; output is not logged (an installer may print what it set up)."""
-    return __salt__["cmd.run_all"](argv, python_shell=False, output_loglevel="quiet",  # noqa: F821
+    return __salt__["cmd.run_all"](argv, python_shell=False, output_loglevel="quiet",
                                    ignore_retcode=True, **kwargs)
 
 
@@ -128,7 +128,7 @@ def configured(name, node=None):
     if not todo:
         ret["comment"] = f"{len(files)} mail files of {n.id} are already as rendered"
         return ret
-    if __opts__["test"]:  # noqa: F821
+    if __opts__["test"]:
         ret["result"] = None
         ret["comment"] = f"would write {len(todo)} mail file(s): {', '.join(f.path for _, f in todo)}"
         return ret
@@ -173,7 +173,7 @@ def health_page(name, node=None):
         ret["comment"] = f"health page {path} is already in place"
         return ret
     ret["changes"] = {page: {"old": old, "new": content}}
-    if __opts__["test"]:  # noqa: F821
+    if __opts__["test"]:
         ret["result"] = None
         ret["comment"] = f"would write health page {path}"
         return ret
@@ -188,7 +188,7 @@ def health_page(name, node=None):
 # ----------------------------------------------------------------------------------- vmail share
 
 
-def vmail_share(name, node=None, mount=True):
+def vmail_share(name, node=None, mount=None):
     """The guide's NFS share of Maildirs, made safe: the fstab line (the filer's address on
     ``mail:vmail:network``, ``mail:vmail:options``), the mountpoint created and made immutable
     (``chattr +i``) while nothing is mounted on it, so nothing can write mail to the local disk,
@@ -198,7 +198,8 @@ def vmail_share(name, node=None, mount=True):
         A label; not used.
     mount
         Mount the share when it is not mounted (``mount -T <fstab> <path>``). False only writes
-        the fstab line and protects the mountpoint.
+        the fstab line and protects the mountpoint. Default: True, except under a scratch
+        ``mailha_root`` (a rehearsal mounts nothing).
     """
     ret = glue.state_ret(name)
     try:
@@ -211,7 +212,9 @@ def vmail_share(name, node=None, mount=True):
     fstab = _rooted("/etc/fstab")
     # Under a scratch root the line names the scratch mountpoint, so ``mount -T`` finds it.
     entry = core.FstabEntry(want.spec, mountpoint, want.vfstype, want.options, want.freq, want.passno)
-    test = __opts__["test"]  # noqa: F821
+    test = __opts__["test"]
+    if mount is None:
+        mount = glue.root(__opts__, __pillar__) == "/"
     done, would = [], []
 
     mounted = core.mount_at(mounts, mountpoint) is not None
@@ -289,7 +292,7 @@ def share_guard(name, node=None):
     ret["comment"] = decision.reason
     if not decision.allowed:
         # In test mode an earlier state may still mount it: say what would happen, change nothing.
-        ret["result"] = None if __opts__["test"] else False  # noqa: F821
+        ret["result"] = None if __opts__["test"] else False
     return ret
 
 
@@ -363,7 +366,7 @@ def iredmail_installed(name, node=None, installer_dir=None, timeout=7200):
         directory = _rooted(core.iredmail_dir(site, im.source))
     plan = {"installer": os.path.join(directory, core.INSTALLER), "config": os.path.join(directory, "config"),
             "marker": marker, "MYSQL_SERVER": env["MYSQL_SERVER"], "INITIALIZE_SQL_DATA": env["INITIALIZE_SQL_DATA"]}
-    if __opts__["test"]:  # noqa: F821
+    if __opts__["test"]:
         ret["result"] = None
         ret["changes"] = {"iredmail": {"old": None, "new": plan}}
         src = directory if installer_dir else im.source
@@ -372,7 +375,7 @@ def iredmail_installed(name, node=None, installer_dir=None, timeout=7200):
 
     try:
         if not installer_dir and not os.path.isfile(plan["installer"]):
-            cached = __salt__["cp.cache_file"](im.source)  # noqa: F821
+            cached = __salt__["cp.cache_file"](im.source)
             if not cached:
                 raise MailhaError(f"the iRedMail tarball {im.source} is missing (mail:iredmail:source): put "
                                   f"{os.path.basename(im.source)} on the Salt fileserver or fix the URL")

@@ -233,12 +233,12 @@ def test_vmail_share_fstab_line_and_immutable_mountpoint(minion):
         with pytest.raises(PermissionError):  # mail can never land on the local disk
             (mp / "example.net").mkdir()
 
-        ret = minion.single("mailha_mail.vmail_share", mount=False)
+        ret = minion.single("mailha_mail.vmail_share")  # a scratch root mounts nothing by default
         assert ret["result"] is True and ret["changes"] == {}
 
         if not (shutil.which("mount.nfs") or os.path.exists("/sbin/mount.nfs")):
             # no NFS client here: the mount fails at once (nothing leaves the machine) and says so
-            ret = minion.single("mailha_mail.vmail_share")
+            ret = minion.single("mailha_mail.vmail_share", mount=True)
             assert ret["result"] is False
             assert f"mount {mp} (10.1.1.11:/srv/var/vmail) failed" in ret["comment"]
             assert "mail services stay stopped" in ret["comment"]
@@ -309,4 +309,34 @@ def test_configured_writes_mail_files_once(minion):
     ret = minion.single("mailha_mail.health_page")
     assert ret["result"] is True
     assert (minion.root / "var/www/html/ldirectord.txt").read_text() == "ldirectord\n"
+    minion.assert_no_secret()
+
+
+def test_mail_formula_native_rehearsal_keeps_services_stopped(minion):
+    """``mailha.mail`` on the native path under a scratch root: files are written, the share is
+    prepared (not mounted: a rehearsal mounts nothing), so the guard holds Postfix and Dovecot."""
+    pillar = copy.deepcopy(EXAMPLE)
+    del pillar["mailha"]["mail"]["iredmail"]
+    (minion.base / "pillar" / "mailha.sls").write_text(yaml.safe_dump(pillar))
+    mp = minion.root / "var" / "vmail"
+    try:
+        ret = minion.call("state.apply", "mailha.mail", test=True)
+        ids = {v["__id__"]: v for v in ret.values()}
+        assert "mailha-iredmail" not in ids
+        for sid in ("mailha-vmail-share", "mailha-mail-files", "mailha-health-page", "mailha-vmail-guard"):
+            assert ids[sid]["result"] is None, (sid, ids[sid]["comment"])
+        assert not (minion.root / "etc/postfix").exists() and not mp.exists()
+
+        ret = minion.call("state.apply", "mailha.mail")
+        ids = {v["__id__"]: v for v in ret.values()}
+        assert ids["mailha-vmail-share"]["result"] is True and "mounted" not in ids["mailha-vmail-share"]["changes"]
+        assert ids["mailha-mail-files"]["result"] is True and ids["mailha-health-page"]["result"] is True
+        assert ids["mailha-vmail-guard"]["result"] is False
+        for svc in ("postfix", "dovecot"):
+            s = ids[f"mailha-service-{svc}"]
+            assert s["result"] is False and "requisite" in s["comment"].lower(), s
+        assert "i" in _lsattr(mp)
+    finally:
+        if mp.exists():
+            subprocess.run(["chattr", "-i", str(mp)], check=False)
     minion.assert_no_secret()
