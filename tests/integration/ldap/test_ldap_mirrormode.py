@@ -66,6 +66,10 @@ def test_mirror_pair_from_example_pillar(mirror_pair_factory, config_format):
             pair.outputs.append(text)
             assert ret["result"] is True and ret["changes"] == {}, ret
 
+    shown, text = pair.salt["mail1"].call("mailha_ldap.render")
+    pair.outputs.append(text)
+    assert "<redacted>" in shown and ("olcServerID: 2 " if config_format == "cn=config" else "serverID    2 ") in shown
+
     # replication both ways (the seed was made on mail1 before mirror mode existed)
     pair.wait_has("mail2", f"ou=people,{pair.suffix}")
     pair.wait_has("mail2", pair.add_person("mail1", "alice"))
