@@ -19,7 +19,7 @@ from salt_mailha.core.errors import CommandFailed, Refused
 from salt_mailha.lab import aptsources
 from salt_mailha.lab.util import mounted, run
 
-BASE_FORMAT = 1  # bump when the build recipe below changes: invalidates every cached tree
+BASE_FORMAT = 2  # bump when the build recipe below changes: invalidates every cached tree
 
 BOOT_PACKAGES = (
     "systemd-sysv", "dbus", "iproute2", "ifupdown", "iputils-ping", "procps", "psmisc", "kmod",
@@ -86,6 +86,12 @@ def inputs(suite, mirror):
         "masked": list(MASKED_UNITS),
         "wheels": wheel_requirements(),
     }
+
+
+def _enabled_units(root):
+    out = run(["chroot", root, "systemctl", "list-unit-files", "--state=enabled", "--no-legend"],
+              capture=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 class BaseTree:
@@ -170,14 +176,21 @@ class BaseTree:
         env = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
         run(["chroot", root, "debconf-set-selections"], log=log, input=DEBCONF)
         run(["chroot", root, "apt-get", "update", "-q"], log=log, env=env)
+        enabled_before = _enabled_units(root)
+        scripts_before = set(os.listdir(root / "etc/init.d"))
         run(["chroot", root, "apt-get", "install", "-y", "-q", "--no-install-recommends",
              *SERVICE_PACKAGES], log=log, env=env, timeout=1800)
         run(["chroot", root, "apt-get", "clean"], log=log, env=env)
+        # Whatever the packages enabled (units, sockets such as mariadb.socket, LSB scripts
+        # such as slapd's) is switched off: the formula starts what a role needs.
         units = root / "lib/systemd/system"
-        present = [u for u in DISABLED_UNITS
-                   if (units / (u if "." in u else u + ".service")).exists()]
+        present = {u for u in DISABLED_UNITS
+                   if (units / (u if "." in u else u + ".service")).exists()}
+        present |= _enabled_units(root) - enabled_before
         if present:
-            run(["chroot", root, "systemctl", "disable", *present], log=log)
+            run(["chroot", root, "systemctl", "disable", *sorted(present)], log=log)
+        for script in sorted(set(os.listdir(root / "etc/init.d")) - scripts_before):
+            run(["chroot", root, "update-rc.d", script, "disable"], log=log, check=False)
         run(["chroot", root, "systemctl", "mask", *MASKED_UNITS], log=log)
 
     def _salt(self, root, reqs, log):

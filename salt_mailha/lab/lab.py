@@ -13,12 +13,13 @@ import time
 
 import yaml
 
-from salt_mailha.core.errors import CommandFailed, ValidationError
-from salt_mailha.lab import network, pillar as labpillar
+from salt_mailha.core.errors import CommandFailed
+from salt_mailha.lab import network
+from salt_mailha.lab import pillar as labpillar
 from salt_mailha.lab.base import BaseTree
 from salt_mailha.lab.master import Master
 from salt_mailha.lab.nodes import Node
-from salt_mailha.lab.report import seconds, summarize_state_return, table
+from salt_mailha.lab.report import summarize_state_return, table
 from salt_mailha.lab.util import CACHE_DIR, PREFIX, RUN_DIR, Progress, pid_alive, run
 
 REQUIRED_TOOLS = ("debootstrap", "systemd-nspawn", "ip", "nsenter", "mount", "chroot")

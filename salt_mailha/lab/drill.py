@@ -1,0 +1,193 @@
+"""``mailha-lab drill``: fail each node in turn, check from a client what the site still serves.
+
+Every check first runs on the healthy lab (the baseline). A check that fails there is reported
+once as ``skipped: <reason>`` (its tier is not built or not working yet), never as a pass. Then,
+per node: fail it (cut its cables at the bridge, or stop its container), poll each remaining
+check until it passes or ``failover_timeout`` runs out (the time is the "recovered in" column),
+bring the node back, wait for its minion, and check again.
+"""
+import dataclasses
+import json
+import sys
+import time
+
+from salt_mailha.core.errors import CommandFailed
+from salt_mailha.core.model import load_site
+from salt_mailha.lab import network
+from salt_mailha.lab.report import seconds, table
+from salt_mailha.lab.util import run
+
+IPVS_REASON = ("needs IPVS: the host kernel has none, so no container can direct traffic for a "
+               "VIP (the qemu IPVS director stage is not wired into the lab yet)")
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    tier: str
+    request: dict  # probe request (may hold secrets: goes to the probe's stdin only)
+    needs: tuple = ()  # node ids the check talks to; a downed one is left out
+    skip: str = ""  # a reason known up front (e.g. no IPVS)
+    expect: object = None  # for "mx": the expected set is computed per failure
+
+
+def probe(request):
+    proc = run(["ip", "netns", "exec", network.netns(network.CLIENT), sys.executable, "-m",
+                "salt_mailha.lab.probe"], capture=True, check=False, timeout=60,
+               input=json.dumps(request))
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"ok": False, "detail": f"probe crashed: {proc.stderr.strip()[-200:]}"}
+
+
+def build_checks(site):
+    """The checks this site's topology calls for (pure: from the model only)."""
+    checks = []
+    pub = lambda n: n.address("public") or next(iter(n.addresses.values()))  # noqa: E731
+    for vip in site.vips.values():
+        for svc in site.services_on(vip.name):
+            kind = {"smtp": "smtp", "submission": "smtp", "imap": "imap", "imaps": "tcp"}.get(
+                svc.check, "tcp")
+            checks.append(Check(f"vip {vip.name} {svc.name}:{svc.port}", "lb",
+                                {"kind": kind, "hosts": [vip.address], "port": svc.port},
+                                skip=IPVS_REASON))
+    mail = site.nodes_with("mail")
+    if mail:
+        checks.append(Check("smtp:25 on a mail node", "mail",
+                            {"kind": "smtp", "hosts": [pub(n) for n in mail], "port": 25},
+                            needs=tuple(n.id for n in mail)))
+        checks.append(Check("imap:143 on a mail node", "mail",
+                            {"kind": "imap", "hosts": [pub(n) for n in mail], "port": 143},
+                            needs=tuple(n.id for n in mail)))
+    g = site.galera
+    if g is not None:
+        members = site.nodes_with("db")
+        checks.append(Check("sql write on a db member", "db", {
+            "kind": "sql_write", "hosts": [n.address(g.network) for n in members],
+            "port": 3306, "user": g.monitor.user, "password": g.monitor.password.reveal(),
+            "database": g.monitor.database}, needs=tuple(n.id for n in members)))
+    ld = site.ldap
+    if ld is not None and ld.servers:
+        hosts = [site.node(s.node).address(ld.network) for s in ld.servers]
+        checks.append(Check("ldap write on a server", "ldap", {
+            "kind": "ldap_write", "hosts": hosts, "port": ld.port, "binddn": ld.rootdn,
+            "password": ld.rootpw.reveal(), "suffix": ld.suffix},
+            needs=tuple(s.node for s in ld.servers)))
+    d = site.dns
+    if d is not None and d.servers:
+        s = d.servers[0]
+        checks.append(Check("MX follows the mail nodes", "dns",
+                            {"kind": "mx", "server": s.address, "port": s.port, "zone": d.zone}))
+    return checks
+
+
+def expected_mx(site, down):
+    """The MX hosts a healthy site publishes while ``down`` is failed (reactor's job)."""
+    if site.dns is None:
+        return []
+    return sorted(site.node(n).fqdn or f"{n}.{site.domain}" for n in site.dns.mx if n != down)
+
+
+def evaluate(check, site, down):
+    """One probe of ``check`` with node ``down`` out of service -> (ok, detail)."""
+    req = dict(check.request)
+    if check.needs and "hosts" in req:
+        keep = [h for h, n in zip(req["hosts"], check.needs, strict=True) if n != down]
+        req["hosts"] = keep
+        if not keep:
+            return False, "every node of this tier is down"
+    res = probe(req)
+    if check.request["kind"] == "mx" and res["ok"]:
+        got, want = json.loads(res["detail"]), expected_mx(site, down)
+        return got == want, f"MX {got} (want {want})"
+    return res["ok"], res["detail"]
+
+
+class Drill:
+    def __init__(self, lab, out=None, failover_timeout=30.0, interval=2.0):
+        self.lab, self.out = lab, out
+        self.failover_timeout, self.interval = failover_timeout, interval
+
+    def say(self, text):
+        print(f"[{time.monotonic() - self.t0:7.1f}s] {text}", file=self.out, flush=True)
+
+    def run(self, mode, only=None, recover_timeout=120.0):
+        self.t0 = time.monotonic()
+        pillar = self.lab._pillar_if_up()
+        if pillar is None:
+            raise CommandFailed("the lab is down; run 'mailha-lab up' first")
+        site = load_site(pillar)
+        nets = self.lab.lab_nets(pillar)
+        master = self.lab.master(pillar)
+        names = [n.id for n in site.nodes]
+        unknown = sorted(set(only or ()) - set(names))
+        if unknown:
+            raise CommandFailed(f"--nodes {','.join(unknown)}: not a lab node ({', '.join(names)})")
+        checks = build_checks(site)
+        active, rows = [], []
+        self.say(f"baseline: {len(checks)} checks on the healthy lab")
+        for c in checks:
+            if c.skip:
+                rows.append(["*", c.name, f"skipped: {c.skip}", "-", "-"])
+                continue
+            ok, detail = evaluate(c, site, None)
+            if ok:
+                active.append(c)
+            else:
+                rows.append(["*", c.name, f"skipped: {c.tier} tier not working before the "
+                             f"drill ({detail[:120]})", "-", "-"])
+        self.say(f"baseline: {len(active)} active, {len(checks) - len(active)} skipped")
+        failures = 0
+        for name in only or names:
+            self.say(f"{name}: failing it ({mode})")
+            node = self.lab.node(name)
+            t_fail = time.monotonic()
+            self._fail(node, name, mode, nets)
+            gone = master.salt(name, "test.ping", timeout=3).get(name) is not True
+            rows.append([name, "node unreachable", "pass" if gone else "FAIL", "-", "-"])
+            failures += not gone
+            results = {}
+            for c in active:
+                results[c.name] = self._until_pass(c, site, name, t_fail)
+            self.say(f"{name}: bringing it back")
+            t_back = time.monotonic()
+            self._restore(node, name, mode, nets, pillar)
+            back = name in master.wait_minions([name], recover_timeout)
+            rows.append([name, "node returns (minion answers)", "pass" if back else "FAIL",
+                         seconds(time.monotonic() - t_back) if back else "-", "-"])
+            failures += not back
+            for c in active:
+                ok_down, took, detail = results[c.name]
+                ok_after, _t, detail_after = self._until_pass(c, site, None, time.monotonic())
+                rows.append([name, c.name, "pass" if ok_down else f"FAIL ({detail[:80]})",
+                             seconds(took) if ok_down else "-",
+                             "pass" if ok_after else f"FAIL ({detail_after[:80]})"])
+                failures += (not ok_down) + (not ok_after)
+        print(table(["node", "check", "while down", "recovered in", "after return"], rows),
+              file=self.out, flush=True)
+        self.say(f"drill ({mode}): {failures} failure(s); total {time.monotonic() - self.t0:.1f}s")
+        return 0 if failures == 0 else 2
+
+    def _until_pass(self, check, site, down, since):
+        deadline = time.monotonic() + self.failover_timeout
+        while True:
+            ok, detail = evaluate(check, site, down)
+            if ok or time.monotonic() >= deadline:
+                return ok, time.monotonic() - since, detail
+            time.sleep(self.interval)
+
+    def _fail(self, node, name, mode, nets):
+        if mode == "link":
+            network.set_link(name, False, nets)
+        else:
+            node.stop(log=self.lab.run_dir / "logs" / "drill.log")
+
+    def _restore(self, node, name, mode, nets, pillar):
+        if mode == "link":
+            network.set_link(name, True, nets)
+            return
+        log = self.lab.run_dir / "logs" / "drill.log"
+        node.prepare(self.lab.identity(pillar, nets[0][2]), log)
+        node.start(log)
+        node.wait_booted()

@@ -1,0 +1,174 @@
+"""Pure parts of the lab: apt mirror discovery, lab pillar generation, tables and summaries."""
+import ipaddress
+import pathlib
+import random
+
+import pytest
+
+from salt_mailha.core.errors import ParseError, ValidationError
+from salt_mailha.core.model import load_site
+from salt_mailha.lab import aptsources, drill
+from salt_mailha.lab import pillar as labpillar
+from salt_mailha.lab.report import summarize_state_return, table
+
+DATA = pathlib.Path(__file__).parent / "data" / "lab"
+
+
+# ------------------------------------------------------------------ apt sources (captured files)
+def test_deb822_capture_picks_release_suite_not_security():
+    entries = aptsources.parse_deb822((DATA / "debian.sources").read_text())
+    assert len(entries) == 2
+    assert aptsources.pick_mirror(entries, "bookworm") == "http://mirror.lab.invalid/debian"
+
+
+def test_one_line_capture_from_debootstrap():
+    entries = aptsources.parse_one_line((DATA / "debootstrap-sources.list").read_text())
+    assert aptsources.pick_mirror(entries, "bookworm") == "http://mirror.lab.invalid/debian"
+
+
+@pytest.mark.parametrize("text,want", [
+    ("deb [arch=amd64 signed-by=/k.gpg] http://m.invalid/debian/ bookworm main contrib\n",
+     "http://m.invalid/debian"),
+    ("# comment\ndeb-src http://src.invalid/debian bookworm main\n"
+     "deb http://m.invalid/d bookworm main # trailing\n", "http://m.invalid/d"),
+], ids=["options-and-trailing-slash", "skips-deb-src"])
+def test_one_line_variants(text, want):
+    assert aptsources.pick_mirror(aptsources.parse_one_line(text), "bookworm") == want
+
+
+def test_deb822_disabled_stanza_and_continuation():
+    text = ("Types: deb\nURIs: http://off.invalid/debian\nSuites: bookworm\nComponents: main\n"
+            "Enabled: no\n\nTypes: deb deb-src\nURIs: http://on.invalid/debian\nSuites: bookworm\n"
+            "Components: main\n contrib\n")
+    entries = aptsources.parse_deb822(text)
+    assert [e["uris"] for e in entries] == [["http://on.invalid/debian"]]
+    assert entries[0]["components"] == ["main", "contrib"]
+
+
+def test_no_matching_suite_names_the_fix():
+    entries = aptsources.parse_deb822((DATA / "debian.sources").read_text())
+    with pytest.raises(ParseError, match="trixie.*debian.sources"):
+        aptsources.pick_mirror(entries, "trixie")
+
+
+def test_read_entries_from_a_root(tmp_path):
+    (tmp_path / "etc/apt/sources.list.d").mkdir(parents=True)
+    (tmp_path / "etc/apt/sources.list.d/debian.sources").write_text(
+        (DATA / "debian.sources").read_text())
+    (tmp_path / "etc/os-release").write_text('PRETTY_NAME="Debian"\nVERSION_CODENAME=bookworm\n')
+    assert aptsources.host_mirror(tmp_path) == ("bookworm", "http://mirror.lab.invalid/debian")
+
+
+# ------------------------------------------------------------------ lab pillar
+@pytest.fixture(scope="module")
+def example():
+    return labpillar.load_example()
+
+
+@pytest.fixture(scope="module")
+def lab(example):
+    return labpillar.lab_pillar(example, rng=random.Random(1))
+
+
+def test_lab_pillar_keeps_topology_and_moves_every_address(example, lab):
+    src, dst = example["mailha"], lab["mailha"]
+    assert list(dst["nodes"]) == list(src["nodes"])  # same nodes, same order
+    assert {k: v["roles"] for k, v in dst["nodes"].items()} == \
+        {k: v["roles"] for k, v in src["nodes"].items()}
+    lab_nets = [ipaddress.ip_network(c) for c in dst["networks"].values()]
+    assert all(n.subnet_of(labpillar.LAB_SUPERNET) for n in lab_nets)
+    for name, node in dst["nodes"].items():
+        for net, addr in node["addresses"].items():
+            assert ipaddress.ip_address(addr) in ipaddress.ip_network(dst["networks"][net])
+            # same host offset as in the example
+            old = ipaddress.ip_address(src["nodes"][name]["addresses"][net])
+            assert int(ipaddress.ip_address(addr)) & 0xFF == int(old) & 0xFF
+    assert dst["vips"]["mail"]["address"] != dst["vips"]["db"]["address"]
+    assert "1.1.1." not in repr(dst) and "10.1.1." not in repr(dst)
+
+
+def test_lab_pillar_replaces_placeholders_with_same_length_secrets(example, lab):
+    src, dst = example["mailha"], lab["mailha"]
+    assert "CHANGE" not in repr(dst).replace("sha256=CHANGE-ME", "")
+    assert len(dst["keepalived"]["auth_pass"]) == len(src["keepalived"]["auth_pass"])
+    assert dst["galera"]["root_password"] != src["galera"]["root_password"]
+
+
+def test_lab_pillar_is_a_valid_site(lab):
+    site = load_site(lab)
+    assert site.node("lb1").address("public") == "10.99.0.13"
+
+
+def test_lab_pillar_is_deterministic_for_one_seed(example):
+    a = labpillar.lab_pillar(example, rng=random.Random("seed"))
+    b = labpillar.lab_pillar(example, rng=random.Random("seed"))
+    assert a == b
+
+
+@pytest.mark.parametrize("mutate,key,msg", [
+    (lambda m: m["nodes"]["ns1"]["addresses"].update(public="192.0.2.7"),
+     "mailha:nodes:ns1:addresses:public", "none of mailha:networks"),
+    (lambda m: m["nodes"]["ns1"]["addresses"].update(public="1.1.1.1"),
+     "mailha:nodes:ns1:addresses:public", "offset 1"),
+    (lambda m: m["networks"].update(public="1.1.0.0/16"), "mailha:networks:public",
+     "larger than a /24"),
+], ids=["outside-networks", "gateway-offset", "too-large"])
+def test_lab_pillar_rejects_what_it_cannot_map(example, mutate, key, msg):
+    import copy
+
+    bad = copy.deepcopy(example)
+    mutate(bad["mailha"])
+    with pytest.raises(ValidationError) as err:
+        labpillar.lab_pillar(bad)
+    assert any(k == key and msg in m for k, m in err.value.problems)
+
+
+def test_write_pillar_roots_is_private(tmp_path, lab):
+    path = labpillar.write_pillar_roots(lab, tmp_path / "pillar")
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert (tmp_path / "pillar/top.sls").read_text().strip().endswith("- mailha")
+
+
+# ------------------------------------------------------------------ summaries and tables
+@pytest.mark.parametrize("ret,verdict,detail", [
+    (None, "no return", "did not answer"),
+    (["Rendering SLS 'base:mailha' failed: Jinja error"], "failed", "Rendering SLS"),
+    ({"file_|-a_|-/x_|-managed": {"result": True, "changes": {"diff": "x"}, "__run_num__": 0},
+      "cmd_|-b_|-c_|-run": {"result": True, "changes": {}, "__run_num__": 1}},
+     "ok", "2 states, 1 changed, 0 failed"),
+    ({"s1": {"result": False, "comment": "second\nmore", "__id__": "late", "__run_num__": 5},
+      "s2": {"result": False, "comment": "first", "__id__": "early", "__run_num__": 2}},
+     "failed", "first: early: first"),
+    ({"s": {"result": None, "changes": {}, "__run_num__": 0}}, "ok", "1 states"),
+], ids=["no-return", "render-error", "ok", "first-failure-by-run-order", "test-mode-none"])
+def test_summarize_state_return(ret, verdict, detail):
+    got_verdict, got_detail = summarize_state_return(ret)
+    assert got_verdict == verdict
+    assert detail in got_detail
+
+
+def test_table_pads_columns_and_rules_header():
+    text = table(["node", "check"], [["lb1", "vip"], ["mail2", None]])
+    lines = text.splitlines()
+    assert lines[0] == "node   check"
+    assert lines[1] == "-----  -----"
+    assert lines[2] == "lb1    vip"
+    assert lines[3] == "mail2"
+
+
+# ------------------------------------------------------------------ drill plan
+def test_drill_checks_cover_tiers_and_skip_ipvs_up_front(lab):
+    site = load_site(lab)
+    checks = drill.build_checks(site)
+    names = [c.name for c in checks]
+    assert "smtp:25 on a mail node" in names and "sql write on a db member" in names
+    vip_checks = [c for c in checks if c.name.startswith("vip ")]
+    assert len(vip_checks) == len(site.services) and all(c.skip for c in vip_checks)
+    sql = next(c for c in checks if c.request["kind"] == "sql_write")
+    assert sql.needs == ("db1", "db2")
+
+
+def test_expected_mx_drops_the_failed_mail_node(lab):
+    site = load_site(lab)
+    assert drill.expected_mx(site, "mail1") == ["mail2.example.net"]
+    assert drill.expected_mx(site, "db1") == ["mail1.example.net", "mail2.example.net"]
