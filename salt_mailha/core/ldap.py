@@ -489,6 +489,22 @@ def plan_cnconfig(desired, live):
     return ops
 
 
+_CREDENTIALS = re.compile(r'(credentials=)("[^"]*"|\S+)', re.IGNORECASE)
+
+
+def mask_credentials(data):
+    """Replace every ``credentials=...`` value in ``data`` (str or nested lists/dicts) with
+    ``<redacted>``: a diff also shows the *old* credential, which is no longer a pillar secret
+    that ``secret.redact`` would know."""
+    if isinstance(data, str):
+        return _CREDENTIALS.sub(r'\1"<redacted>"', data)
+    if isinstance(data, dict):
+        return {k: mask_credentials(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(mask_credentials(v) for v in data)
+    return data
+
+
 def render_cnconfig_ldif(site):
     """The cn=config form as LDIF (for review and for ``ldapmodify``); contains the credential."""
     d = desired_cnconfig(site)

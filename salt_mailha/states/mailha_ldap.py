@@ -115,7 +115,7 @@ def _slapd_conf(ret, site, path, service, restart):
     changes = {path: {"old": removed, "new": added}}
     if restart:
         changes[f"service {service}"] = {"old": "running the old config", "new": "restarted"}
-    changes = redact(changes, secrets)
+    changes = core_ldap.mask_credentials(redact(changes, secrets))
     _slaptest(path, new, site)
     if __opts__["test"]:  # noqa: F821
         ret["result"] = None
@@ -186,7 +186,7 @@ def _cnconfig(ret, site, uri):
         if not ops:
             ret["comment"] = f"cn=config at {uri} already runs mirror mode as specified"
             return ret
-        changes = redact(core_ldap.describe_ops(ops, live), secrets)
+        changes = core_ldap.mask_credentials(redact(core_ldap.describe_ops(ops, live), secrets))
         whys = "; ".join(op.why for op in ops)
         if __opts__["test"]:  # noqa: F821
             ret["result"] = None

@@ -365,3 +365,16 @@ def test_cn_config_converted_by_slaptest_needs_nothing():
     assert ldap.plan_cnconfig(ldap.desired_cnconfig(site_from()), live) == []
     moved = ldap.plan_cnconfig(ldap.desired_cnconfig(site_from(port=3389)), live)
     assert [c[0] for o in moved for c in o.changes] == ["olcServerID", "olcSyncrepl"]
+
+
+def test_old_credential_is_masked_in_a_diff():
+    # after a password change the old value is no longer a pillar secret: mask it by shape
+    old = ldap.merge_slapd_conf(MINIMAL, site_from())
+    live = _live(syncrepls=tuple(ldap.strip_order(v) for v in _readback()["olcSyncrepl"]))
+    def mutate(d):
+        d["ldap"]["rootpw"] = d["ldap"]["replication"]["credentials"] = "brand-new"
+    shown = ldap.mask_credentials({"lines": old.splitlines(), "ops": ldap.describe_ops(
+        ldap.plan_cnconfig(ldap.desired_cnconfig(site_from(mutate, port=34209)), live), live)})
+    text = repr(shown)
+    assert "CHANGE-ME-ldap-root" not in text and "brand-new" not in text
+    assert text.count('credentials="<redacted>"') == 2 + 4  # 2 in the file, 2 old + 2 new syncrepls
