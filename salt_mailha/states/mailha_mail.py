@@ -316,12 +316,22 @@ def _hash_ok(path, source_hash):
 def _extract(tarball, dest_parent, expect_dir):
     """Unpack without trusting member names: nothing may land outside ``dest_parent``."""
     root = os.path.realpath(dest_parent)
+
+    def inside(path):
+        real = os.path.realpath(path)
+        return real == root or real.startswith(root + os.sep)
+
     with tarfile.open(tarball) as tf:
         for m in tf.getmembers():
-            target = os.path.realpath(os.path.join(root, m.name))
-            if not (target == root or target.startswith(root + os.sep)) or m.issym() or m.islnk() or m.isdev():
+            target = os.path.join(root, m.name)
+            link_ok = True
+            if m.issym():
+                link_ok = inside(os.path.join(os.path.dirname(target), m.linkname))
+            elif m.islnk():
+                link_ok = inside(os.path.join(root, m.linkname))
+            if not inside(target) or not link_ok or m.isdev():
                 raise MailhaError(f"the installer tarball {tarball} has an unsafe member {m.name!r}; refusing it")
-        tf.extractall(root)  # noqa: S202 - members checked above
+        tf.extractall(root)  # noqa: S202 - every member, link target included, checked above
     if not os.path.isfile(os.path.join(expect_dir, core.INSTALLER)):
         raise MailhaError(f"{tarball} did not unpack {expect_dir}/{core.INSTALLER}; is it an iRedMail tarball?")
 
@@ -367,6 +377,10 @@ def iredmail_installed(name, node=None, installer_dir=None, timeout=7200):
     plan = {"installer": os.path.join(directory, core.INSTALLER), "config": os.path.join(directory, "config"),
             "marker": marker, "MYSQL_SERVER": env["MYSQL_SERVER"], "INITIALIZE_SQL_DATA": env["INITIALIZE_SQL_DATA"]}
     if __opts__["test"]:
+        if (not installer_dir and not os.path.isfile(plan["installer"]) and im.source.startswith("salt://")
+                and not __salt__["cp.hash_file"](im.source)):
+            return _fail(ret, f"the iRedMail tarball {im.source} is missing (mail:iredmail:source): put "
+                              f"{os.path.basename(im.source)} on the Salt fileserver or fix the URL")
         ret["result"] = None
         ret["changes"] = {"iredmail": {"old": None, "new": plan}}
         src = directory if installer_dir else im.source

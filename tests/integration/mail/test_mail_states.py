@@ -185,9 +185,10 @@ def _tarball(path, rc=0):
 
 
 def test_iredmail_tarball_from_fileserver_checked_and_unpacked(minion):
-    ret = minion.single("mailha_mail.iredmail_installed")
-    assert ret["result"] is False
-    assert "salt://iredmail/iRedMail-1.6.8.tar.gz is missing" in ret["comment"]
+    for test in (True, False):  # test mode predicts the failure too
+        ret = minion.single("mailha_mail.iredmail_installed", test=test)
+        assert ret["result"] is False
+        assert "salt://iredmail/iRedMail-1.6.8.tar.gz is missing" in ret["comment"]
 
     digest = _tarball(minion.srv / "iredmail" / "iRedMail-1.6.8.tar.gz")
     pillar = copy.deepcopy(EXAMPLE)
@@ -340,3 +341,24 @@ def test_mail_formula_native_rehearsal_keeps_services_stopped(minion):
         if mp.exists():
             subprocess.run(["chattr", "-i", str(mp)], check=False)
     minion.assert_no_secret()
+
+
+@pytest.mark.parametrize("name, kind, link", [
+    ("../evil.sh", tarfile.REGTYPE, ""),
+    ("iRedMail-1.6.8/link", tarfile.SYMTYPE, "/etc/passwd"),
+    ("iRedMail-1.6.8/up", tarfile.SYMTYPE, "../../outside"),
+    ("iRedMail-1.6.8/hard", tarfile.LNKTYPE, "../x"),
+], ids=["dotdot-member", "absolute-symlink", "escaping-symlink", "escaping-hardlink"])
+def test_unsafe_tarball_is_refused(tmp_path, name, kind, link):
+    from salt_mailha.core.errors import MailhaError
+    from salt_mailha.states import mailha_mail
+
+    tb = tmp_path / "t.tar.gz"
+    with tarfile.open(tb, "w:gz") as tf:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, link
+        tf.addfile(info, io.BytesIO(b""))
+    (tmp_path / "dest").mkdir()
+    with pytest.raises(MailhaError, match="unsafe member"):
+        mailha_mail._extract(str(tb), str(tmp_path / "dest"), str(tmp_path / "dest" / "iRedMail-1.6.8"))
+    assert os.listdir(tmp_path / "dest") == []
