@@ -260,8 +260,15 @@ def merge_stats(services, stats):
 # argument validation: every value that reaches an ipvsadm argv goes through one of these
 
 
+class ArgumentError(ValidationError):
+    """A bad argument to an IPVS function (not a pillar problem): names the argument and the fix."""
+
+    def render(self):
+        return "; ".join(f"invalid argument {key}: {msg}" for key, msg in self.problems)
+
+
 def _bad(field_name, message):
-    return ValidationError([(field_name, message)])
+    return ArgumentError([(field_name, message)])
 
 
 def check_address(value, field_name="address"):

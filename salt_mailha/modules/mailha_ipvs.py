@@ -1,0 +1,251 @@
+"""IPVS on a load balancer: read the table, set weights, drain and undrain real servers, and
+compare the table with the site model. Replaces Salt's departed ``lvs`` module (which turned
+weight 0 into 1).
+
+Every argument is validated (``ipaddress``, port and weight ranges) before it reaches
+``ipvsadm``, which runs from an argv list (no shell). Parsing and validation live in
+``salt_mailha.core.ipvs``.
+
+Drain and ldirectord: ldirectord owns the table on a balancer. ``drain`` sets the weight to 0 at
+once *and* drops a file in ldirectord's ``maintenancedir`` (see ``ldirectord.cf``), so ldirectord
+marks the server down itself (weight 0 with ``quiescent=yes``) and never restores it behind the
+operator's back. ``undrain`` removes the file and lets ldirectord's next successful check restore
+the weight (a server failing its check stays at 0); without an ldirectord maintenance directory it
+sets the weight directly.
+
+Minion config: ``mailha_root`` (prefix of the maintenance directory, default ``/``),
+``mailha_ldirectord_maintenancedir`` (default ``/etc/ldirectord.maintenance``).
+"""
+import os
+import time
+
+from salt.exceptions import CommandExecutionError
+
+from salt_mailha import glue
+from salt_mailha.core import ipvs, lb
+from salt_mailha.core.errors import MailhaError
+
+__virtualname__ = "mailha_ipvs"
+__func_alias__ = {"list_": "list"}
+
+
+def __virtual__():
+    if not __salt__["cmd.has_exec"]("ipvsadm"):
+        return False, "mailha_ipvs needs ipvsadm: apt-get install ipvsadm (scripts/setup-host.sh)"
+    return __virtualname__
+
+
+def _ipvsadm(*args):
+    argv = ["ipvsadm", *args]
+    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
+    if res["retcode"] != 0:
+        err = (res.get("stderr") or res.get("stdout") or "").strip()
+        hint = ""
+        if "Protocol not available" in err or "Can't initialize ipvs" in err:
+            hint = "; this kernel has no IPVS (load ip_vs: modprobe ip_vs)"
+        raise CommandExecutionError(f"{' '.join(argv)} failed (rc={res['retcode']}): {err}{hint}")
+    return res["stdout"]
+
+
+def _checked(func):
+    """Core errors (validation, parse) become CommandExecutionError at the module boundary."""
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except MailhaError as exc:
+            raise CommandExecutionError(str(exc)) from None
+    wrapper.__doc__ = func.__doc__
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+def _table():
+    return ipvs.parse_list(_ipvsadm("-L", "-n"))
+
+
+@_checked
+def list_(stats=False):
+    """The IPVS table: every virtual service with its real servers, weights and active/inactive
+    connection counts; with ``stats=True`` also the cumulative counters (``ipvsadm --stats``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb1 mailha_ipvs.list
+        salt lb1 mailha_ipvs.list stats=True
+    """
+    services = _table()
+    if not stats:
+        return [vs.as_dict() for vs in services]
+    return ipvs.merge_stats(services, ipvs.parse_stats(_ipvsadm("-L", "-n", "--stats", "--exact")))
+
+
+def _maintenance_dir(maintenancedir=None):
+    path = maintenancedir or __opts__.get("mailha_ldirectord_maintenancedir") or lb.MAINTENANCE_DIR
+    return glue.under_root(path, __opts__, __pillar__)
+
+
+def _server_address(server):
+    """``server`` is an address, or a node id of the site model (its address on each VIP's
+    network; returns a dict network -> address)."""
+    try:
+        return {None: ipvs.check_address(server, "server")}
+    except MailhaError:
+        pass
+    if "mailha" not in __pillar__:
+        raise CommandExecutionError(f"server {server!r} is not an IP address (and no mailha pillar "
+                                    "to look a node up in); give the real server's address")
+    site = glue.site_from_pillar(__pillar__)
+    if not site.has_node(server):
+        raise CommandExecutionError(f"server {server!r} is neither an IP address nor a node of "
+                                    f"site {site.name} ({', '.join(n.id for n in site.nodes)})")
+    return dict(site.node(server).addresses)
+
+
+def _targets(server, vip, port, protocol):
+    """(address, [(service, real)]) of ``server`` in the live table, filtered by vip/port."""
+    addresses = set(_server_address(server).values())
+    if vip is not None:
+        vip = ipvs.check_address(vip, "vip")
+    if port is not None:
+        port = ipvs.check_port(port)
+    protocol = ipvs.check_protocol(protocol)
+    found = []
+    for vs in _table():
+        if vs.protocol != protocol or (vip and vs.address != vip) or (port and vs.port != port):
+            continue
+        found += [(vs, r) for r in vs.real_servers if r.address in addresses]
+    if not found:
+        raise CommandExecutionError(
+            f"real server {server} is in no {protocol} service"
+            + (f" on {vip}" if vip else "") + (f" port {port}" if port else "")
+            + "; see mailha_ipvs.list")
+    address = found[0][1].address
+    return address, found
+
+
+def _set(vs, real, weight):
+    _ipvsadm(*ipvs.edit_real_argv(vs, real, weight))
+
+
+@_checked
+def set_weight(vip, port, server, weight, protocol="tcp", server_port=None):
+    """Set the weight of real server ``server`` in service ``protocol`` ``vip``:``port``.
+
+    ``weight`` is 0..65535; 0 stays 0 (no new connections, existing ones finish). The server's
+    forwarding method is kept. Returns the old and new weight.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb1 mailha_ipvs.set_weight 1.1.1.21 993 1.1.1.17 0
+    """
+    vip = ipvs.check_address(vip, "vip")
+    port = ipvs.check_port(port)
+    server = ipvs.check_address(server, "server")
+    weight = ipvs.check_weight(weight)
+    server_port = port if server_port is None else ipvs.check_port(server_port, "server_port")
+    vs = ipvs.find_service(_table(), protocol, vip, port)
+    if vs is None:
+        raise CommandExecutionError(f"no {protocol} service {ipvs.endpoint(vip, port)} in the IPVS "
+                                    "table; see mailha_ipvs.list")
+    real = vs.real(server, server_port)
+    if real is None:
+        raise CommandExecutionError(
+            f"{ipvs.endpoint(server, server_port)} is not a real server of {vs.key}; it has "
+            f"{', '.join(r.key for r in vs.real_servers) or 'none'}")
+    if real.weight != weight:
+        _set(vs, real, weight)
+    return {"service": vs.key, "real": real.key, "old": real.weight, "new": weight}
+
+
+@_checked
+def drain(server, vip=None, port=None, protocol="tcp", maintenancedir=None):
+    """Stop new connections to ``server`` (an address or a node id): weight 0 in every service it
+    serves (or only ``vip``/``port``), and an ldirectord maintenance file so ldirectord keeps it
+    down. Existing connections finish.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb1 mailha_ipvs.drain mail1
+        salt lb1 mailha_ipvs.drain 1.1.1.17 port=993
+    """
+    address, found = _targets(server, vip, port, protocol)
+    mdir = _maintenance_dir(maintenancedir)
+    mfile = None
+    if os.path.isdir(mdir):
+        mfile = os.path.join(mdir, address if port is None else ipvs.endpoint(address, int(port)))
+        with open(mfile, "w", encoding="ascii") as f:
+            f.write("drained by salt-mailha\n")
+    drained, already = [], []
+    for vs, real in found:
+        if real.weight == 0:
+            already.append(f"{vs.key} {real.key}")
+        else:
+            _set(vs, real, 0)
+            drained.append(f"{vs.key} {real.key}")
+    return {"server": address, "drained": drained, "already": already, "maintenance_file": mfile}
+
+
+@_checked
+def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedir=None, wait=0):
+    """Let ``server`` take new connections again.
+
+    With an ldirectord maintenance directory the maintenance file is removed and ldirectord
+    restores the weight after its next successful health check (``wait`` seconds, if given, are
+    spent polling the table for that); otherwise the weight is set to ``weight`` directly.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb1 mailha_ipvs.undrain mail1
+        salt lb1 mailha_ipvs.undrain 1.1.1.17 port=993 wait=10
+    """
+    weight = ipvs.check_weight(weight)
+    address, found = _targets(server, vip, port, protocol)
+    mdir = _maintenance_dir(maintenancedir)
+    if os.path.isdir(mdir):
+        removed = []
+        names = [address] if port is None else [ipvs.endpoint(address, int(port))]
+        for name in names:
+            path = os.path.join(mdir, name)
+            if os.path.exists(path):
+                os.unlink(path)
+                removed.append(path)
+        deadline = time.monotonic() + float(wait)
+        while True:
+            _, found = _targets(server, vip, port, protocol)
+            pending = [f"{vs.key} {r.key}" for vs, r in found if r.weight == 0]
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        return {"server": address, "via": "ldirectord", "removed": removed,
+                "restored": [f"{vs.key} {r.key}" for vs, r in found if r.weight > 0],
+                "pending": pending}
+    restored = []
+    for vs, real in found:
+        if real.weight != weight:
+            _set(vs, real, weight)
+            restored.append(f"{vs.key} {real.key}")
+    return {"server": address, "via": "ipvsadm", "restored": restored, "pending": []}
+
+
+@_checked
+def diff(weight=1):
+    """Differences between the live IPVS table and what the site model wants (services, their
+    schedulers, real servers by direct routing, weights; a weight of 0 is a drain, not a
+    difference). An empty list means the table is as specified.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb1 mailha_ipvs.diff
+    """
+    site = glue.site_from_pillar(__pillar__)
+    return ipvs.diff(_table(), lb.desired_table(site, weight=ipvs.check_weight(weight)))

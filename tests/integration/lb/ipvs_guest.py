@@ -1,0 +1,166 @@
+"""Runs INSIDE the qemu TCG guest (see test_ipvs_guest.py): one Python process drives the whole
+scenario through Salt's loader (our mailha_dr state on the real servers, our mailha_ipvs module on
+the director), entering each network namespace with setns(2). Writes results.json to the share.
+
+argv: <share dir> <pillar yaml>
+"""
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+
+import yaml
+
+SHARE, PILLAR = sys.argv[1], sys.argv[2]
+NET = "10.99.88"
+VIP, R1, R2 = f"{NET}.21", f"{NET}.17", f"{NET}.18"
+results = {"steps": []}
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def log(msg):
+    print(f"[{time.monotonic():8.2f}] {msg}", flush=True)
+
+
+def enter(ns):
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), f"setns {ns}")
+    finally:
+        os.close(fd)
+
+
+def sh(*argv, check=True):
+    res = subprocess.run(argv, capture_output=True, text=True)
+    if check and res.returncode:
+        raise RuntimeError(f"{argv}: rc={res.returncode} {res.stderr}")
+    return res.stdout
+
+
+def who(n=8):
+    """Ask the VIP ``n`` times from the client (new connection each): who answered."""
+    out = []
+    for _ in range(n):
+        res = subprocess.run(["ip", "netns", "exec", "cl", "curl", "-s", "-m", "3",
+                              f"http://{VIP}/"], capture_output=True, text=True)
+        out.append(res.stdout.strip() or f"fail:{res.returncode}")
+    return out
+
+
+def step(name, **data):
+    log(f"{name}: {data}")
+    results["steps"].append({"name": name, **data})
+
+
+def table(mods):
+    return {vs["key"]: {r["address"]: r["weight"] for r in vs["real_servers"]}
+            for vs in mods["mailha_ipvs.list"]()}
+
+
+def wait_weight(mods, address, weight, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        t = table(mods)
+        if t.get(f"tcp:{VIP}:80", {}).get(address) == weight:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def main():
+    import salt.config
+    import salt.loader
+
+    pillar = yaml.safe_load(open(PILLAR))
+    base = salt.config.minion_config(None)
+    base.update({"file_client": "local", "id": "lb1", "grains": {}, "pillar": pillar,
+                 "test": False})
+    utils = salt.loader.utils(base)
+    mods = salt.loader.minion_mods(base, utils=utils, context={})
+    log("loader ready")
+
+    # real servers: our DR state, in each real server's namespace (a loader per call: the
+    # loader keeps its own copy of opts, and test / mailha_node differ per call)
+    for ns, node in (("r1", "mail1"), ("r2", "mail2")):
+        enter(ns)
+        runs = []
+        for test in (True, False, False):
+            opts = dict(base, test=test, mailha_node=node, mailha_root=f"{SHARE}/root-{node}")
+            states = salt.loader.states(opts, mods, utils, {})
+            ret = states["mailha_dr.configured"](name="dr")
+            runs.append({"result": ret["result"], "changes": sorted(ret["changes"]),
+                         "comment": ret["comment"]})
+        step(f"dr-{node}", runs=runs)
+        step(f"dr-{node}-live", lo=sh("ip", "-br", "addr", "show", "dev", "lo"),
+             arp_ignore=open("/proc/sys/net/ipv4/conf/all/arp_ignore").read().strip())
+    enter("dir")
+
+    # phase 1: a table made by hand, no ldirectord: drain/undrain set the weight directly
+    sh("ipvsadm", "-A", "-t", f"{VIP}:80", "-s", "rr")
+    for r in (R1, R2):
+        sh("ipvsadm", "-a", "-t", f"{VIP}:80", "-r", f"{r}:80", "-g", "-w", "1")
+    step("direct-before", who=who(), table=mods["mailha_ipvs.list"]())
+    step("direct-drain", ret=mods["mailha_ipvs.drain"]("mail1", maintenancedir="/nonexistent"))
+    step("direct-drained", who=who(), table=table(mods),
+         stats=mods["mailha_ipvs.list"](stats=True))
+    step("direct-set-weight-0", ret=mods["mailha_ipvs.set_weight"](VIP, 80, R1, 0), table=table(mods))
+    step("direct-undrain", ret=mods["mailha_ipvs.undrain"]("mail1", maintenancedir="/nonexistent"))
+    step("direct-undrained", who=who(), table=table(mods))
+    step("diff", diff=mods["mailha_ipvs.diff"]())
+    errors = {}
+    for name, call in {
+        "bad-weight": lambda: mods["mailha_ipvs.set_weight"](VIP, 80, R1, 70000),
+        "bad-vip": lambda: mods["mailha_ipvs.set_weight"]("10.99.88", 80, R1, 1),
+        "not-real": lambda: mods["mailha_ipvs.set_weight"](VIP, 80, f"{NET}.99", 1),
+        "no-service": lambda: mods["mailha_ipvs.set_weight"](VIP, 81, R1, 1),
+    }.items():
+        try:
+            call()
+            errors[name] = None
+        except Exception as exc:  # noqa: BLE001 - recorded for the host to check
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    step("errors", errors=errors, table=table(mods))
+    sh("ipvsadm", "-C")
+
+    # phase 2: ldirectord with our rendered ldirectord.cf owns the table; drain via maintenancedir
+    from salt_mailha.core import lb
+    from salt_mailha.core.model import load_site
+
+    site = load_site(pillar)
+    mdir = f"{SHARE}/maintenance"
+    os.makedirs(mdir, exist_ok=True)
+    cf = f"{SHARE}/ldirectord.cf"
+    with open(cf, "w") as f:
+        f.write(lb.render_ldirectord_cf(site, site.node("lb1"), maintenancedir=mdir,
+                                        logfile=f"{SHARE}/ldirectord.log"))
+    os.chmod(cf, 0o600)
+    ld = subprocess.Popen(["ldirectord", "-d", cf, "start"], stdout=open(f"{SHARE}/ldirectord.out", "w"),
+                          stderr=subprocess.STDOUT)
+    try:
+        up = wait_weight(mods, R1, 1, 90) and wait_weight(mods, R2, 1, 30)
+        step("ld-up", up=up, table=table(mods), who=who())
+        step("ld-drain", ret=mods["mailha_ipvs.drain"]("mail1", port=80, maintenancedir=mdir),
+             files=sorted(os.listdir(mdir)))
+        time.sleep(4)  # several ldirectord check rounds (checkinterval 1): it must keep weight 0
+        step("ld-drained", table=table(mods), who=who())
+        ret = mods["mailha_ipvs.undrain"]("mail1", port=80, maintenancedir=mdir, wait=60)
+        step("ld-undrain", ret=ret, files=sorted(os.listdir(mdir)))
+        step("ld-undrained", table=table(mods), who=who())
+    finally:
+        ld.terminate()
+        ld.wait(timeout=60)
+    step("ld-stopped", table=table(mods))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception:  # noqa: BLE001 - the host reads the traceback from results.json
+        results["error"] = traceback.format_exc()
+        log(results["error"])
+    with open(os.path.join(SHARE, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)

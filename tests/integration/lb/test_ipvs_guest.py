@@ -1,0 +1,133 @@
+"""Real IPVS with direct routing, in ONE qemu TCG guest (Debian's 6.1 kernel; the host kernel has
+none). Inside: netns client/director/r1/r2 on a bridge. Our mailha_dr state makes r1/r2 DR real
+servers; our mailha_ipvs module (through Salt's loader, host venv over 9p) reads the table, drains
+and undrains; real HTTP from the client reaches the real servers directly. Then ldirectord, with
+the ldirectord.cf our renderer makes, owns the table and drain/undrain go through its
+maintenancedir without a fight. The guest-side driver is ipvs_guest.py."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.lb.conftest import lab_pillar
+from tests.support import qemu_ipvs
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.ipvs]
+
+HERE = Path(__file__).resolve().parent
+NET = "10.99.88"
+VIP, R1, R2 = f"{NET}.21", f"{NET}.17", f"{NET}.18"
+
+GUEST_SH = """\
+set -x
+echo "nameserver 127.0.0.1" > /etc/resolv.conf   # guest overlay only: no DNS waits (-nic none)
+ip link add br0 type bridge; ip link set br0 up
+for spec in cl:10 dir:13 r1:17 r2:18; do
+  ns=${{spec%%:*}}; host=${{spec##*:}}
+  ip netns add $ns
+  ip link add v-$ns type veth peer name eth0 netns $ns
+  ip link set v-$ns master br0 up
+  ip -n $ns link set eth0 up
+  ip -n $ns addr add {net}.$host/24 dev eth0
+done
+ip -n dir link set lo up; ip -n cl link set lo up
+ip -n dir addr add {vip}/24 dev eth0           # what keepalived does on the MASTER
+for ns in r1 r2; do
+  mkdir -p /tmp/www-$ns; echo $ns > /tmp/www-$ns/index.html; echo ldirectord > /tmp/www-$ns/ldirectord.txt
+  ip netns exec $ns busybox httpd -p 80 -h /tmp/www-$ns
+done
+{python} -B {driver} {share} {share}/pillar.yaml
+"""
+
+
+@pytest.fixture(scope="module")
+def guest_results(tmp_path_factory):
+    ok, reason = qemu_ipvs.available()
+    if not ok:
+        pytest.skip(reason)
+    if not shutil.which("ldirectord") or not shutil.which("ipvsadm"):
+        pytest.skip(f"{qemu_ipvs.SKIP_REASON}; needs ipvsadm and ldirectord on the host "
+                    "(scripts/setup-host.sh)")
+    share = tmp_path_factory.mktemp("ipvs-guest")
+    pillar = lab_pillar(NET, ldirectord={"checkinterval": 1, "checktimeout": 5, "failurecount": 1})
+    pillar["mailha"]["services"] = {"http": {"vip": "mail", "port": 80, "check": "http",
+                                             "scheduler": "rr"}}
+    (share / "pillar.yaml").write_text(yaml.safe_dump(pillar))
+    (share / "guest.sh").write_text(GUEST_SH.format(
+        net=NET, vip=VIP, python=sys.executable, driver=HERE / "ipvs_guest.py", share=share))
+    vm = qemu_ipvs.IpvsGuest().build()
+    result = vm.run(share, share / "guest.sh", timeout=900)
+    path = share / "results.json"
+    if not path.exists():
+        pytest.fail(f"guest wrote no results (qemu rc={result.returncode}, {result.seconds:.0f}s)\n"
+                    f"{result.console[-3000:]}\n{result.guest_log[-5000:]}")
+    data = json.loads(path.read_text())
+    if "error" in data:
+        pytest.fail(f"guest driver failed:\n{data['error']}\n{result.guest_log[-5000:]}")
+    print(f"guest run: {result.seconds:.1f}s wall")
+    return {s["name"]: s for s in data["steps"]}
+
+
+def test_dr_state_makes_real_servers(guest_results):
+    for node in ("mail1", "mail2"):
+        test, first, again = guest_results[f"dr-{node}"]["runs"]
+        assert test["result"] is None and "lo" in test["changes"]
+        assert first["result"] is True and "lo" in first["changes"]
+        assert (again["result"], again["changes"]) == (True, [])
+        live = guest_results[f"dr-{node}-live"]
+        assert VIP + "/32" in live["lo"] and live["arp_ignore"] == "1"
+
+
+def test_direct_routing_and_drain_without_ldirectord(guest_results):
+    before = guest_results["direct-before"]
+    assert set(before["who"]) == {"r1", "r2"}, before  # answered by the real servers, round robin
+    (http,) = before["table"]
+    assert http["key"] == f"tcp:{VIP}:80"
+    assert {r["address"]: (r["forward"], r["weight"]) for r in http["real_servers"]} == {
+        R1: ("dr", 1), R2: ("dr", 1)}
+    assert guest_results["direct-drain"]["ret"]["drained"] == [f"tcp:{VIP}:80 {R1}:80"]
+    drained = guest_results["direct-drained"]
+    assert drained["table"] == {f"tcp:{VIP}:80": {R1: 0, R2: 1}}
+    assert set(drained["who"]) == {"r2"}, drained  # new connections no longer reach r1
+    conns = {r["address"]: r["stats"]["conns"] for r in drained["stats"][0]["real_servers"]}
+    assert conns[R1] > 0 and conns[R2] > conns[R1]
+    zero = guest_results["direct-set-weight-0"]
+    assert zero["ret"] == {"service": f"tcp:{VIP}:80", "real": f"{R1}:80", "old": 0, "new": 0}
+    assert zero["table"][f"tcp:{VIP}:80"][R1] == 0  # 0 stays 0
+    assert guest_results["direct-undrain"]["ret"]["via"] == "ipvsadm"
+    undrained = guest_results["direct-undrained"]
+    assert undrained["table"] == {f"tcp:{VIP}:80": {R1: 1, R2: 1}}
+    assert set(undrained["who"]) == {"r1", "r2"}
+
+
+def test_diff_against_model(guest_results):
+    assert guest_results["diff"]["diff"] == []
+
+
+def test_argument_errors_touch_nothing(guest_results):
+    errors = guest_results["errors"]["errors"]
+    assert "invalid argument weight: 70000 is out of range" in errors["bad-weight"]
+    assert "invalid argument vip: '10.99.88' is not an IPv4/IPv6 address" in errors["bad-vip"]
+    assert f"{NET}.99:80 is not a real server of tcp:{VIP}:80" in errors["not-real"]
+    assert f"no tcp service {VIP}:81" in errors["no-service"]
+    assert guest_results["errors"]["table"] == {f"tcp:{VIP}:80": {R1: 1, R2: 1}}
+
+
+def test_ldirectord_drain_through_maintenancedir(guest_results):
+    up = guest_results["ld-up"]
+    assert up["up"] and up["table"] == {f"tcp:{VIP}:80": {R1: 1, R2: 1}}, up
+    assert set(up["who"]) == {"r1", "r2"}
+    drain = guest_results["ld-drain"]
+    assert drain["files"] == [f"{R1}:80"]
+    drained = guest_results["ld-drained"]
+    assert drained["table"] == {f"tcp:{VIP}:80": {R1: 0, R2: 1}}, drained  # ldirectord agrees
+    assert set(drained["who"]) == {"r2"}
+    undrain = guest_results["ld-undrain"]
+    assert undrain["files"] == [] and undrain["ret"]["via"] == "ldirectord"
+    assert undrain["ret"]["pending"] == [], undrain  # ldirectord restored the weight itself
+    undrained = guest_results["ld-undrained"]
+    assert undrained["table"] == {f"tcp:{VIP}:80": {R1: 1, R2: 1}}
+    assert set(undrained["who"]) == {"r1", "r2"}
