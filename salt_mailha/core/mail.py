@@ -324,6 +324,45 @@ def plan_fstab(text, entry):
     return "\n".join(lines) + "\n", ("replace" if matches else "add"), (matches[0] if matches else None)
 
 
+def vmail_exports_line(site, node):
+    """The filer's ``/etc/exports`` line: the vmail export to each mail node's address on the share
+    network, ``<export> 10.1.1.17(rw,sync,no_subtree_check) 10.1.1.18(...)``."""
+    if site.mail is None or site.mail.vmail is None:
+        raise MailhaError("pillar mailha:mail:vmail is missing: the filer exports the vmail share")
+    v = site.mail.vmail
+    if node.id != v.nfs_server:
+        raise MailhaError(f"node {node.id} is not mail:vmail:nfs_server ({v.nfs_server}): it exports nothing")
+    opts = ",".join(v.export_options)
+    clients = []
+    for m in site.nodes_with("mail"):
+        addr = m.address(v.network)
+        if not addr:
+            raise MailhaError(f"mail node {m.id} has no address on {v.network!r} (mail:vmail:network); "
+                              f"set mailha:nodes:{m.id}:addresses:{v.network}")
+        clients.append(f"{addr}({opts})")
+    return " ".join([_fstab_escape(v.export), *clients])
+
+
+def plan_exports(text, line):
+    """``(new_text, action, old_line)`` for the exports line of the same path (first field)."""
+    path = _fstab_unescape(line.split()[0])
+    out, placed, matches = [], False, []
+    for raw in (text or "").splitlines():
+        fields = raw.split()
+        if fields and not fields[0].startswith("#") and _fstab_unescape(fields[0]) == path:
+            matches.append(raw)
+            if not placed:
+                out.append(line)
+                placed = True
+            continue
+        out.append(raw)
+    if matches == [line]:
+        return text, "present", line
+    if not placed:
+        out.append(line)
+    return "\n".join(out) + "\n", ("replace" if matches else "add"), (matches[0] if matches else None)
+
+
 @dataclass(frozen=True)
 class Mount:
     spec: str

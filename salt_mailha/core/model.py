@@ -231,6 +231,7 @@ class VmailSpec:
     uid: int = 2000  # iRedMail's vmail uid/gid: the same on every node that writes the share
     gid: int = 2000
     network: str = "private"  # mail nodes mount the filer's address on this network
+    export_options: tuple = ("rw", "sync", "no_subtree_check")  # the filer's /etc/exports options
 
 
 IREDMAIL_COMPONENTS = ("iredadmin", "roundcube", "sogo", "netdata", "fail2ban")
@@ -897,9 +898,15 @@ def _parse_mail(top):
                 v.problem(f"options:{i}", f"{o!r} is not a mount option")
         if not options and "options" in v.data:
             v.problem("options", "list at least one NFS mount option, e.g. [vers=3, noatime]")
+        export_options = v.list("export_options", list(VmailSpec.export_options)) or []
+        for i, o in enumerate(export_options):
+            if not isinstance(o, str) or not re.match(r"^[A-Za-z0-9_=.-]+$", o):
+                v.problem(f"export_options:{i}", f"{o!r} is not an exports(5) option")
+        if not export_options and "export_options" in v.data:
+            v.problem("export_options", "list at least one exports(5) option, e.g. [rw, sync, no_subtree_check]")
         vmail = VmailSpec(path, v.str("nfs_server"), export, tuple(options),
                           uid=v.int("uid", 2000, lo=1000, hi=65533), gid=v.int("gid", 2000, lo=1000, hi=65533),
-                          network=v.str("network", "private"))
+                          network=v.str("network", "private"), export_options=tuple(export_options))
         v.done()
     i = s.section("iredmail", None)
     iredmail = None

@@ -43,6 +43,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import tarfile
 
 from salt_mailha import glue
@@ -272,6 +273,74 @@ def vmail_share(name, node=None, mount=None):
         ret["comment"] = "would " + "; ".join(would)
         return ret
     ret["comment"] = "; ".join(done)
+    return ret
+
+
+def vmail_export(name, node=None, reload=None):
+    """On the filer (``mail:vmail:nfs_server``): the export directory, owned by the vmail uid/gid
+    (the same on every mail node) with mode 0770, and its ``/etc/exports`` line for the mail
+    nodes' addresses on ``mail:vmail:network``; ``exportfs -ra`` after a change.
+
+    .. code-block:: yaml
+
+        mailha-vmail-export:
+          mailha_mail.vmail_export: []
+
+    name
+        A label; not used.
+    reload
+        Run ``exportfs -ra`` after changing the line. Default: True, except under a scratch
+        ``mailha_root``.
+    """
+    ret = glue.state_ret(name)
+    try:
+        site, n = _site_node(node)
+        line = core.vmail_exports_line(site, n)
+    except (MailhaError, glue.CommandExecutionError) as exc:
+        return _fail(ret, str(exc))
+    v = site.mail.vmail
+    test = __opts__["test"]
+    if reload is None:
+        reload = glue.root(__opts__, __pillar__) == "/"
+    export_dir = _rooted(v.export)
+    exports = _rooted("/etc/exports")
+    done, would = [], []
+    try:
+        st = os.stat(export_dir)
+        owner = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+    except FileNotFoundError:
+        owner = None
+    if owner != (v.uid, v.gid, 0o770):
+        ret["changes"]["export_dir"] = {"old": None if owner is None else
+                                        {"uid": owner[0], "gid": owner[1], "mode": f"{owner[2]:04o}"},
+                                        "new": {"uid": v.uid, "gid": v.gid, "mode": "0770"}}
+        would.append(f"{'create' if owner is None else 'fix'} {export_dir} ({v.uid}:{v.gid} 0770)")
+        if not test:
+            os.makedirs(export_dir, exist_ok=True)
+            os.chown(export_dir, v.uid, v.gid)
+            os.chmod(export_dir, 0o770)
+            done.append(f"{'created' if owner is None else 'fixed'} {export_dir}")
+    new_text, action, old_line = core.plan_exports(glue.read_text(exports) or "", line)
+    if action != "present":
+        ret["changes"]["exports"] = {"old": old_line, "new": line}
+        would.append(f"{action} the {exports} line for {v.export}")
+        if not test:
+            glue.write_atomic(exports, new_text, glue.file_mode(exports) or "0644")
+            done.append(f"{'added' if action == 'add' else 'replaced'} the {exports} line")
+            if reload:
+                out = _run(["exportfs", "-ra"])
+                if out["retcode"] != 0:
+                    ret["result"] = False
+                    ret["comment"] = "; ".join(done) + f"; exportfs -ra failed: {out['stderr'].strip()[-300:]}"
+                    return ret
+                done.append("reloaded the exports")
+    if not would:
+        ret["comment"] = f"{v.export} is exported to the mail nodes as specified"
+    elif test:
+        ret["result"] = None
+        ret["comment"] = "would " + "; ".join(would)
+    else:
+        ret["comment"] = "; ".join(done)
     return ret
 
 

@@ -1,1 +1,5 @@
-{#- Nothing rendered for role filer yet; its tier adds states here. #}
+{#- The filer: the vmail NFS export for the mail nodes (mail:vmail). #}
+{%- if salt['pillar.get']('mailha:mail:vmail:nfs_server') == salt['config.get']('mailha_node', grains['id']) %}
+mailha-vmail-export:
+  mailha_mail.vmail_export: []
+{%- endif %}

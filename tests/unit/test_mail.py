@@ -295,3 +295,36 @@ def test_mail_checks(example):
     got = mail.mail_checks(example, example.node("mail1"))
     assert got == (("imaps", "imaps", 993, 993), ("pop3s", "pops", 995, 995),
                    ("submission", "smtp", 587, 587), ("smtps", "connect", 465, 465))
+
+
+# ----------------------------------------------------------------------------------- filer
+
+
+def test_exports_line_lists_each_mail_node(example):
+    assert mail.vmail_exports_line(example, example.node("filer1")) == (
+        "/srv/var/vmail 10.1.1.17(rw,sync,no_subtree_check) 10.1.1.18(rw,sync,no_subtree_check)")
+    with pytest.raises(MailhaError, match="not mail:vmail:nfs_server"):
+        mail.vmail_exports_line(example, example.node("mail1"))
+
+
+@pytest.mark.parametrize("text, action", [
+    ("", "add"),
+    ("# comment\n/srv/other 10.0.0.0/8(ro)\n", "add"),
+    ("/srv/var/vmail 10.1.1.17(rw,sync,no_subtree_check) 10.1.1.18(rw,sync,no_subtree_check)\n", "present"),
+    ("/srv/var/vmail *(rw,no_root_squash)\n", "replace"),
+], ids=["empty", "other-exports", "present", "too-open"])
+def test_plan_exports(example, text, action):
+    line = mail.vmail_exports_line(example, example.node("filer1"))
+    new, got, _ = mail.plan_exports(text, line)
+    assert got == action and line in new.splitlines()
+    assert mail.plan_exports(new, line)[1] == "present"
+    if "/srv/other" in text:
+        assert "/srv/other 10.0.0.0/8(ro)" in new
+
+
+def test_export_options_validated():
+    data = copy.deepcopy(EXAMPLE)
+    data["mail"]["vmail"]["export_options"] = ["rw", "anonuid=2000 bad"]
+    with pytest.raises(ValidationError) as exc:
+        parse_site(data)
+    assert "mailha:mail:vmail:export_options:1" in {k for k, _ in exc.value.problems}

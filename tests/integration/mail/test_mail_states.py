@@ -54,7 +54,7 @@ exit $rc
 class Minion:
     """``salt-call --local`` as mail1 with a scratch ``mailha_root`` and an extra file root."""
 
-    def __init__(self, base, pillar):
+    def __init__(self, base, pillar, node="mail1"):
         self.base = pathlib.Path(base)
         self.root = self.base / "root"
         self.srv = self.base / "srv"
@@ -65,7 +65,7 @@ class Minion:
         (self.base / "pillar" / "top.sls").write_text("base:\n  '*':\n    - mailha\n")
         (self.base / "pillar" / "mailha.sls").write_text(yaml.safe_dump(pillar))
         (self.conf / "minion").write_text(yaml.safe_dump({
-            "id": "mail1", "file_client": "local", "mailha_root": str(self.root),
+            "id": node, "file_client": "local", "mailha_root": str(self.root),
             "file_roots": {"base": [str(self.srv), str(REPO / "states")]},
             "pillar_roots": {"base": [str(self.base / "pillar")]},
             "root_dir": str(self.base / "salt"), "log_file": str(self.log), "log_level_logfile": "debug",
@@ -362,3 +362,29 @@ def test_unsafe_tarball_is_refused(tmp_path, name, kind, link):
     with pytest.raises(MailhaError, match="unsafe member"):
         mailha_mail._extract(str(tb), str(tmp_path / "dest"), str(tmp_path / "dest" / "iRedMail-1.6.8"))
     assert os.listdir(tmp_path / "dest") == []
+
+
+def test_filer_exports_the_vmail_share_to_the_mail_nodes(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("chown to the vmail uid needs root")
+    filer = Minion(tmp_path / "filer", copy.deepcopy(EXAMPLE), node="filer1")
+    exports = filer.root / "etc" / "exports"
+    exports.parent.mkdir(parents=True)
+    exports.write_text("/srv/backup 10.1.1.0/24(ro)\n")
+    ret = filer.single("mailha_mail.vmail_export", test=True)
+    assert ret["result"] is None and set(ret["changes"]) == {"export_dir", "exports"}
+    assert not (filer.root / "srv/var/vmail").exists()
+
+    ret = filer.single("mailha_mail.vmail_export")
+    assert ret["result"] is True, ret["comment"]
+    st = os.stat(filer.root / "srv/var/vmail")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (2000, 2000, 0o770)
+    assert exports.read_text() == ("/srv/backup 10.1.1.0/24(ro)\n/srv/var/vmail 10.1.1.17(rw,sync,no_subtree_check)"
+                                   " 10.1.1.18(rw,sync,no_subtree_check)\n")
+    ret = filer.single("mailha_mail.vmail_export")
+    assert ret["result"] is True and ret["changes"] == {}
+
+    mail1 = Minion(tmp_path / "mail1", copy.deepcopy(EXAMPLE))
+    ret = mail1.single("mailha_mail.vmail_export")
+    assert ret["result"] is False and "is not mail:vmail:nfs_server (filer1)" in ret["comment"]
+    filer.assert_no_secret()
