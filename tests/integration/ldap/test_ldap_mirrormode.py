@@ -66,6 +66,11 @@ def test_mirror_pair_from_example_pillar(mirror_pair_factory, config_format):
             pair.outputs.append(text)
             assert ret["result"] is True and ret["changes"] == {}, ret
 
+    if config_format == "slapd.conf":  # one text on every node
+        blocks = [[line for line in pair.slapd[n].conf.read_text().splitlines() if "ldap://" in line
+                   or line.startswith(("syncrepl", "mirrormode", "serverID"))] for n in ("mail1", "mail2")]
+        assert blocks[0] == blocks[1] and len(blocks[0]) == 7  # 2 serverID, 2 syncrepl + provider, mirrormode
+
     shown, text = pair.salt["mail1"].call("mailha_ldap.render")
     pair.outputs.append(text)
     assert "<redacted>" in shown and ("olcServerID: 2 " if config_format == "cn=config" else "serverID    2 ") in shown
@@ -80,6 +85,11 @@ def test_mirror_pair_from_example_pillar(mirror_pair_factory, config_format):
     assert status["servers"]["mail1"]["context_csn"] == status["servers"]["mail2"]["context_csn"]
     assert {"1", "2"} <= set(status["servers"]["mail1"]["context_csn"]), status
     assert pair.count("mail1") == pair.count("mail2")
+
+    # each slapd skipped the rid pointing at itself (its serverID URL is its listener)
+    for node, own, peer in (("mail1", "rid=001", "rid=002"), ("mail2", "rid=002", "rid=001")):
+        consumer = [line for line in pair.slapd[node].log().splitlines() if "do_syncrep" in line]
+        assert any(peer in line for line in consumer) and not any(own in line for line in consumer), node
 
     # a provider dies; writes continue on the survivor; it comes back and catches up
     pair.slapd["mail2"].kill9()
