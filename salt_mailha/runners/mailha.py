@@ -512,3 +512,84 @@ def status():
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
                      for line in table)
     return redact({"site": site.name, "nodes": rows, "table": text}, site.secrets())
+
+
+# ----------------------------------------------------------------------------- Galera recovery
+# Self-contained (owned by the Galera tier): gathers through LocalClient, decides and applies
+# through salt_mailha.core.galera.recover_cluster, which takes one callable per step so it is
+# tested against real members without a master.
+
+
+def _galera_call(tgt, fun, kwarg=None, timeout=60):
+    """One minion's answer to ``fun`` (None when it did not answer). A client per call: the
+    gather and the joins run in parallel threads."""
+    # From the master's config file when there is one: inside the reactor the runner's __opts__
+    # do not authenticate a LocalClient.
+    conf = __opts__.get("conf_file")
+    client = salt.client.get_local_client(conf) if conf else salt.client.get_local_client(mopts=__opts__)
+    with client:
+        ret = client.cmd(tgt, fun, kwarg=kwarg or {}, timeout=timeout)
+    return (ret or {}).get(tgt)
+
+
+def galera_recover(apply=False, force=None, timeout=None):
+    """Plan (and with ``apply=True`` carry out) bringing the Galera cluster back to a Primary
+    component, from every member's own report.
+
+    Gathers ``mailha_galera.position`` from every full member (db and quorum roles; minion ids are
+    the node ids), then ``salt_mailha.core.galera.choose_bootstrap_node`` decides: join a live
+    Primary component if there is one (never bootstrap next to it); otherwise, only if every
+    member reported a position sharing one cluster UUID, bootstrap the highest seqno
+    (``--wsrep-new-cluster`` with its ``--wsrep-start-position``, ``safe_to_bootstrap: 1`` on it
+    only), wait until it is Synced, then start the others with their own positions. ``force``
+    names the node to bootstrap when a member cannot report (an operator's decision); it never
+    overrides a live Primary component or a UUID disagreement. Refusals say why.
+
+    Returns the plan, its reason, every member's position and, when applied, each step's result.
+    Fires ``mailha/galera/recover/<planned|applied|refused|failed|none>`` with the reason.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run mailha.galera_recover
+        salt-run mailha.galera_recover apply=True
+        salt-run mailha.galera_recover apply=True force=db2
+    """
+    from salt_mailha.core import galera as galera_core  # noqa: PLC0415 - keeps this section self-contained
+
+    try:
+        site = _site()
+    except MailhaError as exc:
+        return {"result": False, "reason": str(exc)}
+    g = site.galera
+    if g is None:
+        return {"result": False, "reason": "the pillar has no mailha:galera section"}
+    members = tuple(n.id for n in site.galera_members())
+    if force is not None and force not in members:
+        return {"result": False, "reason": f"force={force!r} is not a Galera member; use one of "
+                                           f"{', '.join(members)}"}
+    policy = galera_core.BootstrapPolicy(members, g.bootstrap_node, force)
+    ask_timeout = int(timeout or __opts__.get("mailha_galera_ask_timeout", 120))
+    start_timeout = int(timeout or g.join_timeout) + 60
+
+    def ask(node):
+        return _galera_call(node, "mailha_galera.position", timeout=ask_timeout)
+
+    def act(node, action, position):
+        kwarg = {"position": position} if position and action != "pc_bootstrap" else {}
+        if action in ("bootstrap", "join"):
+            kwarg["timeout"] = int(timeout or g.join_timeout)
+        return _galera_call(node, f"mailha_galera.{action}", kwarg=kwarg, timeout=start_timeout)
+
+    result = galera_core.recover_cluster(policy, ask, act, apply=bool(apply))
+    kind = result["plan"]["kind"]
+    outcome = ("refused" if kind == "refuse" else "none" if kind == "none" else
+               "planned" if not apply else "applied" if result["result"] else "failed")
+    result["outcome"] = outcome
+    log.warning("mailha.galera_recover: %s: %s", outcome, result["reason"])
+    try:
+        _fire(f"mailha/galera/recover/{outcome}", {"reason": result["reason"], "plan": result["plan"]})
+    except Exception as exc:  # noqa: BLE001 - the event is a courtesy; the return says it all
+        log.warning("mailha.galera_recover: could not fire the event: %s", exc)
+    return redact(result, site.secrets())
