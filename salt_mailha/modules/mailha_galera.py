@@ -191,6 +191,16 @@ def _reap(proc):
     proc.wait()
 
 
+def _clean_signals():
+    """In the child before exec: default dispositions and an empty mask. A Salt job process may
+    ignore SIGCHLD or block signals; mariadbd would inherit that and could not wait for its SST
+    scripts (a donor then stays Donor/Desynced) nor stop on SIGTERM."""
+    for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT,
+                signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def _start(g, inst, extra):
     """Start mariadbd with ``extra`` arguments through the configured launcher."""
     if g.launcher == "systemd":
@@ -214,7 +224,7 @@ def _start(g, inst, extra):
         out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} mailha_galera: {' '.join(argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,  # noqa: S603
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, preexec_fn=_clean_signals)  # noqa: PLW1509
     # Reap it if it dies while this (long-lived) process runs; after we exit init adopts it.
     threading.Thread(target=_reap, args=(proc,), daemon=True).start()
     return proc
@@ -686,7 +696,7 @@ def garbd_start(node=None):
     argv[0] = GARBD
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,  # noqa: S603
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, preexec_fn=_clean_signals)  # noqa: PLW1509
     threading.Thread(target=_reap, args=(proc,), daemon=True).start()
     glue.write_atomic(_garbd_pidfile(inst), f"{proc.pid}\n", "0644")
     time.sleep(0.3)

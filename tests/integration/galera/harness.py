@@ -279,9 +279,12 @@ class GaleraLab:
                 os.kill(m.garbd_pid(), signal.SIGTERM)
             m.stop()
 
-    def cleanup(self):
+    def cleanup(self, keep=False):
         self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
+        if keep or os.environ.get("MAILHA_KEEP_GALERA"):
+            print(f"galera lab kept in {self.base}")
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 def _garbd_pid(self):

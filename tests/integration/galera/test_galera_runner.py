@@ -1,0 +1,77 @@
+"""The whole path through a real salt-master and three real salt-minions: ``salt 'db*'
+state.apply mailha.galera`` forms the cluster, and ``salt-run mailha.galera_recover`` (in
+process, RunnerClient on the master's config) plans, then carries out, the recovery of a cluster
+whose members were all killed."""
+
+import pytest
+
+import time
+
+from tests.integration.galera.harness import REPO, SECRETS, Writer, prepare_table, rows
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def salted(salt_factories, lab):
+    import salt.client
+    import salt.runner
+
+    master = salt_factories.salt_master_daemon("galera-master", overrides={
+        "interface": "127.0.0.1", "auto_accept": True,
+        "file_roots": {"base": [str(REPO / "states")]},
+        "pillar_roots": {"base": [str(lab.pillar_dir)]},
+        "log_level_logfile": "info",
+    })
+    minions = [master.salt_minion_daemon(m.id, overrides={"log_level_logfile": "info"}) for m in lab.members]
+    with master.started(start_timeout=120):
+        started = []
+        try:
+            for m in minions:
+                m.start(start_timeout=120)
+                started.append(m)
+            yield (salt.client.LocalClient(mopts=master.config.copy()),
+                   salt.runner.RunnerClient(master.config.copy()), master)
+        finally:
+            for m in reversed(started):
+                m.terminate()
+
+
+def test_salt_state_apply_on_all_then_galera_recover(lab, salted):
+    client, runner, master = salted
+    ids = [m.id for m in lab.members]
+    ret = client.cmd(ids, "state.apply", ["mailha.galera"], tgt_type="list", timeout=300)
+    assert set(ret) == set(ids), ret
+    actions = []
+    for node, states in ret.items():
+        assert isinstance(states, dict), states
+        assert all(r["result"] is True for r in states.values()), states
+        actions += [r["changes"]["new"]["action"] for k, r in states.items() if "synced" in k]
+    assert sorted(actions) == ["bootstrap", "join", "join"]
+    lab.wait_synced(size=3, timeout=30)
+
+    prepare_table(lab.member("db1"))
+    writer = Writer([lab.member("db1")])
+    writer.start()
+    time.sleep(1)
+    for m in lab.members:
+        m.kill9()
+    writer.stop()
+
+    plan = runner.cmd("mailha.galera_recover", print_event=False)
+    assert plan["outcome"] == "planned" and plan["plan"]["kind"] == "bootstrap", plan
+    assert all(m.pid() is None for m in lab.members), "planning started something"
+    seqnos = {n: int(p["position"].rsplit(":", 1)[1]) for n, p in plan["positions"].items()}
+    assert seqnos[plan["plan"]["node"]] == max(seqnos.values())
+    assert "highest seqno" in plan["reason"]
+
+    done = runner.cmd("mailha.galera_recover", kwarg={"apply": True}, print_event=False)
+    assert done["outcome"] == "applied" and done["result"] is True, done
+    lab.wait_synced(size=3, timeout=60)
+    for m in lab.members:
+        assert set(writer.acked) <= rows(m)
+
+    again = runner.cmd("mailha.galera_recover", kwarg={"apply": True, "force": "db2"}, print_event=False)
+    assert again["outcome"] == "refused" and "even when forced" in again["reason"]
+    text = repr(plan) + repr(done) + repr(again)
+    assert not any(s in text for s in SECRETS)
