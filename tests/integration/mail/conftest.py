@@ -6,6 +6,7 @@ Every daemon runs in the foreground with its own config dir and loopback ports (
 ``master -c DIR -d`` and ``dovecot -c FILE -F``), stopped by PID. The two nodes share one
 Maildir directory standing in for the filer's NFS export (this kernel has no NFS).
 """
+import contextlib
 import copy
 import grp
 import os
@@ -145,16 +146,11 @@ def _accepts(port):
         return True
 
 
-@pytest.fixture(scope="module")
-def mail_cluster(tmp_path_factory):
-    """Two slapd (mirror mode), Postfix+Dovecot for mail1 and Dovecot for mail2, one Maildir tree.
-
-    Yields a namespace with ``site``, ``pair`` (LDAP), ``nodes`` (MailNode by id), ``base``.
-    """
-    missing = _missing()
-    if missing:
-        pytest.skip(f"mail tier needs {', '.join(missing)}: run scripts/setup-host.sh as root")
-    tmp = tmp_path_factory.mktemp("mail")
+@contextlib.contextmanager
+def running_cluster(tmp):
+    """Two slapd (mirror mode), Postfix+Dovecot for mail1 and Dovecot for mail2, one Maildir tree;
+    everything stopped and removed on exit. Yields a namespace with ``site``, ``pair`` (LDAP),
+    ``nodes`` (MailNode by id), ``base``, ``pillar``. Also used by bench/mail_flow.py."""
     base = _traversable_dir("mailha-mail-")
     pair = MirrorPair(tmp, "slapd.conf")
     ports = {n: {"smtp_port": free_port(), "submission_port": free_port(), "smtps_port": free_port(),
@@ -188,3 +184,13 @@ def mail_cluster(tmp_path_factory):
             n.stop()
         pair.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mail_cluster(tmp_path_factory):
+    """The running two-node mail cluster of ``running_cluster`` for one test module."""
+    missing = _missing()
+    if missing:
+        pytest.skip(f"mail tier needs {', '.join(missing)}: run scripts/setup-host.sh as root")
+    with running_cluster(tmp_path_factory.mktemp("mail")) as cluster:
+        yield cluster

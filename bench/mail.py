@@ -1,0 +1,82 @@
+"""Figures of the mail tier on this machine (printed, never asserted): bring-up of the test
+cluster (two mirror-mode slapd, Postfix + Dovecot on mail1, Dovecot on mail2), mailbox
+replication slapd 1 -> slapd 2, and submission on mail1 (STARTTLS + AUTH) until the message
+is readable over IMAPS on mail2.
+
+Run as root from the repository: ``.venv/bin/python bench/mail.py [rounds]``.
+"""
+import imaplib
+import pathlib
+import smtplib
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from tests.integration.mail.conftest import USER_PASSWORD, running_cluster  # noqa: E402
+
+
+def _tls():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _ms(values):
+    values = sorted(values)
+    return (f"median {statistics.median(values) * 1000:.1f} ms, p90 {values[int(len(values) * 0.9) - 1] * 1000:.1f} "
+            f"ms, max {values[-1] * 1000:.1f} ms (n={len(values)})")
+
+
+def main(rounds=20):
+    with tempfile.TemporaryDirectory(prefix="mailha-bench-") as tmp:
+        t0 = time.perf_counter()
+        with running_cluster(pathlib.Path(tmp)) as c:
+            print(f"cluster up (2 slapd + postfix + 2 dovecot, seeded): {time.perf_counter() - t0:.2f} s")
+            uid = "bench" + uuid.uuid4().hex[:6]
+            user = f"{uid}@example.net"
+            dn = f"uid={uid},ou=people,{c.pair.suffix}"
+            t = time.perf_counter()
+            with c.pair.connect("mail1") as conn:
+                conn.add(dn, ["inetOrgPerson"], {"cn": uid, "sn": uid, "uid": uid, "mail": user,
+                                                 "userPassword": USER_PASSWORD})
+            c.pair.wait_has("mail2", dn, timeout=20)
+            print(f"mailbox added on slapd 1 -> visible on slapd 2: {(time.perf_counter() - t) * 1000:.1f} ms")
+
+            mail1, mail2 = c.site.mail.instance("mail1"), c.site.mail.instance("mail2")
+            imap = imaplib.IMAP4_SSL("127.0.0.1", mail2.imaps_port, ssl_context=_tls(), timeout=10)
+            imap.login(user, USER_PASSWORD)
+            smtp = smtplib.SMTP("127.0.0.1", mail1.submission_port, timeout=15)
+            smtp.starttls(context=_tls())
+            smtp.login(user, USER_PASSWORD)
+            submit, visible = [], []
+            for i in range(rounds):
+                subject = f"bench {i} {uuid.uuid4().hex}"
+                t = time.perf_counter()
+                smtp.sendmail(user, [user], f"Subject: {subject}\r\n\r\nbench\r\n")
+                submit.append(time.perf_counter() - t)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    imap.select("INBOX", readonly=True)
+                    _, data = imap.search(None, "SUBJECT", f'"{subject}"')
+                    if data[0].split():
+                        break
+                    time.sleep(0.005)
+                else:
+                    raise TimeoutError(f"message {i} not visible on mail2 within 30 s")
+                visible.append(time.perf_counter() - t)
+            smtp.quit()
+            imap.logout()
+            print(f"SMTP submission (DATA accepted) on mail1: {_ms(submit)}")
+            print(f"submission on mail1 -> readable over IMAPS on mail2: {_ms(visible)}")
+            t = time.perf_counter()
+        print(f"teardown: {time.perf_counter() - t:.2f} s")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
