@@ -368,6 +368,7 @@ class CnConfigLive:
     multiprovider: bool
     overlay_dn: str | None  # olcOverlay={n}syncprov,<database_dn>
     overlay: tuple = ()  # ((attr, value), ...): olcSpCheckpoint, olcSpSessionlog
+    has_rootdn: bool = True  # olcRootDN is set: slapd refuses olcSyncrepl without it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -429,6 +430,9 @@ def plan_cnconfig(desired, live):
     if live.database_dn is None:
         raise ConfigConflict(f"cn=config has no database with olcSuffix {desired.suffix!r} "
                              f"(mailha:ldap:suffix); fix the pillar or install the directory first")
+    if not live.has_rootdn:
+        raise ConfigConflict(f"{live.database_dn} has no olcRootDN; slapd refuses syncrepl without one "
+                             f"(set it to mailha:ldap:rootdn); nothing was changed")
     ops = []
     loaded = [strip_order(v) for _, vals in live.modules for v in vals]
     if not any(re.match(r"^(\S*/)?syncprov(\.la|\.so)?$", v) for v in loaded):
@@ -716,7 +720,8 @@ def read_cnconfig(conn, suffix):
     modules = tuple(sorted((r["dn"], tuple(strip_order(v) for v in _values(r, "olcModuleLoad")))
                            for r in conn.response if r.get("type") == "searchResEntry"))
     conn.search("cn=config", "(olcSuffix=*)", search_scope=ldap3.LEVEL,
-                attributes=["olcSuffix", "olcDbIndex", "olcSyncrepl", "olcMultiProvider", "olcMirrorMode"])
+                attributes=["olcSuffix", "olcDbIndex", "olcSyncrepl", "olcMultiProvider", "olcMirrorMode",
+                            "olcRootDN"])
     db = None
     for r in conn.response:
         if r.get("type") == "searchResEntry" and any(
@@ -735,7 +740,7 @@ def read_cnconfig(conn, suffix):
         overlay = tuple((a, _values(ov, a)[0]) for a in ("olcSpCheckpoint", "olcSpSessionlog") if _values(ov, a))
     return CnConfigLive(server_ids, modules, db["dn"], _values(db, "olcDbIndex"),
                         tuple(strip_order(v) for v in syncrepls), multi,
-                        ov["dn"] if ov is not None else None, overlay)
+                        ov["dn"] if ov is not None else None, overlay, bool(_values(db, "olcRootDN")))
 
 
 def apply_ops(conn, ops):

@@ -102,8 +102,12 @@ def mirrormode(name, config=None, uri=None, service=None, restart=True):
 
 
 def _slapd_conf(ret, site, path, service, restart):
-    with open(path, encoding="utf-8") as f:
-        old = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+    except FileNotFoundError:
+        raise core_ldap.ConfigConflict(f"{path} does not exist: install slapd/iRedMail first, or point minion "
+                                       f"config mailha_ldap:slapd_conf at slapd's config file") from None
     new = core_ldap.merge_slapd_conf(old, site, path)
     if new == old:
         ret["comment"] = f"{path} already has the mirror-mode block"
@@ -193,7 +197,17 @@ def _cnconfig(ret, site, uri):
             ret["changes"] = changes
             ret["comment"] = f"would change cn=config at {uri}: {whys}"
             return ret
-        core_ldap.apply_ops(conn, ops)
+        done = []
+        try:
+            for op in ops:
+                core_ldap.apply_ops(conn, [op])
+                done.append(op)
+        except MailhaError as exc:
+            # report what did change before the failure: cn=config has no transaction across entries
+            ret["changes"] = core_ldap.mask_credentials(redact(core_ldap.describe_ops(done, live), secrets))
+            ret["result"] = False
+            ret["comment"] = redact(f"{exc}; re-run the state once the cause is fixed", secrets)
+            return ret
     finally:
         conn.unbind()
     ret["changes"] = changes

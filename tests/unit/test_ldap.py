@@ -335,7 +335,8 @@ def test_changed_password_replaces_syncrepl_only():
 @pytest.mark.parametrize("live,message", [
     (dict(database_dn=None), "no database with olcSuffix"),
     (dict(indexes=("entryCSN pres", "entryUUID eq")), "entryCSN is indexed without 'eq'"),
-], ids=["no-database", "index-no-eq"])
+    (dict(has_rootdn=False), "has no olcRootDN"),
+], ids=["no-database", "index-no-eq", "no-rootdn"])
 def test_cnconfig_refuses(live, message):
     with pytest.raises(ldap.ConfigConflict, match=message):
         ldap.plan_cnconfig(ldap.desired_cnconfig(_loop_site()), _live(**live))

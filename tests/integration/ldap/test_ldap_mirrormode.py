@@ -154,3 +154,19 @@ def test_state_refuses_and_leaves_slapd_alone(mirror_pair_factory):
     log = node.log_file.read_text(errors="replace")
     for secret in ("CHANGE-ME-ldap-repl", pair.rootpw):
         assert all(secret not in t for t in outputs + [log])
+
+
+def test_cn_config_without_rootdn_is_refused_before_any_change(mirror_pair_factory):
+    """slapd would take the module, serverID and overlay, then reject olcSyncrepl: the plan
+    refuses up front instead of leaving cn=config half-changed."""
+    pair = mirror_pair_factory("cn=config")
+    s = pair.slapd["mail1"]
+    text = "\n".join(line for line in s.conf.read_text().splitlines() if not line.startswith(("rootdn", "rootpw")))
+    s.install(text + "\n")
+    pair.start()
+    before = _config_snapshot(pair, "mail1")
+    for test in (True, False):
+        ret, _ = pair.salt["mail1"].apply(test=test)
+        assert ret["result"] is False and ret["changes"] == {}, ret
+        assert "has no olcRootDN" in ret["comment"] and "mailha:ldap:rootdn" in ret["comment"]
+    assert _config_snapshot(pair, "mail1") == before
