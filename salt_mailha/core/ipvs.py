@@ -181,7 +181,7 @@ def parse_stats(text):
         m = line_re.match(line)
         if not m or bool(m.group(1)) == bool(m.group(2)):
             raise ParseError(f"ipvsadm --stats line {lineno}: unexpected {line!r}")
-        counters = dict(zip(_STATS_COLUMNS, (_count(m.group(i)) for i in range(4, 9))))
+        counters = dict(zip(_STATS_COLUMNS, (_count(m.group(i)) for i in range(4, 9)), strict=True))
         if m.group(2):
             key = VirtualService(**_service_head(m.group(2), m.group(3))).key
             current = out[key] = {**counters, "real_servers": {}}

@@ -16,6 +16,7 @@ sets the weight directly.
 Minion config: ``mailha_root`` (prefix of the maintenance directory, default ``/``),
 ``mailha_ldirectord_maintenancedir`` (default ``/etc/ldirectord.maintenance``).
 """
+import functools
 import os
 import time
 
@@ -49,13 +50,14 @@ def _ipvsadm(*args):
 
 def _checked(func):
     """Core errors (validation, parse) become CommandExecutionError at the module boundary."""
+    # functools.wraps keeps the real signature visible to Salt's argument checking
+    @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except MailhaError as exc:
             raise CommandExecutionError(str(exc)) from None
-    wrapper.__doc__ = func.__doc__
-    wrapper.__name__ = func.__name__
+
     return wrapper
 
 

@@ -56,7 +56,7 @@ def _describe(step):
     return f"set {step['key']} = {step['new']} (was {step['old']})"
 
 
-def configured(name, node=None, persist=True):
+def configured(name, node=None, persist=True, live=True):
     """Make this node a DR real server of exactly the VIPs the model gives it.
 
     name
@@ -66,14 +66,19 @@ def configured(name, node=None, persist=True):
     persist
         Also write ``/etc/network/interfaces.d/mailha-lo0`` and
         ``/etc/sysctl.d/90-mailha-dr.conf`` so the setup survives a reboot.
+    live
+        Change the running kernel (addresses on lo, /proc/sys). False manages only the files:
+        for rehearsals with a scratch ``mailha_root`` outside a dedicated network namespace.
     """
     ret = glue.state_ret(name)
     try:
         site = glue.site_from_pillar(__pillar__)
         n = glue.this_node(site, __opts__, node)
-        shown = _run(["ip", "-j", "addr", "show", "dev", "lo"])
-        plan = lb.dr_plan(site, n, lb.parse_ip_addr_json(shown), _read_sysctls(),
-                          lo_up=lb.link_is_up(shown))
+        plan = []
+        if live:
+            shown = _run(["ip", "-j", "addr", "show", "dev", "lo"])
+            plan = lb.dr_plan(site, n, lb.parse_ip_addr_json(shown), _read_sysctls(),
+                              lo_up=lb.link_is_up(shown))
         files = []
         if persist:
             for art_id in PERSIST_ARTIFACTS:
@@ -101,7 +106,7 @@ def configured(name, node=None, persist=True):
     for s in plan:
         if s["action"] == "sysctl":
             changes[s["key"]] = {"old": s["old"], "new": s["new"]}
-    for art, path, content, old in files:
+    for art, _path, content, old in files:
         changes[art.path] = {"old": None if old is None else "differs", "new": art.mode,
                              "diff": glue.redacted_diff(old, content, art.path, site.secrets())}
     ret["changes"] = changes

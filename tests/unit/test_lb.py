@@ -1,8 +1,6 @@
 """Load-balancer tier renderers and the direct-routing plan. keepalived's own config test
 (``keepalived -t``) and the notify hook (run by /bin/sh) are exercised for real."""
 import copy
-import json
-import os
 import shutil
 import subprocess
 from pathlib import Path

@@ -5,18 +5,14 @@ the VIP), writes the reboot files under a scratch root; a second apply and test=
 changes; a wrong-tier VIP on lo is removed."""
 import json
 import pathlib
-import sys
 
 import pytest
-import yaml
 
-from salt_mailha.core.model import parse_site
-from tests.integration.lb.conftest import lab_pillar
+from tests.integration.lb.conftest import LocalMinion, lab_pillar
 from tests.support.netns import Lan
 
 pytestmark = pytest.mark.integration
 
-SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
 NET = "10.99.77"
 DB_VIP, MAIL_VIP, DB1 = f"{NET}.22", f"{NET}.21", f"{NET}.15"
 FILES = {"etc/network/interfaces.d/mailha-lo0": 0o644, "etc/sysctl.d/90-mailha-dr.conf": 0o644}
@@ -24,38 +20,13 @@ FILES = {"etc/network/interfaces.d/mailha-lo0": 0o644, "etc/sysctl.d/90-mailha-d
 
 @pytest.fixture
 def node(netns_ok, tmp_path):
-    pillar = lab_pillar(NET)
-    pdir = tmp_path / "pillar"
-    pdir.mkdir()
-    (pdir / "top.sls").write_text("base:\n  '*':\n    - mailha\n")
-    (pdir / "mailha.sls").write_text(yaml.safe_dump(pillar))
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    root = tmp_path / "root"
-    root.mkdir()
-    (conf / "minion").write_text(yaml.safe_dump({
-        "id": "db1-test", "mailha_node": "db1", "file_client": "local",
-        "pillar_roots": {"base": [str(pdir)]}, "file_roots": {"base": [str(tmp_path)]},
-        "root_dir": str(tmp_path / "salt"), "log_file": str(tmp_path / "minion.log"),
-        "log_level_logfile": "debug", "mailha_root": str(root),
-    }))
     lan = Lan("dr", bridge_address=f"{NET}.254/24")
     lan.add_host("db1", f"{DB1}/24")
-    secrets = [s.reveal() for s in parse_site(pillar["mailha"]).secrets()]
+    minion = LocalMinion(tmp_path, lab_pillar(NET), "db1", wrap=lambda argv: lan.argv("db1", argv))
+    root = minion.root
 
     def apply(test=False):
-        argv = [SALT_CALL, "--local", "-c", conf, "--out", "json", "-l", "quiet",
-                "state.single", "mailha_dr.configured", "name=mailha-dr"]
-        proc = lan.run("db1", argv + (["test=True"] if test else []), check=False, timeout=300)
-        log = tmp_path / "minion.log"
-        out = proc.stdout + proc.stderr + (log.read_text() if log.exists() else "")
-        for secret in secrets:
-            assert secret not in out, "a pillar secret leaked into salt-call output or log"
-        try:
-            (ret,) = json.loads(proc.stdout)["local"].values()
-        except (ValueError, KeyError):
-            pytest.fail(f"no state return (rc={proc.returncode}):\n{out}")
-        return ret
+        return minion.state("mailha_dr.configured", test=test, name="mailha-dr")
 
     def live():
         lo = json.loads(lan.run("db1", ["ip", "-j", "addr", "show", "dev", "lo"]).stdout)

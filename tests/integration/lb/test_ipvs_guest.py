@@ -55,7 +55,7 @@ def guest_results(tmp_path_factory):
     pillar = lab_pillar(NET, ldirectord={"checkinterval": 1, "checktimeout": 5, "failurecount": 1})
     pillar["mailha"]["services"] = {"http": {"vip": "mail", "port": 80, "check": "http",
                                              "scheduler": "rr"}}
-    (share / "pillar.yaml").write_text(yaml.safe_dump(pillar))
+    (share / "pillar.yaml").write_text(yaml.safe_dump(pillar, sort_keys=False))
     (share / "guest.sh").write_text(GUEST_SH.format(
         net=NET, vip=VIP, python=sys.executable, driver=HERE / "ipvs_guest.py", share=share))
     vm = qemu_ipvs.IpvsGuest().build()
