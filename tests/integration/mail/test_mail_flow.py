@@ -2,16 +2,22 @@
 Postfix on mail1 (lookups in slapd 1) and is read over IMAPS/POP3S from Dovecot on mail2
 (lookups in slapd 2), both on the one Maildir tree that stands in for the NFS share."""
 import email
+import functools
+import http.server
 import imaplib
 import os
+import pathlib
 import poplib
 import smtplib
 import ssl
+import threading
 import uuid
 
 import ldap3
 import pytest
 
+from salt_mailha.core import health
+from salt_mailha.core.mail import health_page, mail_checks
 from tests.integration.mail.conftest import USER_PASSWORD
 from tests.support.daemon import wait_until
 
@@ -123,28 +129,36 @@ def test_unknown_recipient_and_bad_password_are_refused(mail_cluster):
         assert not s.has_extn("auth"), "AUTH must only be offered after STARTTLS"
 
 
-def test_balancer_checks_answer_on_each_node(mail_cluster):
-    """The ports ldirectord checks (mail_checks) answer with their protocol's greeting."""
+def test_balancer_checks_pass_on_each_node(mail_cluster):
+    """The balancers' checks of each node's mail services (mail_checks: service, check type, port)
+    pass with the health tier's own prober, and the HTTP check finds the health page."""
     c = mail_cluster
-    from salt_mailha.core.mail import mail_checks
-
-    seen = {}
-    for node, services in (("mail1", {"submission"}), ("mail2", {"imaps", "pop3s"})):
+    running = {"mail1": {"submission", "smtps", "imaps", "pop3s"}, "mail2": {"imaps", "pop3s"}}
+    results = {}
+    for node, services in running.items():
         for name, check, _vip_port, port in mail_checks(c.site, c.site.node(node)):
-            if name not in services:
-                continue
-            if check == "smtp":
-                with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
-                    seen[name] = s.noop()[0]
-            elif check == "imaps":
-                m = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=_tls(), timeout=10)
-                seen[name] = m.noop()[0]
-                m.logout()
-            elif check == "pops":
-                p = poplib.POP3_SSL("127.0.0.1", port, context=_tls(), timeout=10)
-                seen[name] = p.getwelcome()[:3]
-                p.quit()
-    assert seen == {"submission": 250, "imaps": "OK", "pop3s": b"+OK"}
+            if name in services:
+                results[(node, name)] = health.probe("127.0.0.1", port, check, timeout=5)
+    assert set(results) == {(n, s) for n, ss in running.items() for s in ss}
+    assert all(r.ok for r in results.values()), {k: r.detail for k, r in results.items()}
+
+    page, content = health_page(c.site)
+    os.makedirs(os.path.dirname(page), exist_ok=True)
+    pathlib.Path(page).write_text(content)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=c.site.mail.web_root)
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ld = c.site.ldirectord
+        port = server.server_address[1]
+        assert health.probe("127.0.0.1", port, "http", timeout=5, http_path="/" + ld.health_page,
+                            http_expect=ld.health_content).ok
+        assert not health.probe("127.0.0.1", port, "http", timeout=5, http_path="/" + ld.health_page,
+                                http_expect="something-else").ok
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_no_password_in_any_log(mail_cluster):
