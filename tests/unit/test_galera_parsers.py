@@ -122,3 +122,9 @@ def test_parse_wsrep_status_without_provider_reads_as_not_in_a_cluster():
 def test_position_parse_rejects(text):
     with pytest.raises(ParseError):
         GaleraPosition.parse(text)
+
+
+def test_parse_wsrep_status_of_a_server_without_wsrep_real():
+    st = parse_wsrep_status(status_rows("status-no-provider.tsv"))
+    assert (st.cluster_status, st.cluster_size, st.ready, st.connected, st.synced) == \
+        ("Disconnected", 0, False, False, False)
