@@ -7,10 +7,10 @@ the ``mailha`` pillar, and leaves every other setting alone.
   ``# BEGIN/END salt-mailha ldap mirrormode`` markers (global part before the first
   ``database``, the rest at the end of the database holding the suffix); ``moduleload
   syncprov`` and the entryCSN/entryUUID indexes only when the file lacks them. The new file is
-  checked with ``slaptest -u`` (in test mode too) before it replaces the old one, then slapd is restarted with
-  ``service.restart`` (on a normal minion: the init system's slapd service).
+  checked with ``slaptest -u`` (in test mode too) before it replaces the old one, then slapd is
+  restarted with ``service.restart`` (on a normal minion: the init system's slapd service).
 * ``cn=config``: the same settings are applied live over LDAP (``ldapi://`` as root with SASL
-  EXTERNAL by default), only where they differ; no restart.
+  EXTERNAL by default, or ``ldap://`` bound as the rootdn), only where they differ; no restart.
 
 The replication credential is compared but never shown: changes and comments are redacted.
 
@@ -75,7 +75,9 @@ def mirrormode(name, config=None, uri=None, service=None, restart=True):
         ``/etc/ldap/slapd.conf``.
     uri
         cn=config URI (cn=config format). ``ldapi://...`` binds as the local root user with
-        SASL EXTERNAL. Default ``config.get mailha_ldap:config_uri`` or Debian's ldapi socket.
+        SASL EXTERNAL; ``ldap://host:port/`` binds as ``mailha:ldap:rootdn`` with its rootpw
+        (cn=config's ``olcAccess`` must grant it ``manage``). Default ``config.get
+        mailha_ldap:config_uri`` or Debian's ldapi socket.
     service
         Service restarted after slapd.conf changed. Default ``config.get mailha_ldap:service``
         or ``slapd``.
@@ -183,7 +185,10 @@ def _write(path, text):
 
 def _cnconfig(ret, site, uri):
     secrets = site.secrets()
-    conn = core_ldap.connect(uri)
+    if uri.startswith("ldapi://"):
+        conn = core_ldap.connect(uri)  # SASL EXTERNAL: the local root user, as Debian's cn=config allows
+    else:  # a bound connection: cn=config's olcAccess must give mailha:ldap:rootdn manage
+        conn = core_ldap.connect(uri, site.ldap.rootdn, site.ldap.rootpw)
     try:
         live = core_ldap.read_cnconfig(conn, site.ldap.suffix)
         ops = core_ldap.plan_cnconfig(core_ldap.desired_cnconfig(site), live)

@@ -48,13 +48,14 @@ def iredmail_like_conf(workdir, suffix, rootdn, rootpw, config_db=False):
     """A slapd.conf shaped like the one iRedMail writes (samples/openldap/slapd.conf): schemas,
     modules, global ACLs, a monitor database, then the mdb database with iRedMail's indexes.
     ``config_db`` adds ``database config`` with root access over ldapi (SASL EXTERNAL), as
-    Debian's default cn=config has, for converting to slapd.d."""
+    Debian's default cn=config has, plus manage access for ``rootdn`` (a bound connection), for
+    converting to slapd.d."""
     w = pathlib.Path(workdir)
     config = ""
     if config_db:
         config = ("database config\n"
                   "access to * by dn.exact=gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth manage"
-                  " by * break\n\n")
+                  f' by dn.exact="{rootdn}" manage by * break\n\n')
     return f"""# Schemas.
 include     /etc/ldap/schema/core.schema
 include     /etc/ldap/schema/cosine.schema

@@ -50,7 +50,7 @@ def example_pillar(port, config_format):
 class SaltNode:
     """``salt-call --local`` for one mail node: own config dir, pillar, log file (debug)."""
 
-    def __init__(self, root, node_id, pillar, slapd):
+    def __init__(self, root, node_id, pillar, slapd, config_uri=None):
         self.root = pathlib.Path(root)
         self.id = node_id
         conf = self.root / "conf"
@@ -72,7 +72,7 @@ class SaltNode:
             "providers": {"service": "slapdsvc"},
             "mailha_test_services": {"slapd": str(slapd.instance_file)},
             "mailha_test_repo": str(REPO),
-            "mailha_ldap": {"slapd_conf": str(slapd.conf), "config_uri": slapd.ldapi_url, "service": "slapd"},
+            "mailha_ldap": {"slapd_conf": str(slapd.conf), "config_uri": config_uri or slapd.ldapi_url, "service": "slapd"},
         }
         (conf / "minion").write_text(yaml.safe_dump(opts))
         self.conf = conf
@@ -110,7 +110,10 @@ class MirrorPair:
         self.repl_password = ldap["replication"]["credentials"]
         mode = "cnconfig" if config_format == "cn=config" else "conf"
         self.slapd = {n: Slapd(self.tmp / n / "slapd", a, self.port, mode) for n, a in NODES.items()}
-        self.salt = {n: SaltNode(self.tmp / n / "salt", n, self.pillar, self.slapd[n]) for n in NODES}
+        # cn=config: mail1 is changed over ldapi as root (SASL EXTERNAL), mail2 over ldap:// bound
+        # as the rootdn: the two ways the state reaches cn=config
+        self.salt = {n: SaltNode(self.tmp / n / "salt", n, self.pillar, self.slapd[n],
+                                 self.slapd[n].url if n == "mail2" else None) for n in NODES}
 
     @classmethod
     def build(cls, tmp_path, config_format):
