@@ -22,9 +22,10 @@ NET = "10.99.77"
 VIPS = {f"{NET}.21", f"{NET}.22"}
 
 
-@pytest.fixture
-def pair(netns_ok, tmp_path):
-    site = load_site(lab_pillar(NET, keepalived={"advert_int": 0.1, "vrrp_version": 3}))
+@pytest.fixture(params=[False, True], ids=["multicast", "unicast"])
+def pair(request, netns_ok, tmp_path):
+    site = load_site(lab_pillar(NET, keepalived={"advert_int": 0.1, "vrrp_version": 3,
+                                                 "unicast": request.param}))
     lan = Lan("ka", bridge_address=f"{NET}.254/24")  # the switch namespace is the client
     daemons = {}
     try:
@@ -39,6 +40,7 @@ def pair(netns_ok, tmp_path):
             hook.write_text(lb.render_keepalived_notify(site, node, salt_call=str(recorder)))
             conf = d / "keepalived.conf"
             conf.write_text(lb.render_keepalived_conf(site, node, notify_script=str(hook)))
+            assert ("unicast_peer" in conf.read_text()) is site.keepalived.unicast
             for f in (recorder, hook):
                 f.chmod(0o755)
             daemons[name] = Daemon(name, lan.argv(name, [
