@@ -4,7 +4,9 @@
 
 A mirror pair (slapd.conf form) configured by the mailha.ldap state; ``ldapsearch`` output of
 contextCSN before mirror mode, in agreement, and with mail2 down while mail1 took writes;
-cn=config's olcSyncrepl as slapd returns it (it holds only the example's placeholder password).
+cn=config's olcSyncrepl as slapd returns it, and as ``slaptest -F`` converts our slapd.conf block
+(both hold only the example's placeholder password). tests/unit/test_ldap.py pins values from
+these files (CSNs, the lag between them): update those asserts after a re-capture.
 """
 import pathlib
 import subprocess
@@ -13,7 +15,10 @@ import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
 
+from salt_mailha.core import ldap as core_ldap  # noqa: E402
 from tests.integration.ldap.fixtures import MirrorPair  # noqa: E402
+from tests.support.slapd import SLAPADD, SLAPTEST, iredmail_like_conf  # noqa: E402
+from tests.unit.test_ldap import site_from  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -58,6 +63,29 @@ def main():
             (HERE / "cnconfig-database-readback.ldif").write_text(out.replace(str(s.dir), "/srv/slapd"))
         finally:
             pair.stop()
+        converted(pathlib.Path(tmp) / "convert")
+
+
+def converted(work):
+    """The example site's block merged into the iRedMail-like slapd.conf, converted by slaptest."""
+    (work / "db").mkdir(parents=True)
+    (work / "slapd.d").mkdir()
+    conf = work / "slapd.conf"
+    conf.write_text(core_ldap.merge_slapd_conf(
+        iredmail_like_conf(work, "dc=example,dc=net", "cn=Manager,dc=example,dc=net", "pw"), site_from()))
+    subprocess.run([SLAPADD, "-f", str(conf), "-b", "dc=example,dc=net", "-l", "/dev/null"], check=True,
+                   capture_output=True)
+    subprocess.run([SLAPTEST, "-Q", "-f", str(conf), "-F", str(work / "slapd.d")], check=True, capture_output=True)
+    db = (work / "slapd.d" / "cn=config" / "olcDatabase={2}mdb.ldif").read_text().splitlines()
+    keep, out = False, ["dn: olcDatabase={2}mdb,cn=config"]
+    for line in db:
+        if not line.startswith(" "):
+            keep = line.split(":")[0] in ("olcSyncrepl", "olcMultiProvider", "olcDbIndex")
+        if keep:
+            out.append(line)
+    top = (work / "slapd.d" / "cn=config.ldif").read_text().splitlines()
+    out += [line for line in top if line.startswith("olcServerID")]
+    (HERE / "cnconfig-converted-by-slaptest.ldif").write_text("\n".join(out) + "\n")
 
 
 if __name__ == "__main__":
