@@ -46,14 +46,13 @@ class Minion:
             "file_roots": {"base": [str(REPO / "states")]},
             "pillar_roots": {"base": [str(pillar_dir)]},
             "root_dir": str(base / "salt"),
-            "log_file": str(self.log),
-            "log_level_logfile": "debug",
             "mailha_root": str(self.root),
         }))
 
     def run(self, *args):
         proc = subprocess.run(
-            [str(SALT_CALL), "--local", "-c", str(self.conf), "--out", "json", "-l", "quiet", *args],
+            [str(SALT_CALL), "--local", "-c", str(self.conf), "--out", "json", "-l", "quiet",
+             f"--log-file={self.log}", "--log-file-level=debug", *args],
             capture_output=True, text=True, timeout=300,
         )
         self.last_output = proc.stdout + proc.stderr
