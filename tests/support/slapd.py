@@ -133,10 +133,10 @@ class Slapd:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.address, self.port, self.mode = address, port, mode
         self.url = f"ldap://{address}:{port}/"
-        # unix socket paths are limited to 107 bytes: keep it short, outside tmp_path
-        self._sockdir = tempfile.mkdtemp(prefix="mh-slapd-")
-        self.ldapi_path = os.path.join(self._sockdir, "ldapi")
-        self.ldapi_url = "ldapi://" + urllib.parse.quote(self.ldapi_path, safe="")
+        # unix socket paths are limited to 107 bytes: keep it short, outside tmp_path (cn=config only)
+        self._sockdir = tempfile.mkdtemp(prefix="mh-slapd-") if mode == "cnconfig" else None
+        self.ldapi_path = os.path.join(self._sockdir, "ldapi") if self._sockdir else None
+        self.ldapi_url = "ldapi://" + urllib.parse.quote(self.ldapi_path, safe="") if self._sockdir else None
         self.conf = self.dir / "slapd.conf"
         self.slapd_d = self.dir / "slapd.d"
         self.pidfile = self.dir / "slapd.pid"
@@ -210,7 +210,8 @@ class Slapd:
 
     def cleanup(self):
         self.stop()
-        shutil.rmtree(self._sockdir, ignore_errors=True)
+        if self._sockdir:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
 
 
 def _suffix_of(conf_text):

@@ -72,7 +72,8 @@ class SaltNode:
             "providers": {"service": "slapdsvc"},
             "mailha_test_services": {"slapd": str(slapd.instance_file)},
             "mailha_test_repo": str(REPO),
-            "mailha_ldap": {"slapd_conf": str(slapd.conf), "config_uri": config_uri or slapd.ldapi_url, "service": "slapd"},
+            "mailha_ldap": {k: v for k, v in (("slapd_conf", str(slapd.conf)), ("service", "slapd"),
+                                              ("config_uri", config_uri or slapd.ldapi_url)) if v},
         }
         (conf / "minion").write_text(yaml.safe_dump(opts))
         self.conf = conf
