@@ -213,7 +213,10 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
     mdir = _maintenance_dir(maintenancedir)
     if os.path.isdir(mdir):
         removed = []
-        names = [address] if port is None else [ipvs.endpoint(address, int(port))]
+        if port is None:  # the whole server: its per-port drains go too
+            names = [address] + [f for f in os.listdir(mdir) if f.startswith(address + ":")]
+        else:
+            names = [ipvs.endpoint(address, int(port))]
         for name in names:
             path = os.path.join(mdir, name)
             if os.path.exists(path):
