@@ -144,8 +144,24 @@ def _kill_all(lab):
     assert all(m.pid() is None for m in lab.members)
 
 
+ACKED = []  # inserts acknowledged just before every member was killed (checked after recovery)
+
+
 def test_recovery_refuses_while_a_member_is_unreachable(lab):
+    lab.wait_synced(size=3, timeout=30)
+    writer = Writer([lab.member("db2")])
+    writer.start()
+    time.sleep(1)
+    # db1 dies first and misses what follows: the survivors end with higher seqnos than db1
+    lab.member("db1").kill9()
+    deadline = time.monotonic() + 20
+    while int(lab.member("db2").status().get("wsrep_cluster_size", 0)) != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
     _kill_all(lab)
+    writer.stop()
+    assert writer.acked
+    ACKED.extend(writer.acked)
     ask = lambda node: None if node == "db3" else lab.ask(node)  # noqa: E731 - db3's minion is "down"
     res = recover_cluster(BootstrapPolicy(MEMBERS, "db1"), ask, lab.act, apply=True)
     assert res["result"] is False and res["plan"]["kind"] == "refuse"
@@ -182,30 +198,20 @@ def test_recovery_refuses_mismatched_uuids_naming_the_node(lab):
 
 
 def test_recovery_after_all_killed_bootstraps_the_highest_seqno_and_keeps_every_insert(lab):
-    assert all(m.pid() is None for m in lab.members)
-    # bring it back once to have a writer running when everything dies
-    res = recover_cluster(BootstrapPolicy(MEMBERS, "db1"), lab.ask, lab.act, apply=True)
-    assert res["result"] is True, res
-    lab.wait_synced(size=3, timeout=60)
-    writer = Writer([lab.member("db2")])
-    writer.start()
-    time.sleep(1.5)
-    _kill_all(lab)
-    writer.stop()
-    assert writer.acked
-
+    assert all(m.pid() is None for m in lab.members) and ACKED
     res = recover_cluster(BootstrapPolicy(MEMBERS, "db1"), lab.ask, lab.act, apply=True)
     assert res["result"] is True, res
     seqnos = {m: int(p["position"].rsplit(":", 1)[1]) for m, p in res["positions"].items()}
     chosen = res["plan"]["node"]
     assert seqnos[chosen] == max(seqnos.values())
+    assert seqnos["db1"] < seqnos[chosen] and chosen != "db1", "pillar order must not beat a higher seqno"
     assert [(a["node"], a["action"]) for a in res["applied"]][0] == (chosen, "bootstrap")
     assert all(a["ok"] for a in res["applied"])
     lab.wait_synced(size=3, timeout=60)
     uuids = {m.status()["wsrep_cluster_state_uuid"] for m in lab.members}
     assert uuids == {res["plan"]["steps"][0]["position"].split(":")[0]}, "history lost: a new state UUID"
     for m in lab.members:
-        assert set(writer.acked) <= rows(m), f"{m.id} lacks acknowledged inserts"
+        assert set(ACKED) <= rows(m), f"{m.id} lacks acknowledged inserts"
 
 
 def test_recovery_refuses_to_bootstrap_next_to_a_live_primary(lab):
