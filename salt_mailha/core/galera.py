@@ -512,7 +512,7 @@ def recover_cluster(policy, ask, act, apply=False, parallel_joins=True):
 
     members = tuple(policy.members)
     with ThreadPoolExecutor(max(1, len(members))) as pool:  # --wsrep-recover runs on all at once
-        answers = dict(zip(members, pool.map(safe_ask, members)))
+        answers = dict(zip(members, pool.map(safe_ask, members), strict=True))
     reports = {m: report_from_answer(m, answers[m]) for m in members}
     action, reason = choose_bootstrap_node(reports, policy)
     out = {

@@ -238,7 +238,7 @@ def _log_tail(inst, since, lines=8):
             text = f.read().decode(errors="replace")
     except OSError:
         return ""
-    errors = [l for l in text.splitlines() if "[ERROR]" in l]
+    errors = [ln for ln in text.splitlines() if "[ERROR]" in ln]
     return "\n".join(errors[-lines:])
 
 

@@ -3,7 +3,12 @@
 import pytest
 
 from salt_mailha.core.galera import (
-    ZERO_UUID, BootstrapPolicy, GaleraPosition, NodeReport, WsrepStatus, choose_bootstrap_node,
+    ZERO_UUID,
+    BootstrapPolicy,
+    GaleraPosition,
+    NodeReport,
+    WsrepStatus,
+    choose_bootstrap_node,
 )
 
 U = "d84ce8f4-e8c9-11f1-876c-fa62e30020a8"

@@ -7,7 +7,11 @@ import pytest
 
 from salt_mailha.core.errors import ParseError
 from salt_mailha.core.galera import (
-    ZERO_UUID, GaleraPosition, parse_grastate, parse_recovered_position, parse_wsrep_status,
+    ZERO_UUID,
+    GaleraPosition,
+    parse_grastate,
+    parse_recovered_position,
+    parse_wsrep_status,
     set_safe_to_bootstrap,
 )
 
@@ -60,8 +64,8 @@ def test_set_safe_to_bootstrap_changes_only_that_line():
     text = read("grastate-allkilled-n2.dat")
     new = set_safe_to_bootstrap(text)
     assert parse_grastate(new).safe_to_bootstrap is True
-    assert [l for l in new.splitlines() if not l.startswith("safe_to_bootstrap")] == \
-           [l for l in text.splitlines() if not l.startswith("safe_to_bootstrap")]
+    assert [ln for ln in new.splitlines() if not ln.startswith("safe_to_bootstrap")] == \
+           [ln for ln in text.splitlines() if not ln.startswith("safe_to_bootstrap")]
     assert parse_grastate(set_safe_to_bootstrap(new, False)).safe_to_bootstrap is False
 
 

@@ -21,7 +21,7 @@ def example(**galera):
 
 
 def lines(text):
-    return [l.strip() for l in text.splitlines()]
+    return [ln.strip() for ln in text.splitlines()]
 
 
 def test_cnf_pins_node_and_sst_address_to_the_private_address_never_the_vip():
@@ -62,7 +62,7 @@ def test_evs_timeouts_and_instances_render():
                            "datadir": "/srv/g/db1/data", "socket": "/srv/g/db1/sock"}},
     ))
     text = render_galera_cnf(site, site.node("db1"))
-    opts = next(l for l in lines(text) if l.startswith("wsrep_provider_options"))
+    opts = next(ln for ln in lines(text) if ln.startswith("wsrep_provider_options"))
     assert "evs.suspect_timeout=PT1S;evs.inactive_timeout=PT2S;evs.inactive_check_period=PT0.3S;" \
            "evs.keepalive_period=PT0.25S;evs.install_timeout=PT2S;evs.join_retrans_period=PT0.5S" in opts
     assert "gmcast.listen_addr=tcp://10.1.1.15:45671" in opts and "ist.recv_addr=10.1.1.15:45681" in opts

@@ -39,7 +39,7 @@ def assert_no_secret_anywhere(lab):
 
 def test_test_mode_on_fresh_nodes_predicts_and_touches_nothing(lab):
     results = lab.apply_all(test=True)
-    for node, (rc, ret) in results.items():
+    for _node, (_rc, ret) in results.items():
         st = states(ret)
         assert all(r["result"] is None for r in st.values()), st
         assert st["mailha-galera-cnf"]["comment"].startswith("would create")
@@ -66,7 +66,7 @@ def test_concurrent_apply_bootstraps_exactly_once_and_forms_three_synced(lab):
 
 def test_second_apply_reports_no_changes_in_both_modes(lab):
     for test in (True, False):
-        for node, (rc, ret) in lab.apply_all(test=test).items():
+        for _node, (rc, ret) in lab.apply_all(test=test).items():
             st = states(ret)
             assert rc == 0, st
             assert all(r["result"] is True and not r["changes"] for r in st.values()), st

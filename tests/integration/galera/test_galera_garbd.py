@@ -23,7 +23,7 @@ def test_two_data_members_and_garbd_survive_the_loss_of_one(garbd_lab):
     (r,) = states(ret).values()
     assert r["result"] is None and r["comment"] == "would start garbd" and arb.garbd_pid() is None
 
-    for node, (rc, ret) in lab.apply_all().items():
+    for _node, (rc, ret) in lab.apply_all().items():
         assert rc == 0 and all(r["result"] is True for r in states(ret).values()), ret
     rc, ret = arb.apply("mailha.garbd")
     (r,) = states(ret).values()

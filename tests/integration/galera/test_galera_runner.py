@@ -3,9 +3,9 @@ state.apply mailha.galera`` forms the cluster, and ``salt-run mailha.galera_reco
 process, RunnerClient on the master's config) plans, then carries out, the recovery of a cluster
 whose members were all killed."""
 
-import pytest
-
 import time
+
+import pytest
 
 from tests.integration.galera.harness import REPO, SECRETS, Writer, prepare_table, rows
 
@@ -43,7 +43,7 @@ def test_salt_state_apply_on_all_then_galera_recover(lab, salted):
     ret = client.cmd(ids, "state.apply", ["mailha.galera"], tgt_type="list", timeout=300)
     assert set(ret) == set(ids), ret
     actions = []
-    for node, states in ret.items():
+    for states in ret.values():
         assert isinstance(states, dict), states
         assert all(r["result"] is True for r in states.values()), states
         actions += [r["changes"]["new"]["action"] for k, r in states.items() if "synced" in k]
