@@ -56,7 +56,7 @@ def _describe(step):
     return f"set {step['key']} = {step['new']} (was {step['old']})"
 
 
-def configured(name, node=None, persist=True, live=True):
+def configured(name, node=None, persist=True, live=None):
     """Make this node a DR real server of exactly the VIPs the model gives it.
 
     name
@@ -69,7 +69,10 @@ def configured(name, node=None, persist=True, live=True):
     live
         Change the running kernel (addresses on lo, /proc/sys). False manages only the files:
         for rehearsals with a scratch ``mailha_root`` outside a dedicated network namespace.
+        Default: minion config ``mailha_live`` (default True).
     """
+    if live is None:
+        live = __opts__.get("mailha_live", True)
     ret = glue.state_ret(name)
     try:
         site = glue.site_from_pillar(__pillar__)
