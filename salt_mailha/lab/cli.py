@@ -14,9 +14,12 @@ def main(argv=None):
     drill = sub.add_parser("drill", help="fail each node in turn and check what survives")
     drill.add_argument("--mode", choices=("link", "kill"), default="link",
                        help="link: cut the node's cables at the bridge (default); "
-                            "kill: stop its container and boot it again")
+                            "kill: SIGKILL the container's init (a power cut), then boot it again")
     drill.add_argument("--nodes", help="comma-separated subset of nodes (default: all)")
-    drill.add_argument("--recover-timeout", type=float, default=120.0)
+    drill.add_argument("--failover-timeout", type=float, default=30.0,
+                       help="seconds a check may take to pass again while the node is down")
+    drill.add_argument("--recover-timeout", type=float, default=120.0,
+                       help="seconds the node's minion may take to answer after it is back")
     sub.add_parser("down", help="remove everything the lab made (safe to run twice)")
     args = parser.parse_args(argv)
 
@@ -34,7 +37,8 @@ def main(argv=None):
                 from salt_mailha.lab.drill import Drill
 
                 nodes = args.nodes.split(",") if args.nodes else None
-                return Drill(lab).run(args.mode, nodes, args.recover_timeout)
+                return Drill(lab, failover_timeout=args.failover_timeout).run(
+                    args.mode, nodes, args.recover_timeout)
             return lab.down()
     except StepFailed as exc:
         print(f"mailha-lab {args.command}: FAILED at {exc}", file=sys.stderr)

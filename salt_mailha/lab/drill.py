@@ -8,6 +8,7 @@ bring the node back, wait for its minion, and check again.
 """
 import dataclasses
 import json
+import secrets
 import sys
 import time
 
@@ -17,6 +18,7 @@ from salt_mailha.lab import network
 from salt_mailha.lab.report import seconds, table
 from salt_mailha.lab.util import run
 
+DRILL_DB_USER = "labdrill"
 IPVS_REASON = ("needs IPVS: the host kernel has none, so no container can direct traffic for a "
                "VIP (the qemu IPVS director stage is not wired into the lab yet)")
 
@@ -41,8 +43,9 @@ def probe(request):
         return {"ok": False, "detail": f"probe crashed: {proc.stderr.strip()[-200:]}"}
 
 
-def build_checks(site):
-    """The checks this site's topology calls for (pure: from the model only)."""
+def build_checks(site, drill_db_password=None):
+    """The checks this site's topology calls for (pure: from the model and the drill's own
+    database account, which the formula does not create)."""
     checks = []
     pub = lambda n: n.address("public") or next(iter(n.addresses.values()))  # noqa: E731
     for vip in site.vips.values():
@@ -61,19 +64,19 @@ def build_checks(site):
                             {"kind": "imap", "hosts": [pub(n) for n in mail], "port": 143},
                             needs=tuple(n.id for n in mail)))
     g = site.galera
-    if g is not None:
+    if g is not None and drill_db_password:
         members = site.nodes_with("db")
         checks.append(Check("sql write on a db member", "db", {
             "kind": "sql_write", "hosts": [n.address(g.network) for n in members],
-            "port": 3306, "user": g.monitor.user, "password": g.monitor.password.reveal(),
-            "database": g.monitor.database}, needs=tuple(n.id for n in members)))
+            "port": 3306, "user": DRILL_DB_USER, "password": drill_db_password,
+            "database": DRILL_DB_USER}, needs=tuple(n.id for n in members)))
     ld = site.ldap
-    if ld is not None and ld.servers:
-        hosts = [site.node(s.node).address(ld.network) for s in ld.servers]
+    if ld is not None:
+        servers = [s.node for s in ld.servers] or [n.id for n in site.nodes_with("mail")]
         checks.append(Check("ldap write on a server", "ldap", {
-            "kind": "ldap_write", "hosts": hosts, "port": ld.port, "binddn": ld.rootdn,
-            "password": ld.rootpw.reveal(), "suffix": ld.suffix},
-            needs=tuple(s.node for s in ld.servers)))
+            "kind": "ldap_write", "hosts": [site.node(n).address(ld.network) for n in servers],
+            "port": ld.port, "binddn": ld.rootdn, "password": ld.rootpw.reveal(),
+            "suffix": ld.suffix}, needs=tuple(servers)))
     d = site.dns
     if d is not None and d.servers:
         s = d.servers[0]
@@ -89,11 +92,13 @@ def expected_mx(site, down):
     return sorted(site.node(n).fqdn or f"{n}.{site.domain}" for n in site.dns.mx if n != down)
 
 
-def evaluate(check, site, down):
-    """One probe of ``check`` with node ``down`` out of service -> (ok, detail)."""
+def evaluate(check, site, down, only=None):
+    """One probe of ``check`` with node ``down`` out of service -> (ok, detail). With ``only``
+    (a node the check talks to), that node alone must pass: it is back in service."""
     req = dict(check.request)
     if check.needs and "hosts" in req:
-        keep = [h for h, n in zip(req["hosts"], check.needs, strict=True) if n != down]
+        keep = [h for h, n in zip(req["hosts"], check.needs, strict=True)
+                if n != down and (only is None or n == only or only not in check.needs)]
         req["hosts"] = keep
         if not keep:
             return False, "every node of this tier is down"
@@ -124,7 +129,7 @@ class Drill:
         unknown = sorted(set(only or ()) - set(names))
         if unknown:
             raise CommandFailed(f"--nodes {','.join(unknown)}: not a lab node ({', '.join(names)})")
-        checks = build_checks(site)
+        checks = build_checks(site, self._drill_db_account(site))
         active, rows = [], []
         self.say(f"baseline: {len(checks)} checks on the healthy lab")
         for c in checks:
@@ -136,7 +141,7 @@ class Drill:
                 active.append(c)
             else:
                 rows.append(["*", c.name, f"skipped: {c.tier} tier not working before the "
-                             f"drill ({detail[:120]})", "-", "-"])
+                             f"drill ({detail[:90]})", "-", "-"])
         self.say(f"baseline: {len(active)} active, {len(checks) - len(active)} skipped")
         failures = 0
         for name in only or names:
@@ -144,7 +149,7 @@ class Drill:
             node = self.lab.node(name)
             t_fail = time.monotonic()
             self._fail(node, name, mode, nets)
-            gone = master.salt(name, "test.ping", timeout=3).get(name) is not True
+            gone = not self._pingable(site.node(name))
             rows.append([name, "node unreachable", "pass" if gone else "FAIL", "-", "-"])
             failures += not gone
             results = {}
@@ -159,33 +164,68 @@ class Drill:
             failures += not back
             for c in active:
                 ok_down, took, detail = results[c.name]
-                ok_after, _t, detail_after = self._until_pass(c, site, None, time.monotonic())
+                ok_after, _t, detail_after = self._until_pass(c, site, None, time.monotonic(),
+                                                              only=name)
                 rows.append([name, c.name, "pass" if ok_down else f"FAIL ({detail[:80]})",
                              seconds(took) if ok_down else "-",
                              "pass" if ok_after else f"FAIL ({detail_after[:80]})"])
                 failures += (not ok_down) + (not ok_after)
-        print(table(["node", "check", "while down", "recovered in", "after return"], rows),
+        print(table(["node", "check", "while down", "recovered in", "after return (node itself)"], rows),
               file=self.out, flush=True)
         self.say(f"drill ({mode}): {failures} failure(s); total {time.monotonic() - self.t0:.1f}s")
         return 0 if failures == 0 else 2
 
-    def _until_pass(self, check, site, down, since):
+    @staticmethod
+    def _pingable(node):
+        """Does any of ``node``'s addresses answer ICMP from the client namespace?"""
+        for addr in node.addresses.values():
+            proc = run(["ip", "netns", "exec", network.netns(network.CLIENT), "ping", "-c", "1",
+                        "-W", "1", addr], check=False, capture=True, timeout=10)
+            if proc.returncode == 0:
+                return True
+        return False
+
+    def _drill_db_account(self, site):
+        """A writer account for the SQL check, created through the first db member that runs
+        mariadb (root over the unix socket; the SQL goes in on stdin, never in argv). Galera
+        replicates it. Returns its password, or None when no member took it."""
+        pw_file = self.lab.run_dir / "drill-db-password"
+        if not pw_file.exists():
+            pw_file.touch(mode=0o600)
+            pw_file.write_text(secrets.token_hex(12))
+        password = pw_file.read_text().strip()
+        sql = (f"CREATE DATABASE IF NOT EXISTS {DRILL_DB_USER};\n"
+               f"CREATE USER IF NOT EXISTS '{DRILL_DB_USER}'@'%' IDENTIFIED BY '{password}';\n"
+               f"GRANT ALL ON {DRILL_DB_USER}.* TO '{DRILL_DB_USER}'@'%';\n")
+        for n in site.nodes_with("db"):
+            node = self.lab.node(n.id)
+            leader = node.leader()
+            if not leader:
+                continue
+            proc = run(["nsenter", "-t", leader, "-a", "--", "mysql", "--batch"], capture=True,
+                       check=False, timeout=30, input=sql)
+            if proc.returncode == 0:
+                return password
+            self.say(f"drill db account not created on {n.id}: {proc.stderr.strip()[:120]}")
+        return None
+
+    def _until_pass(self, check, site, down, since, only=None):
         deadline = time.monotonic() + self.failover_timeout
         while True:
-            ok, detail = evaluate(check, site, down)
+            ok, detail = evaluate(check, site, down, only)
             if ok or time.monotonic() >= deadline:
                 return ok, time.monotonic() - since, detail
             time.sleep(self.interval)
 
     def _fail(self, node, name, mode, nets):
-        if mode == "link":
-            network.set_link(name, False, nets)
-        else:
-            node.stop(log=self.lab.run_dir / "logs" / "drill.log")
+        if mode == "kill":
+            node.crash(log=self.lab.run_dir / "logs" / "drill.log")
+        # a dead host takes its addresses with it; its namespace would still answer otherwise
+        network.set_link(name, False, nets)
 
     def _restore(self, node, name, mode, nets, pillar):
+        network.set_link(name, True, nets)
         if mode == "link":
-            network.set_link(name, True, nets)
             return
         log = self.lab.run_dir / "logs" / "drill.log"
         node.prepare(self.lab.identity(pillar, nets[0][2]), log)

@@ -156,6 +156,19 @@ class Node:
         self.pidfile.unlink(missing_ok=True)
         self.unmount(log)
 
+    def crash(self, log, timeout=30):
+        """Power cut: SIGKILL the container's PID 1 (its whole PID namespace dies with it),
+        then let nspawn exit and unmount."""
+        leader = self.leader()
+        if leader:
+            os.kill(leader, signal.SIGKILL)
+        pid = self.pid()
+        deadline = time.monotonic() + timeout
+        while pid and pid_alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.2)
+        self.stop(log, timeout=5)  # whatever is left: SIGTERM, SIGKILL, unmount
+
     def unmount(self, log):
         for _ in range(3):
             if not mounted(self.merged):

@@ -29,8 +29,17 @@ def summarize_state_return(ret):
 
 
 def _first_line(text, limit=160):
-    text = str(text).strip()
-    line = text.splitlines()[0] if text else ""
+    """The informative line of a comment: a traceback's last line; a heading ending in ':'
+    joined with the line after it."""
+    lines = [li.strip() for li in str(text).strip().splitlines() if li.strip()]
+    if not lines:
+        return ""
+    if lines[0].startswith("An exception occurred") or lines[0].startswith("Traceback"):
+        line = lines[-1]
+    elif lines[0].endswith(":") and len(lines) > 1:
+        line = f"{lines[0]} {lines[1].lstrip('- ')}"
+    else:
+        line = lines[0]
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

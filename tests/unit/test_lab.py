@@ -140,7 +140,15 @@ def test_write_pillar_roots_is_private(tmp_path, lab):
       "s2": {"result": False, "comment": "first", "__id__": "early", "__run_num__": 2}},
      "failed", "first: early: first"),
     ({"s": {"result": None, "changes": {}, "__run_num__": 0}}, "ok", "1 states"),
-], ids=["no-return", "render-error", "ok", "first-failure-by-run-order", "test-mode-none"])
+    ({"s": {"result": False, "__id__": "x", "__run_num__": 0, "comment":
+            "An exception occurred in this state: Traceback (most recent call last):\n  File x\n"
+            "salt.exceptions.CommandExecutionError: No such file or directory: 'exportfs'\n"}},
+     "failed", "x: salt.exceptions.CommandExecutionError: No such file or directory: 'exportfs'"),
+    ({"s": {"result": False, "__id__": "y", "__run_num__": 0, "comment":
+            "invalid mailha pillar (1 problem(s)):\n  - pillar mailha:ldap:port: bad"}},
+     "failed", "y: invalid mailha pillar (1 problem(s)): pillar mailha:ldap:port: bad"),
+], ids=["no-return", "render-error", "ok", "first-failure-by-run-order", "test-mode-none",
+        "traceback-last-line", "heading-joined"])
 def test_summarize_state_return(ret, verdict, detail):
     got_verdict, got_detail = summarize_state_return(ret)
     assert got_verdict == verdict
@@ -159,7 +167,7 @@ def test_table_pads_columns_and_rules_header():
 # ------------------------------------------------------------------ drill plan
 def test_drill_checks_cover_tiers_and_skip_ipvs_up_front(lab):
     site = load_site(lab)
-    checks = drill.build_checks(site)
+    checks = drill.build_checks(site, "drill-pw")
     names = [c.name for c in checks]
     assert "smtp:25 on a mail node" in names and "sql write on a db member" in names
     vip_checks = [c for c in checks if c.name.startswith("vip ")]

@@ -1,0 +1,48 @@
+"""Timings of the lab: ``up`` (cold with --cold: the cached base tree is removed first), ``up``
+again on a running lab, a drill, ``down``. Prints one line per phase; asserts nothing.
+
+    sudo .venv/bin/python bench/lab.py [--cold] [--drill-nodes lb2,mail2] [--mode link|kill]
+"""
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+
+from salt_mailha.lab.util import CACHE_DIR
+
+CLI = [sys.executable, "-m", "salt_mailha.lab.cli"]
+
+
+def timed(*args):
+    t = time.monotonic()
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True)
+    took = time.monotonic() - t
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:]
+    print(f"{' '.join(args):<28} exit {proc.returncode}  {took:7.1f}s  | {tail[0] if tail else ''}",
+          flush=True)
+    return proc
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cold", action="store_true", help="remove the cached base tree first")
+    ap.add_argument("--drill-nodes", default="", help="comma-separated; empty: every node")
+    ap.add_argument("--mode", default="link", choices=("link", "kill"))
+    ap.add_argument("--no-drill", action="store_true")
+    args = ap.parse_args()
+    timed("down")
+    if args.cold:
+        for p in ("base", "base.new", "base.stamp.json"):
+            path = CACHE_DIR / p
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    timed("up")
+    timed("up")
+    if not args.no_drill:
+        extra = ["--nodes", args.drill_nodes] if args.drill_nodes else []
+        print(timed("drill", "--mode", args.mode, *extra).stdout)
+    timed("down")
+
+
+if __name__ == "__main__":
+    main()
