@@ -8,8 +8,11 @@ import imaplib
 import os
 import pathlib
 import poplib
+import shutil
 import smtplib
+import socket
 import ssl
+import subprocess
 import threading
 import uuid
 
@@ -18,8 +21,12 @@ import pytest
 
 from salt_mailha.core import health
 from salt_mailha.core.mail import health_page, mail_checks
+from salt_mailha.core.model import parse_site
+from tests.integration.ldap.fixtures import NODES, example_pillar
+from tests.integration.mail import conftest
 from tests.integration.mail.conftest import USER_PASSWORD
 from tests.support.daemon import wait_until
+from tests.support.slapd import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +187,46 @@ def test_ldap_lookup_bind_is_the_configured_dn(mail_cluster):
     slapd = c.pair.slapd["mail1"]
     with pytest.raises(ldap3.core.exceptions.LDAPBindError):  # iRedMail's ACL: no anonymous bind
         ldap3.Connection(ldap3.Server(slapd.address, port=slapd.port), auto_bind=True)
+
+
+def test_guard_keeps_real_dovecot_stopped_until_the_share_is_mounted(tmp_path):
+    """``share not mounted -> services not started`` with the real daemon: the same states as the
+    cluster's, on a node whose vmail path is a plain directory; then a tmpfs (standing for NFS) is
+    mounted there and the next apply starts Dovecot."""
+    missing = conftest._missing()
+    if missing:
+        pytest.skip(f"mail tier needs {', '.join(missing)}: run scripts/setup-host.sh as root")
+    base = conftest._traversable_dir("mailha-guard-")
+    ports = {n: {"smtp_port": free_port(), "submission_port": free_port(), "smtps_port": free_port(),
+                 "imaps_port": free_port(), "pop3s_port": free_port()} for n in NODES}
+    pillar = conftest.mail_pillar(example_pillar(free_port(), "slapd.conf"), base, ports)
+    site = parse_site(pillar["mailha"])
+    vmail = pathlib.Path(site.mail.vmail.path)
+    vmail.mkdir(mode=0o755)
+    (base / "tls").mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
+                    "-keyout", str(base / "tls" / "key.pem"), "-out", str(base / "tls" / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    conftest.package_dirs(site, "mail2")
+    node = conftest.MailNode(site, "mail2", pillar, base, ("dovecot",))
+    imaps = site.mail.instance("mail2").imaps_port
+    try:
+        ret = node.apply(test=True)
+        assert ret["vmail-guard"]["result"] is None and ret["mail-files"]["result"] is None
+        ret = node.apply()
+        assert ret["mail-files"]["result"] is True  # config may be written without the share
+        assert ret["vmail-guard"]["result"] is False and "is not mounted" in ret["vmail-guard"]["comment"]
+        assert ret["dovecot"]["result"] is False and not node.running("dovecot")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", imaps), timeout=2).close()
+
+        conftest.mount_tmpfs(vmail, site.mail.vmail.uid, site.mail.vmail.gid)
+        ret = node.apply()
+        assert ret["vmail-guard"]["result"] is True and ret["dovecot"]["result"] is True, ret
+        assert node.running("dovecot")
+        wait_until(lambda: socket.create_connection(("127.0.0.1", imaps), timeout=2), 20, what="imaps port")
+    finally:
+        node.stop()
+        conftest.umount(vmail)
+        shutil.rmtree(base, ignore_errors=True)
+    assert "CHANGE-ME-ldap-root" not in node.logs()
