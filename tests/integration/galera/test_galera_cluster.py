@@ -121,6 +121,13 @@ def test_kill9_one_member_under_writer_stays_primary_and_rejoins_by_ist(lab):
     time.sleep(1)
     assert len(writer.acked) > before, "the survivors stopped taking writes"
 
+    grastate = (db3.datadir / "grastate.dat").read_text()
+    rc, ret = db3.apply(test=True)
+    predicted = states(ret)["mailha-galera-synced"]
+    assert predicted["result"] is None and "would start db3 and join the Primary component with its " \
+        "position from --wsrep-recover" in predicted["comment"], predicted
+    assert db3.pid() is None and (db3.datadir / "grastate.dat").read_text() == grastate
+
     offset = db3.log_size()
     rc, ret = db3.apply()
     synced = states(ret)["mailha-galera-synced"]
