@@ -8,8 +8,9 @@ argv.
 
 How mariadbd is started follows ``mailha:galera:launcher``:
 
-* ``systemd``: the ``mariadb`` unit, with ``_WSREP_NEW_CLUSTER``/``_WSREP_START_POSITION`` set
-  through ``systemctl set-environment`` exactly as Debian's ``galera_new_cluster`` does;
+* ``systemd``: Debian's ``mariadb.service``, which recovers and passes the start position itself
+  (``galera_recovery``); a bootstrap writes ``/run/mariadb-wsrep-new-cluster`` as
+  ``galera_new_cluster`` does;
 * ``direct``: ``mariadbd --defaults-file=<galera.cnf> ...`` detached in its own session; the
   pidfile from the cnf says whether it runs (hosts without systemd, and the tests).
 
@@ -49,6 +50,7 @@ __virtualname__ = "mailha_galera"
 MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "/usr/bin/mariadb-install-db"
 GARBD = "/usr/bin/garbd"
+SYSTEMD_NEW_CLUSTER = "/run/mariadb-wsrep-new-cluster"  # read by mariadb.service (EnvironmentFile)
 HEALTH_TABLE = core.HEALTH_TABLE
 
 
@@ -204,19 +206,19 @@ def _clean_signals():
 def _start(g, inst, extra):
     """Start mariadbd with ``extra`` arguments through the configured launcher."""
     if g.launcher == "systemd":
-        env = []
-        if "--wsrep-new-cluster" in extra:
-            env.append("_WSREP_NEW_CLUSTER=--wsrep-new-cluster")
-        pos = [a for a in extra if a.startswith("--wsrep-start-position=")]
-        env.append(f"_WSREP_START_POSITION={pos[0] if pos else ''}")
-        for e in env:
-            _run(["systemctl", "set-environment", e])
+        # Debian 12's mariadb.service runs galera_recovery itself and passes the recovered
+        # --wsrep_start_position; --wsrep-new-cluster comes from the root-only environment file
+        # that galera_new_cluster writes (the same mechanism, without restarting a live server).
+        new_cluster = "--wsrep-new-cluster" in extra
+        if new_cluster:
+            glue.write_atomic(SYSTEMD_NEW_CLUSTER, "_WSREP_NEW_CLUSTER='--wsrep-new-cluster'\n", "0644")
         try:
-            res = _run(["systemctl", "start", "mariadb"], timeout=g.join_timeout + 60)
+            res = _run(["systemctl", "start", "mariadb.service"], timeout=g.join_timeout + 60)
         finally:
-            _run(["systemctl", "set-environment", "_WSREP_NEW_CLUSTER=", "_WSREP_START_POSITION="])
+            if new_cluster and os.path.exists(SYSTEMD_NEW_CLUSTER):
+                os.unlink(SYSTEMD_NEW_CLUSTER)
         if res["retcode"] != 0:
-            raise CommandExecutionError(f"systemctl start mariadb failed: {res['stderr'][-400:]}")
+            raise CommandExecutionError(f"systemctl start mariadb.service failed: {res['stderr'][-400:]}")
         return None
     argv = [MARIADBD, f"--defaults-file={inst.config}", *extra]
     launch_log = os.path.join(os.path.dirname(inst.log_error), "mailha-launch.log")
