@@ -51,6 +51,13 @@ def _require_mail(site, node):
         raise MailhaError("pillar mailha:ldap is missing: mailboxes are looked up in LDAP")
 
 
+def _require_iredmail(site, node):
+    _require_mail(site, node)
+    if site.mail.iredmail is None:
+        raise MailhaError("pillar mailha:mail:iredmail is missing: add source, source_hash, admin_password ...")
+    return site.mail.iredmail
+
+
 def _shell_quote(value):
     """One single-quoted shell word (iRedMail sources `config` with bash)."""
     return "'" + value.replace("'", "'\"'\"'") + "'"
@@ -74,10 +81,7 @@ def db_server_name(site):
 
 def iredmail_settings(site, node):
     """``(name, value, secret)`` for every line of the installer ``config``, in file order."""
-    _require_mail(site, node)
-    im = site.mail.iredmail
-    if im is None:
-        raise MailhaError("pillar mailha:mail:iredmail is missing: add source, source_hash, admin_password ...")
+    im = _require_iredmail(site, node)
     lk = site.mail.lookup
     yes = {c: "YES" if c in im.components else "NO" for c in ("iredadmin", "roundcube", "sogo", "netdata", "fail2ban")}
     rows = [
@@ -117,8 +121,7 @@ def iredmail_environment(site, node):
     """The environment of the unattended run: answers and the remote-MySQL settings, no secret
     (passwords are only in the 0600 ``config`` file). The first mail node creates the SQL data;
     the others only install (iRedMail's INITIALIZE_SQL_DATA for a MySQL cluster)."""
-    _require_mail(site, node)
-    im = site.mail.iredmail
+    im = _require_iredmail(site, node)
     first = site.nodes_with("mail")[0].id == node.id
     db_port = next((s.port for s in site.services if s.vip == "db" and s.check == "mysql"), 3306)
     env = dict(IREDMAIL_AUTO_FLAGS)
@@ -187,6 +190,12 @@ def _context(site, node):
     _require_mail(site, node)
     inst = site.mail.instance(node.id)
     bind_dn, bind_pw = lookup_bind(site)
+    pw = bind_pw.reveal()
+    if pw != pw.strip() or any(c in pw for c in "\r\n\0"):
+        key = "mail:lookup:bind_password" if site.mail.lookup.bind_dn else "ldap:rootpw"
+        # Postfix's and Dovecot's "key = value" files cannot carry it (value not shown: a secret)
+        raise MailhaError(f"pillar mailha:{key} has a line break or leading/trailing blanks; "
+                          f"Postfix and Dovecot config lines cannot hold it: choose another password")
     return {
         "site": site, "node": node, "inst": inst, "vmail": site.mail.vmail, "tls": site.mail.tls,
         "ldap_uri": ldap_uri(site, node), "suffix": site.ldap.suffix, "bind_dn": bind_dn,

@@ -328,3 +328,21 @@ def test_export_options_validated():
     with pytest.raises(ValidationError) as exc:
         parse_site(data)
     assert "mailha:mail:vmail:export_options:1" in {k for k, _ in exc.value.problems}
+
+
+def test_iredmail_functions_need_the_iredmail_section():
+    data = copy.deepcopy(EXAMPLE)
+    del data["mail"]["iredmail"]
+    s = parse_site(data)
+    for fn in (mail.render_iredmail_config, mail.iredmail_environment):
+        with pytest.raises(MailhaError, match="mailha:mail:iredmail is missing"):
+            fn(s, s.node("mail1"))
+    assert mail.mail_files(s, s.node("mail1"))  # the native path needs no iRedMail section
+
+
+@pytest.mark.parametrize("password", ["two\nlines", " padded", "tab\r"], ids=["newline", "leading-blank", "cr"])
+def test_lookup_password_that_config_lines_cannot_hold(password):
+    s = site(lookup={"bind_dn": "cn=vmail,dc=example,dc=net", "bind_password": password})
+    with pytest.raises(MailhaError, match="mailha:mail:lookup:bind_password") as exc:
+        mail.mail_files(s, s.node("mail1"))
+    assert password not in str(exc.value)
