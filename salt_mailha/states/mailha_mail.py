@@ -213,6 +213,10 @@ def vmail_share(name, node=None, mount=None):
     fstab = _rooted("/etc/fstab")
     # Under a scratch root the line names the scratch mountpoint, so ``mount -T`` finds it.
     entry = core.FstabEntry(want.spec, mountpoint, want.vfstype, want.options, want.freq, want.passno)
+    try:  # read and plan everything before changing anything
+        new_text, action, old_line = core.plan_fstab(glue.read_text(fstab) or "", entry)
+    except ParseError as exc:
+        return _fail(ret, f"{fstab}: {exc}; fix that line by hand, then re-apply")
     test = __opts__["test"]
     if mount is None:
         mount = glue.root(__opts__, __pillar__) == "/"
@@ -240,8 +244,6 @@ def vmail_share(name, node=None, mount=None):
                                       f"filesystem must support the immutable flag (ext4, xfs)")
                 done.append(f"made {mountpoint} immutable")
 
-    old_text = glue.read_text(fstab)
-    new_text, action, old_line = core.plan_fstab(old_text or "", entry)
     if action != "present":
         ret["changes"]["fstab"] = {"old": old_line, "new": entry.line()}
         would.append(f"{action} the {fstab} line for {mountpoint}")

@@ -247,6 +247,10 @@ def test_vmail_share_fstab_line_and_immutable_mountpoint(minion):
             assert "mail services stay stopped" in ret["comment"]
         status = minion.call("mailha_mail.share_status")
         assert status["mounted"] is False and status["immutable"] is True and status["fstab_line"] == "present"
+
+        fstab.write_text(fstab.read_text() + "garbage-line\n")
+        ret = minion.single("mailha_mail.vmail_share")
+        assert ret["result"] is False and "fix that line by hand" in ret["comment"]
     finally:
         if mp.exists():
             subprocess.run(["chattr", "-i", str(mp)], check=False)
