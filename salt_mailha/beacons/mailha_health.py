@@ -76,7 +76,7 @@ def validate(config):
 
 
 def _site():
-    return load_site({"mailha": __salt__["pillar.get"]("mailha", {})})  # noqa: F821
+    return load_site({"mailha": __salt__["pillar.get"]("mailha", {}, unmask=True)})  # noqa: F821
 
 
 def _tracker(site):

@@ -67,7 +67,7 @@ def beacon(config):
     """Probe this node's own services once; an event if its state changed."""
     merged = _config(config)
     try:
-        site = load_site({"mailha": __salt__["pillar.get"]("mailha", {})})  # noqa: F821
+        site = load_site({"mailha": __salt__["pillar.get"]("mailha", {}, unmask=True)})  # noqa: F821
     except MailhaError as exc:
         if _STATE.get("error") != str(exc):
             _STATE["error"] = str(exc)

@@ -66,17 +66,32 @@ def __virtual__():
 # ----------------------------------------------------------------------------- shared helpers
 
 
+_SITE_CACHE = {}
+
+
 def _site():
-    """The site model from the pillar the master compiles for ``mailha_pillar_id``."""
+    """The site model from the pillar the master compiles for ``mailha_pillar_id``.
+
+    Compiling the pillar costs about half a second, which a reaction to a failure should not pay
+    every time: the model is reused for ``mailha_site_cache`` seconds (default 10; 0 disables).
+    """
     minion_id = __opts__.get("mailha_pillar_id") or __opts__["id"]
+    ttl = float(__opts__.get("mailha_site_cache", 10))
+    cached = _SITE_CACHE.get(minion_id)
+    if cached and time.monotonic() - cached[0] < ttl:
+        return cached[1]
     pillar = salt.pillar.get_pillar(
         __opts__, __opts__.get("grains", {}), minion_id, saltenv=__opts__.get("saltenv")
     ).compile_pillar()
-    return load_site(pillar)
+    site = load_site(pillar)
+    _SITE_CACHE[minion_id] = (time.monotonic(), site)
+    return site
 
 
 def _client():
-    return salt.client.get_local_client(mopts=__opts__)
+    # From the master's config file, as Salt's own runners do: inside the reactor the runner's
+    # __opts__ do not authenticate a LocalClient (AuthenticationError).
+    return salt.client.get_local_client(__opts__["conf_file"])
 
 
 def _fire(tag, data):
@@ -157,8 +172,9 @@ def _recheck(site, node, attempts=1):
     lbs = _balancers(site)
     timeout = float(__opts__.get("mailha_probe_timeout", 1.0))
     wait = timeout * attempts + site.remediation.probe_interval * (attempts - 1) + 3
-    ret = _client().cmd(list(lbs), "mailha_health.probe", [node], tgt_type="list",
-                        kwarg={"timeout": timeout, "attempts": attempts}, timeout=wait)
+    with _client() as client:
+        ret = client.cmd(list(lbs), "mailha_health.probe", [node], tgt_type="list",
+                         kwarg={"timeout": timeout, "attempts": attempts}, timeout=wait)
     out = []
     for lb in lbs:
         answer = ret.get(lb)
@@ -197,32 +213,53 @@ def _succeeded(answer):
 
 
 def _apply(site, plan):
-    """Run the plan's actions; ``[(action, ok, detail)]``. Drains on all balancers at once."""
-    client = _client()
+    """Run the plan's actions; ``[(action, ok, detail)]``.
+
+    Every call is published first and the answers collected after, so the balancers drain and
+    the DNS updater withdraws at the same time.
+    """
     wait = float(__opts__.get("mailha_call_timeout", 10))
-    results = []
-    for kind in (rem.DRAIN, rem.UNDRAIN, rem.WITHDRAW_MX, rem.RESTORE_MX):
-        actions = [a for a in plan.actions if a.kind == kind]
-        if not actions:
-            continue
-        if kind in (rem.DRAIN, rem.UNDRAIN):
-            targets = [a.target for a in actions]
-        else:
-            if site.dns is None or not site.dns.updater:
+    node = plan.actions[0].node
+    results, jobs = [], []
+    with _client() as client:
+        for kind in (rem.DRAIN, rem.UNDRAIN, rem.WITHDRAW_MX, rem.RESTORE_MX):
+            actions = [a for a in plan.actions if a.kind == kind]
+            if not actions:
+                continue
+            if kind in (rem.DRAIN, rem.UNDRAIN):
+                targets = [a.target for a in actions]
+            elif site.dns is None or not site.dns.updater:
                 results += [(a, False, "mailha:dns:updater is not set") for a in actions]
                 continue
-            targets = [site.dns.updater]
-        ret = client.cmd(targets, _CALLS[kind], [plan.actions[0].node], tgt_type="list",
-                         timeout=wait)
-        for a in actions:
-            ok, detail = _succeeded(ret.get(targets[0] if kind in (rem.WITHDRAW_MX, rem.RESTORE_MX)
-                                            else a.target))
-            results.append((a, ok, detail))
+            else:
+                targets = [site.dns.updater]
+            pub = client.run_job(targets, _CALLS[kind], [node], tgt_type="list", timeout=wait)
+            jobs.append((actions, targets, pub))
+        for actions, targets, pub in jobs:
+            ret = {}
+            if pub and pub.get("jid"):
+                for item in client.get_cli_returns(pub["jid"], set(pub.get("minions") or targets),
+                                                   timeout=wait, tgt=targets, tgt_type="list"):
+                    for minion, data in item.items():
+                        ret[minion] = data.get("ret") if isinstance(data, dict) else data
+            for a in actions:
+                target = a.target if a.kind in (rem.DRAIN, rem.UNDRAIN) else targets[0]
+                ok, detail = _succeeded(ret.get(target))
+                results.append((a, ok, detail))
     return results
 
 
-def _record_after(plan, results):
-    """The record to persist: the plan's, corrected for an MX change that did not happen."""
+def _record_after(old, plan, results):
+    """The record to persist: the plan's, corrected for what did not happen.
+
+    A drain or restore that failed on every balancer did not happen: the old record stays, so
+    the next report or the reconcile schedule tries again. An MX change that failed is not
+    recorded either.
+    """
+    for kind in (rem.DRAIN, rem.UNDRAIN):
+        tried = [ok for action, ok, _ in results if action.kind == kind]
+        if tried and not any(tried):
+            return old
     record = plan.record
     for action, ok, _ in results:
         if not ok and action.kind == rem.WITHDRAW_MX:
@@ -233,6 +270,8 @@ def _record_after(plan, results):
 
 
 def _outcome(plan, test, results):
+    if plan.verdict in ("ignored", "coalesced"):
+        return plan.verdict
     if test:
         return "planned" if plan.actions else "noop"
     if results and not all(ok for _, ok, _ in results):
@@ -245,8 +284,10 @@ def _outcome(plan, test, results):
     return "noop"
 
 
-def _report(site, node, plan, test, results=(), **extra):
+def _report(site, node, plan, test, results=(), started=None, **extra):
     outcome = _outcome(plan, test, results)
+    if started is not None:
+        extra["seconds"] = round(time.time() - started, 3)
     out = {
         "node": node,
         "result": outcome != "failed",
@@ -260,7 +301,8 @@ def _report(site, node, plan, test, results=(), **extra):
         **extra,
     }
     out = redact(out, site.secrets())
-    log.info("mailha remediation of %s: %s%s", node, out["reason"], " (test)" if test else "")
+    log.info("mailha remediation of %s: %s%s [%ss]", node, out["reason"], " (test)" if test else "",
+             out.get("seconds", "-"))
     _fire(f"mailha/remediation/{node}/{outcome}", out)
     return out
 
@@ -318,7 +360,8 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
         claim = str(status)[:8] if status is not None else None
         lbs = _balancers(site)
         recheck, why = rem.assess_claim(reporter, node, lbs)
-        extra = {"reporter": reporter, "claimed": claim, "source": str(source)[:32]}
+        extra = {"reporter": reporter, "claimed": claim, "source": str(source)[:32],
+                 "started": started}
         if not recheck:
             return _report(site, node, rem.Plan((), why, rem.NodeRecord(), "ignored"), test,
                            **extra)
@@ -340,11 +383,12 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
                         "to do", state["nodes"].get(node, rem.NodeRecord()), "coalesced"),
                     test, **extra)
             observations = _recheck(site, node, attempts)
-            plan = rem.plan_remediation(_snapshot(site, state, node, observations), _policy(site))
+            snapshot = _snapshot(site, state, node, observations)
+            plan = rem.plan_remediation(snapshot, _policy(site))
             if test:
                 return _report(site, node, plan, True, **extra)
             results = _apply(site, plan) if plan.actions else []
-            state["nodes"][node] = _record_after(plan, results)
+            state["nodes"][node] = _record_after(snapshot.record, plan, results)
             state["checked"][node] = time.time()
             _save_state(site, state)
             return _report(site, node, plan, False, results, **extra)
@@ -394,11 +438,12 @@ def _operator(node, planner, test):
         with _locked(site):
             state = _load_state(site)
             observations = _recheck(site, node) if planner is rem.plan_operator_undrain else ()
-            plan = planner(_snapshot(site, state, node, observations))
+            snapshot = _snapshot(site, state, node, observations)
+            plan = planner(snapshot)
             if test:
                 return _report(site, node, plan, True, source="operator")
             results = _apply(site, plan) if plan.actions else []
-            state["nodes"][node] = _record_after(plan, results)
+            state["nodes"][node] = _record_after(snapshot.record, plan, results)
             _save_state(site, state)
             return _report(site, node, plan, False, results, source="operator")
     except MailhaError as exc:
@@ -459,7 +504,11 @@ def status():
         salt-run mailha.status
     """
     site = _site()
-    client = _client()
+    with _client() as client:
+        return _status(site, client)
+
+
+def _status(site, client):
     lbs = list(_balancers(site))
     state = _load_state(site)
     reals = health.real_server_ids(site)
@@ -471,7 +520,7 @@ def status():
     ldap = _call(client, [n.id for n in site.nodes_with("mail")][:1],
                  "mailha_ldap.replication_status") if site.ldap else {}
     ldap_view = next(iter(ldap.values()), None)
-    ipvs = _call(client, lbs, "mailha_ipvs.weights") if lbs else {}
+    ipvs = _call(client, lbs, "mailha_ipvs.list") if lbs else {}
     for n in site.nodes:
         row = {"roles": ",".join(n.roles)}
         if n.id in reals:
@@ -481,12 +530,15 @@ def status():
             answered = [v for v in views.values() if isinstance(v, dict) and "ok" in v]
             row["health"] = ("?" if not answered else "ok" if not failing
                              else "failing: " + ",".join(failing))
+            addrs = set(n.addresses.values())
             for lb in lbs:
-                w = ipvs.get(lb)
-                row[f"weight@{lb}"] = (w.get(n.id, "-") if isinstance(w, dict) else "?")
+                table = ipvs.get(lb)
+                weights = sorted({r.get("weight") for vs in table for r in vs.get("real_servers", ())
+                                  if r.get("address") in addrs}) if isinstance(table, list) else "?"
+                row[f"weight@{lb}"] = "/".join(map(str, weights)) if weights != "?" else "?"
             rec = state["nodes"].get(n.id, rem.NodeRecord())
             row["drained_by"] = rec.drained_by or "-"
-        if n.id in site.galera_members() or (site.galera and n in site.galera_members()):
+        if site.galera and n in site.galera_members():
             g = galera.get(n.id)
             row["galera"] = (g.get("wsrep_local_state_comment") or g.get("state") or "?") \
                 if isinstance(g, dict) else "?"
@@ -509,7 +561,7 @@ def status():
     table = [["node"] + columns] + [[nid] + [_cell(r.get(c)) for c in columns]
                                      for nid, r in rows.items()]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in table)
     return redact({"site": site.name, "nodes": rows, "table": text}, site.secrets())
 

@@ -7,10 +7,15 @@ Each mail node's load-balanced services are two real TCP listeners run by the te
 speaking an IMAP greeting ("standing for Dovecot"), one an SMTP greeting.
 
 ldirectord's maintenance mechanism: the host kernel has no IPVS (shared/notes/REAL-SERVICES.md
-section 5), so drains are observed through the files ``mailha_ipvs`` keeps in each balancer's
-``maintenancedir`` (under that minion's ``mailha_root``), i.e. what ldirectord would read.
+section 5), so drains are observed through the files ``mailha_ipvs.drain`` writes in each
+balancer's ``maintenancedir`` (under that minion's ``mailha_root``), i.e. what ldirectord reads.
+Because ``mailha_ipvs`` also reads and edits the live table, the lb minions (only they) run with
+``fakebin/ipvsadm`` first on their PATH: a stand-in keeping one balancer's table in a JSON file
+(see its docstring); the real ipvsadm is tested by the IPVS tier in a qemu guest.
 """
 import copy
+import json
+import os
 import pathlib
 import socket
 import threading
@@ -148,8 +153,36 @@ def master_overrides(pillar_dir):
     }
 
 
+FAKEBIN = pathlib.Path(__file__).resolve().parent / "fakebin"
+MAINTENANCE = "etc/ldirectord.maintenance"
+
+
+def prepare_balancer(root, lb, site):
+    """Maintenance dir and IPVS table of balancer ``lb`` under ``root``; returns its environ."""
+    from salt_mailha.core import lb as core_lb
+
+    base = pathlib.Path(root) / lb
+    (base / MAINTENANCE).mkdir(parents=True, exist_ok=True)
+    table = [{"vip": vs.address, "port": vs.port, "sched": vs.scheduler,
+              "reals": [{"addr": r.address, "port": r.port, "fwd": "Route", "weight": r.weight}
+                        for r in vs.real_servers]}
+             for vs in core_lb.desired_table(site)]
+    state = base / "ipvs.json"
+    state.write_text(json.dumps(table))
+    return {**os.environ, "PATH": f"{FAKEBIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "MAILHA_FAKE_IPVS": str(state)}
+
+
+def maintenance_files(root, lb):
+    d = pathlib.Path(root) / lb / MAINTENANCE
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
 def minion_overrides(minion_id, root, beacon_interval=1):
-    over = {"mailha_root": str(pathlib.Path(root) / minion_id), "log_level_logfile": "info"}
+    # loop_interval 1: Salt runs beacons from a 1 s periodic callback but counts a beacon's
+    # ``interval`` in loop_interval steps (the factories default 0.05 would make 1 s into 20 s).
+    over = {"mailha_root": str(pathlib.Path(root) / minion_id), "log_level_logfile": "info",
+            "loop_interval": 1}
     if minion_id.startswith("lb"):
         over["beacons"] = {"mailha_health": [{"interval": beacon_interval}, {"timeout": 0.5}]}
     return over

@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from salt_mailha.core.model import load_site
 from tests.integration.remediation import cluster
 from tests.support.daemon import wait_until
 from tests.support.named import NamedServer
@@ -78,13 +79,16 @@ class Cluster:
         assert tgt in ret, f"{tgt} did not answer {fun}: {ret!r}"
         return ret[tgt]
 
-    def maintenance(self, lb):
-        """Real-server maintenance entries of ``lb`` as the IPVS module reports them."""
-        return self.call(lb, "mailha_ipvs.maintenance")
-
     def drained(self, node):
-        """Set of balancers on which ``node`` is drained (through ldirectord maintenance)."""
-        return {lb for lb in ("lb1", "lb2") if node in self.maintenance(lb).get("nodes", {})}
+        """Balancers whose ldirectord maintenance directory holds ``node``'s address."""
+        addr = cluster.node_address(self.pillar, node)
+        return {lb for lb in ("lb1", "lb2") if addr in cluster.maintenance_files(self.roots, lb)}
+
+    def weights(self, lb, node):
+        """``node``'s weights in ``lb``'s IPVS table, as mailha_ipvs.list reports them."""
+        addr = cluster.node_address(self.pillar, node)
+        return sorted({r["weight"] for vs in self.call(lb, "mailha_ipvs.list")
+                       for r in vs["real_servers"] if r["address"] == addr})
 
     def mx(self):
         return self.named.query("example.net", "MX")
@@ -98,10 +102,15 @@ def rem_cluster(salt_factories, rem_named, rem_pillar, rem_services, tmp_path_fa
     base = tmp_path_factory.mktemp("rem-site")
     cluster.write_pillar(base / "pillar", rem_pillar)
     roots = base / "roots"
+    site = load_site(rem_pillar)
     master = salt_factories.salt_master_daemon(
         "rem-master", overrides=cluster.master_overrides(base / "pillar"))
-    minions = {m: master.salt_minion_daemon(m, overrides=cluster.minion_overrides(m, roots))
-               for m in cluster.MINIONS}
+    minions = {}
+    for m in cluster.MINIONS:
+        minions[m] = master.salt_minion_daemon(m, overrides=cluster.minion_overrides(m, roots))
+        if m.startswith("lb"):
+            # a new dict: the factories share one environ between all daemons
+            minions[m].environ = cluster.prepare_balancer(roots, m, site)
     with master.started(start_timeout=120):
         started = []
         try:

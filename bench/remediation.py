@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Remediation latency and burst cost with real Salt daemons, a real named and real TCP services.
+
+Starts one salt-master (with the reactor of examples/master.d) and four salt-minions (lb1, lb2,
+mail1, mail2) on loopback, the site of tests/integration/remediation/cluster.py (beacon interval
+1 s), then prints:
+
+* p50/p95/max of "IMAP listener of mail1 stopped -> mail1 drained on both balancers (ldirectord
+  maintenance files) and its MX gone from named", over ``--trials`` trials (each followed by a
+  restore, whose latency is printed too);
+* for a burst of ``--burst`` forged beacon events about a healthy node: how many orchestrations
+  the master started, how many remediation runs acted, and how long the master took to drain them.
+
+The host kernel has no IPVS: as in the integration tests, the balancers run with the stand-in
+ipvsadm of tests/integration/remediation/fakebin (drains are observed through the real
+ldirectord maintenance files).
+
+Usage: .venv/bin/python bench/remediation.py [--trials 20] [--burst 1000] [--down-after 2]
+"""
+
+import argparse
+import os
+import pathlib
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from salt_mailha.core.model import load_site  # noqa: E402
+from tests.integration.remediation import cluster  # noqa: E402
+from tests.support.daemon import Daemon, wait_until  # noqa: E402
+from tests.support.named import NamedServer, free_port  # noqa: E402
+
+BIN = pathlib.Path(sys.executable).parent
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(q / 100 * len(values) + 0.5) - 1))]
+
+
+class Site:
+    def __init__(self, base, args):
+        self.base = pathlib.Path(base)
+        self.named = NamedServer(self.base / "named", zone="example.net",
+                                 key_name="mailha-update").start()
+        self.pillar = cluster.site_pillar(self.named, down_after=args.down_after,
+                                          up_after=args.up_after)
+        cluster.write_pillar(self.base / "pillar", self.pillar)
+        self.services = cluster.mail_services(self.pillar)
+        for per in self.services.values():
+            for listener in per.values():
+                listener.start()
+        self.roots = self.base / "roots"
+        self.daemons = []
+        pub, ret = free_port(), free_port()
+        mconf = self.base / "master"
+        mconf.mkdir()
+        master = cluster.master_overrides(self.base / "pillar")
+        master.update({"root_dir": str(self.base / "m"), "publish_port": pub, "ret_port": ret,
+                       "log_file": str(self.base / "master.log"), "log_level_logfile": "info",
+                       "user": "root", "worker_threads": 4})
+        (mconf / "master").write_text(yaml.safe_dump(master))
+        self.master_conf = mconf / "master"
+        self.daemons.append(Daemon("master", [BIN / "salt-master", "-c", mconf, "-l", "quiet"],
+                                   self.base / "master.out").start())
+        site = load_site(self.pillar)
+        for mid in cluster.MINIONS:
+            conf = self.base / mid
+            conf.mkdir()
+            over = cluster.minion_overrides(mid, self.roots)
+            over.update({"id": mid, "master": "127.0.0.1", "master_port": ret,
+                         "publish_port": pub, "root_dir": str(self.base / f"r-{mid}"),
+                         "log_file": str(self.base / f"{mid}.log"), "user": "root"})
+            (conf / "minion").write_text(yaml.safe_dump(over))
+            env = cluster.prepare_balancer(self.roots, mid, site) if mid.startswith("lb") else None
+            self.daemons.append(Daemon(mid, [BIN / "salt-minion", "-c", conf, "-l", "quiet"],
+                                       self.base / f"{mid}.out", env=env).start())
+        import salt.client
+        import salt.config
+
+        self.opts = salt.config.client_config(str(self.master_conf))
+        self.client = salt.client.LocalClient(mopts=self.opts)
+        wait_until(lambda: len(self.client.cmd(list(cluster.MINIONS), "test.ping",
+                                               tgt_type="list", timeout=5)) == 4,
+                   180, interval=1, what="4 minions answering")
+        ret = self.client.cmd("lb1", "mailha_dns.records", kwarg={"take_over": True}, timeout=30)
+        assert ret.get("lb1", {}).get("result") is True, ret
+        wait_until(lambda: self.drained("mail1") == set() and self.mx_of("mail1"), 60,
+                   what="mail1 in service")
+
+    def drained(self, node):
+        addr = cluster.node_address(self.pillar, node)
+        return {lb for lb in ("lb1", "lb2") if addr in cluster.maintenance_files(self.roots, lb)}
+
+    def mx_of(self, node):
+        return any(r.endswith(f" {node}.example.net.") for r in
+                   self.named.query("example.net", "MX"))
+
+    def stop(self):
+        for d in reversed(self.daemons):
+            d.stop()
+        for per in self.services.values():
+            for listener in per.values():
+                listener.stop()
+        self.named.stop()
+
+
+class EventCounter:
+    """Counts master events by tag prefix, from the master's event bus (in this process)."""
+
+    def __init__(self, opts):
+        import salt.utils.event
+
+        self.bus = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+        self.counts = {}
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            ev = self.bus.get_event(wait=0.2, full=True)
+            if not ev:
+                continue
+            tag, data = ev["tag"], ev["data"]
+            key = None
+            if tag.startswith("salt/run/") and tag.endswith("/new") and \
+                    data.get("fun") == "runner.state.orchestrate":
+                key = "orchestrations"
+            elif tag.startswith("mailha/remediation/"):
+                key = "remediation:" + tag.rsplit("/", 1)[-1]
+            if key:
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+
+def latency(site, trials):
+    down, up = [], []
+    imap = site.services["mail1"]["imap"]
+    for i in range(trials):
+        t0 = time.monotonic()
+        imap.stop()
+        wait_until(lambda: site.drained("mail1") == {"lb1", "lb2"} and not site.mx_of("mail1"),
+                   120, interval=0.02, what=f"trial {i}: drained and MX withdrawn")
+        down.append(time.monotonic() - t0)
+        t1 = time.monotonic()
+        imap.start()
+        wait_until(lambda: site.drained("mail1") == set() and site.mx_of("mail1"), 120,
+                   interval=0.02, what=f"trial {i}: restored")
+        up.append(time.monotonic() - t1)
+        print(f"  trial {i + 1:2d}: drained+withdrawn {down[-1]:.2f} s, restored {up[-1]:.2f} s",
+              flush=True)
+        time.sleep(1)  # the rate limit (4 actions per window) would otherwise hold restores
+        if i % 2 == 1:
+            # two trials = 4 automatic actions: clear the window the way an operator would
+            site.client.cmd("lb1", "test.ping")  # keep the connection warm
+            state = pathlib.Path(site.opts["cachedir"]) / "mailha" / "remediation-remtest.json"
+            if state.exists():
+                state.unlink()
+    return down, up
+
+
+def burst(site, count):
+    import salt.utils.event
+
+    counter = EventCounter(site.opts)
+    time.sleep(0.5)
+    bus = salt.utils.event.get_master_event(site.opts, site.opts["sock_dir"], listen=False)
+    t0 = time.monotonic()
+    for i in range(count):
+        bus.fire_event({"id": "lb1", "node": "mail2", "status": "down", "previous": "up",
+                        "services": {"imap": {"status": "down", "detail": f"burst {i}"}}},
+                       "salt/beacon/lb1/mailha_health/mailha/health/mail2/down")
+    fired = time.monotonic() - t0
+    last, stable_since = -1, time.monotonic()
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:  # until no remediation event for 10 s
+        done = sum(v for k, v in counter.counts.items() if k.startswith("remediation:"))
+        if done != last:
+            last, stable_since = done, time.monotonic()
+        elif time.monotonic() - stable_since > 10:
+            break
+        time.sleep(0.5)
+    took = stable_since - t0
+    counter.stop = True
+    return fired, took, dict(counter.counts), site.drained("mail2")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--burst", type=int, default=1000)
+    ap.add_argument("--down-after", type=int, default=2)
+    ap.add_argument("--up-after", type=int, default=2)
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs)")
+    args = ap.parse_args()
+    base = tempfile.mkdtemp(prefix="bench-rem-")
+    t0 = time.monotonic()
+    site = Site(base, args)
+    print(f"site up in {time.monotonic() - t0:.1f} s (1 master, 4 minions, named); beacon "
+          f"interval 1 s, down_after {args.down_after}, up_after {args.up_after}", flush=True)
+    try:
+        down, up = latency(site, args.trials)
+        print(f"service stopped -> drained on lb1+lb2 and MX withdrawn, {len(down)} trials: "
+              f"p50 {statistics.median(down):.2f} s, p95 {pct(down, 95):.2f} s, "
+              f"max {max(down):.2f} s")
+        print(f"service started -> restored on lb1+lb2 and MX back: p50 "
+              f"{statistics.median(up):.2f} s, p95 {pct(up, 95):.2f} s, max {max(up):.2f} s")
+        if args.burst:
+            fired, took, counts, drained = burst(site, args.burst)
+            print(f"burst of {args.burst} forged 'mail2 down' events (fired in {fired:.2f} s): "
+                  f"{counts.get('orchestrations', 0)} orchestrations started, remediation "
+                  f"outcomes {dict(sorted((k.split(':')[1], v) for k, v in counts.items() if ':' in k))}, "
+                  f"master busy {took:.1f} s; mail2 drained on {sorted(drained) or 'no balancer'}")
+    finally:
+        site.stop()
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print(f"logs kept in {base}")
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(30)
+    os.umask(0o022)
+    main()
