@@ -101,9 +101,8 @@ mailha:
     network: private
     port: 389
     config_format: slapd.conf       # slapd.conf (what iRedMail writes) | cn=config
-    replication:
-      binddn: cn=Manager,dc=example,dc=net
-      credentials: CHANGE-ME-ldap-repl
+    replication:                    # syncrepl binds as the rootdn, with rootpw: iRedMail's ACLs hide
+      binddn: cn=Manager,dc=example,dc=net   # userPassword from other DNs, which would not replicate
       searchbase: dc=example,dc=net
 
   dns:

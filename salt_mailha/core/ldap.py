@@ -78,32 +78,16 @@ def mirror_servers(site):
     """One ``MirrorServer`` per mail node, in pillar order.
 
     serverIDs come from ``mailha:ldap:servers:<node>:server_id`` when given, else the node's
-    position among the mail nodes (1, 2, ...). Raises ``ValidationError`` naming the key when two
-    nodes end up with one serverID.
+    position among the mail nodes (1, 2, ...). The site model has already refused colliding
+    serverIDs and URLs that do not match the listener.
     """
     lds = site.ldap
     overrides = {s.node: s for s in getattr(lds, "servers", ()) or ()}
-    out, seen, problems = [], {}, []
+    out = []
     for pos, node in enumerate(site.nodes_with("mail"), start=1):
         ov = overrides.get(node.id)
         sid = ov.server_id if ov is not None and ov.server_id else pos
-        url = listener_url(node.address(lds.network), lds.port)
-        if ov is not None and ov.url and ov.url != url:
-            problems.append((f"mailha:ldap:servers:{node.id}:url",
-                             f"{ov.url!r} does not match the listener {url!r}"))
-        if sid in seen:
-            problems.append((f"mailha:ldap:servers:{node.id}:server_id",
-                             f"serverID {sid} is also used by {seen[sid]}; give each mail node its own"))
-        seen[sid] = node.id
-        out.append(MirrorServer(node.id, sid, url))
-    repl = lds.replication
-    if repl is not None and lds.rootdn and normalize_dn(repl.binddn) == normalize_dn(lds.rootdn) \
-            and repl.credentials != lds.rootpw:
-        problems.append(("mailha:ldap:replication:credentials",
-                         "replication binds as the rootdn, so its credentials must be mailha:ldap:rootpw "
-                         "(slapd would refuse the bind: err=49); set them equal or bind as a dedicated DN"))
-    if problems:
-        raise ValidationError(problems)
+        out.append(MirrorServer(node.id, sid, listener_url(node.address(lds.network), lds.port)))
     return tuple(out)
 
 

@@ -795,10 +795,22 @@ def _parse_ldap(top, nodes):
     s = top.section("ldap", None)
     if s is None:
         return None
+    rootdn, rootpw = s.data.get("rootdn"), s.secret("rootpw")
     r = s.section("replication")
     repl = None
     if r is not None:
-        repl = LdapReplication(r.str("binddn"), r.secret("credentials"), r.str("searchbase"))
+        binddn = r.str("binddn", rootdn)
+        credentials = r.secret("credentials", None)
+        if binddn and rootdn and binddn.replace(" ", "").lower() == str(rootdn).replace(" ", "").lower():
+            # Replication binds as the rootdn (iRedMail's ACLs hide userPassword from anyone else,
+            # so passwords would silently not replicate): its credential can only be rootpw.
+            if credentials is not None and rootpw is not None and credentials != rootpw:
+                r.problem("credentials", "differs from mailha:ldap:rootpw but binddn is the rootdn, so slapd "
+                                         "would refuse the bind (err=49): drop credentials (rootpw is used)")
+            credentials = rootpw
+        elif credentials is None:
+            r.problem("credentials", "is required when replication:binddn is not the rootdn")
+        repl = LdapReplication(binddn, credentials, r.str("searchbase", s.data.get("suffix")))
         r.done()
     servers = []
     srv = s.section("servers", {})
@@ -811,7 +823,7 @@ def _parse_ldap(top, nodes):
             one.done()
             servers.append(LdapServer(node_id, sid, url))
     spec = LdapSpec(
-        suffix=s.str("suffix"), rootdn=s.str("rootdn"), rootpw=s.secret("rootpw"),
+        suffix=s.str("suffix"), rootdn=s.str("rootdn"), rootpw=rootpw,
         network=s.str("network", "private"), port=s.int("port", 389, lo=1, hi=65535),
         config_format=s.str("config_format", "slapd.conf", choices=LDAP_FORMATS),
         replication=repl, servers=tuple(servers),
@@ -1150,19 +1162,22 @@ def _check_topology(site, problems):  # noqa: C901 - one flat list of rules read
                 if n.address(lds.network) is None:
                     p(f"mailha:nodes:{n.id}:addresses", f"mail node {n.id} needs an address on {lds.network} "
                                                         f"(ldap:network) for replication")
+        overrides = {srv.node: srv for srv in lds.servers}
+        for node_id in overrides:
+            if node_id not in ids or not site.node(node_id).has("mail"):
+                p(f"mailha:ldap:servers:{node_id}", f"{node_id!r} is not a mail node; serverIDs belong to mail nodes")
         ids_seen = {}
-        for srv in lds.servers:
-            key = f"mailha:ldap:servers:{srv.node}"
-            if srv.node not in ids or not site.node(srv.node).has("mail"):
-                p(key, f"{srv.node!r} is not a mail node; serverIDs belong to mail nodes")
-                continue
-            node = site.node(srv.node)
-            if srv.url and node.address(lds.network) and srv.url != ldap_url(site, node):
-                p(f"{key}:url", f"{srv.url!r} does not match the listener {ldap_url(site, node)!r}; slapd "
+        for pos, node in enumerate(mail_nodes, start=1):
+            key = f"mailha:ldap:servers:{node.id}"
+            ov = overrides.get(node.id)
+            sid = ov.server_id if ov is not None and ov.server_id else pos
+            if ov is not None and ov.url and node.address(lds.network) and ov.url != ldap_url(site, node):
+                p(f"{key}:url", f"{ov.url!r} does not match the listener {ldap_url(site, node)!r}; slapd "
                                 f"matches serverID URLs exactly and would replicate from itself")
-            if srv.server_id is not None and srv.server_id in ids_seen:
-                p(f"{key}:server_id", f"{srv.server_id} is also the serverID of {ids_seen[srv.server_id]}")
-            ids_seen[srv.server_id] = srv.node
+            if sid in ids_seen:
+                p(f"{key}:server_id", f"serverID {sid} is also used by {ids_seen[sid]}; give each mail node "
+                                      f"its own (defaults follow node order: 1, 2, ...)")
+            ids_seen[sid] = node.id
 
     # DNS
     if site.dns is not None:

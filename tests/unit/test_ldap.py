@@ -131,10 +131,10 @@ def test_server_id_override_colliding_with_a_default_is_refused():
 
 
 def test_replication_as_rootdn_with_another_password_is_refused():
-    # pillar.example as shipped: binddn is the rootdn but credentials differ from rootpw
-    site = parse_site(copy.deepcopy(EXAMPLE["mailha"]))
+    data = copy.deepcopy(EXAMPLE["mailha"])
+    data["ldap"]["replication"]["credentials"] = "CHANGE-ME-other"
     with pytest.raises(ValidationError, match="mailha:ldap:replication:credentials") as exc:
-        ldap.mirror_servers(site)
+        parse_site(data)
     assert "CHANGE-ME" not in str(exc.value)
 
 

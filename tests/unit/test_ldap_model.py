@@ -20,7 +20,7 @@ def _with(mutate):
 @pytest.mark.parametrize("mutate,key,text", [
     (lambda lds, d: lds.update(servers={"mail1": {"server_id": 3, "url": "ldap://10.1.1.17:389/"},
                                     "mail2": {"server_id": 3, "url": "ldap://10.1.1.18:389/"}}),
-     "mailha:ldap:servers:mail2:server_id", "also the serverID of mail1"),
+     "mailha:ldap:servers:mail2:server_id", "is also used by mail1"),
     (lambda lds, d: lds.update(servers={"db1": {"server_id": 3, "url": "ldap://10.1.1.15:389/"}}),
      "mailha:ldap:servers:db1", "not a mail node"),
     (lambda lds, d: lds.update(servers={"mail1": {"server_id": 1, "url": "ldap://10.1.1.17:389"}}),

@@ -105,6 +105,8 @@ BAD = [
      "mailha:ldap:replication:searchbase", "not under the suffix"),
     ("ldap-serverid-url-mismatch", _set("ldap:servers", {"mail1": {"server_id": 1, "url": "ldap://mail1.example.net/"}}),
      "mailha:ldap:servers:mail1:url", "does not match the listener"),
+    ("ldap-repl-credential-not-rootpw", _set("ldap:replication:credentials", "other"),
+     "mailha:ldap:replication:credentials", "err=49"),
     ("dns-weak-tsig", _set("dns:tsig:algorithm", "hmac-md5"), "mailha:dns:tsig:algorithm", "hmac-sha256"),
     ("dns-mx-not-mail-node", _set("dns:mx", {"mail1": 10, "db1": 20}), "mailha:dns:mx:db1", "MX targets must be mail nodes"),
     ("unknown-top-key", _set("vipz", {}), "mailha:vipz", "unknown key"),
@@ -144,7 +146,7 @@ def test_every_problem_is_reported_at_once():
 def test_secrets_are_typed_and_never_printed():
     site = parse_site(example())
     values = [s.reveal() for s in site.secrets()]
-    assert "CHANGEME" in values and "CHANGE-ME-ldap-repl" in values
+    assert "CHANGEME" in values and "CHANGE-ME-ldap-root" in values
     text = repr(site) + str(site)
     for v in values:
         assert v not in text
