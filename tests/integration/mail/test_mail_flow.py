@@ -89,6 +89,8 @@ def test_mailbox_created_on_ldap1_gets_mail_via_mail1_and_is_read_on_mail2(mail_
 
     wait_until(lambda: len(_maildir_new(c, uid)) >= 2, 30, what=f"two messages in {uid}'s Maildir")
     assert sorted(_imap_subjects(c, "mail2", user)) == sorted([subject, plain])
+    # Dovecot on mail2 checked the password against slapd 2 (it binds as the user there)
+    assert f'BIND dn="{dn}"'.lower() in c.pair.slapd["mail2"].log().lower()
 
     pop = poplib.POP3_SSL("127.0.0.1", c.site.mail.instance("mail2").pop3s_port, context=_tls(), timeout=10)
     try:
@@ -108,6 +110,10 @@ def test_mailbox_created_on_ldap2_is_known_to_mail1(mail_cluster):
     with smtplib.SMTP("127.0.0.1", c.site.mail.instance("mail1").smtp_port, timeout=15) as s:
         s.sendmail("someone@example.org", [f"{uid}@example.net"], "Subject: to bob\r\n\r\nhi\r\n")
     wait_until(lambda: _maildir_new(c, uid), 30, what=f"a message in {uid}'s Maildir")
+    # only mail1's Postfix looked the recipient up, and it asked slapd 1, bound as the lookup DN
+    lookup = f"(mail={uid}@example.net)".lower()
+    assert lookup in c.pair.slapd["mail1"].log().lower()
+    assert lookup not in c.pair.slapd["mail2"].log().lower()
 
 
 def _bad_auth(c):
@@ -179,13 +185,18 @@ def test_no_password_in_any_log(mail_cluster):
         assert s not in logs
 
 
-def test_ldap_lookup_bind_is_the_configured_dn(mail_cluster):
-    """Postfix's map binds with the lookup DN (here the rootdn: the pillar sets no mail:lookup)."""
+def test_lookups_bind_as_the_lookup_dn_and_anonymous_is_refused(mail_cluster):
+    """Postfix and Dovecot bind as the lookup DN (here the rootdn: the pillar sets no mail:lookup)
+    before they search; anonymous binds are refused (iRedMail's ACL), so the bind is needed."""
     c = mail_cluster
-    log = c.pair.slapd["mail1"].log()
-    assert f'BIND dn="{c.pair.rootdn}"'.lower() in log.lower()
+    for node in ("mail1", "mail2"):
+        log = c.pair.slapd[node].log().lower()
+        searches = [line for line in log.splitlines() if "srch base=" in line and "(mail=" in line]
+        assert searches, f"no mailbox lookup reached slapd on {node}"
+        conn = searches[0].split(" op=")[0].split()[-1]  # "conn=1005"
+        assert f'{conn} op=0 bind dn="{c.pair.rootdn}"'.lower() in log
     slapd = c.pair.slapd["mail1"]
-    with pytest.raises(ldap3.core.exceptions.LDAPBindError):  # iRedMail's ACL: no anonymous bind
+    with pytest.raises(ldap3.core.exceptions.LDAPBindError):
         ldap3.Connection(ldap3.Server(slapd.address, port=slapd.port), auto_bind=True)
 
 
