@@ -66,12 +66,12 @@ def one_round(lab, first):
         assert all(rc == 0 for rc, _ in results.values()), results
         prepare_table(lab.member("db1"))
 
-    db1, db3 = lab.member("db1"), lab.member("db3")
+    db1, filer1 = lab.member("db1"), lab.member("filer1")
     writer = TimedWriter(db1)
     writer.start()
     time.sleep(1.0)
     t_kill = time.monotonic()
-    db3.kill9()
+    filer1.kill9()
     while int(db1.status().get("wsrep_cluster_size", 0)) != 2:
         time.sleep(0.01)
     t_evicted = time.monotonic()
@@ -86,7 +86,7 @@ def one_round(lab, first):
     out["longest commit stall seen by the writer"] = max(stalls)
 
     t0 = time.monotonic()
-    rc, _ = db3.apply()
+    rc, _ = filer1.apply()
     lab.wait_synced(size=3, timeout=60)
     out["killed node back through state.apply (IST)"] = time.monotonic() - t0
 

@@ -17,7 +17,8 @@ def _lab(**kwargs):
 
 @pytest.fixture(scope="module")
 def lab():
-    """Three db members, nothing started: the tests of a module bring it up once and share it."""
+    """db1, db2 (role db) and filer1 (role quorum), nothing started: the tests of a module bring it
+    up once and share it."""
     lab = _lab()
     yield lab
     lab.cleanup()
@@ -25,6 +26,6 @@ def lab():
 
 @pytest.fixture(scope="module")
 def garbd_lab():
-    lab = _lab(members=("db1", "db2"), garbd="arb")
+    lab = _lab(members=("db1", "db2"), quorum=None, garbd="arb")
     yield lab
     lab.cleanup()

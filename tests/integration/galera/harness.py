@@ -181,16 +181,19 @@ class Member:
 
 
 class GaleraLab:
-    """``members``: {node_id: roles}. ``garbd`` names a node with role garbd."""
+    """``members``: full members' ids; the one named ``quorum`` gets role quorum (a full member
+    that is not load-balanced, the guide's filer1), the others role db. ``garbd`` names an extra
+    node with role garbd."""
 
-    def __init__(self, base, members=("db1", "db2", "db3"), garbd=None, bootstrap_node="db1"):
+    def __init__(self, base, members=("db1", "db2", "filer1"), quorum="filer1", garbd=None, bootstrap_node="db1"):
         self.base = pathlib.Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         os.chmod(self.base, 0o755)  # mariadbd runs as mysql and must traverse it
         self.pillar_dir = self.base / "pillar"
         addrs = [f"127.0.0.{10 + i}" for i in range(1, len(members) + (2 if garbd else 1))]
         self.port_base = pick_ports(addrs)
-        self.members = [Member(self, m, i + 1, ["db"]) for i, m in enumerate(members)]
+        self.members = [Member(self, m, i + 1, ["quorum"] if m == quorum else ["db"])
+                        for i, m in enumerate(members)]
         self.garbd = Member(self, garbd, len(members) + 1, ["garbd"]) if garbd else None
         self.bootstrap_node = bootstrap_node
         self.pillar = self._pillar()
@@ -273,11 +276,18 @@ class GaleraLab:
                     texts.append(p.read_text(errors="replace"))
         return texts
 
-    def stop(self):
+    def stop(self, timeout=30):
+        """SIGTERM to every mariadbd and garbd at once, then wait; SIGKILL what is left."""
+        pids = [p for m in self.all() for p in (m.pid(), m.garbd_pid()) if p]
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(m.pid() or m.garbd_pid() for m in self.all()) and time.monotonic() < deadline:
+            time.sleep(0.1)
         for m in self.all():
+            m.kill9()
             if m.garbd_pid():
-                os.kill(m.garbd_pid(), signal.SIGTERM)
-            m.stop()
+                os.kill(m.garbd_pid(), signal.SIGKILL)
 
     def cleanup(self, keep=False):
         self.stop()

@@ -16,7 +16,7 @@ from salt_mailha.core.galera import BootstrapPolicy, GaleraPosition, recover_clu
 from tests.integration.galera.harness import SECRETS, Writer, prepare_table, rows
 
 pytestmark = pytest.mark.integration
-MEMBERS = ("db1", "db2", "db3")
+MEMBERS = ("db1", "db2", "filer1")  # filer1: role quorum
 
 
 def states(ret):
@@ -44,7 +44,7 @@ def test_test_mode_on_fresh_nodes_predicts_and_touches_nothing(lab):
         assert all(r["result"] is None for r in st.values()), st
         assert st["mailha-galera-cnf"]["comment"].startswith("would create")
     assert "would bootstrap a new cluster on db1" in states(results["db1"][1])["mailha-galera-synced"]["comment"]
-    for node in ("db2", "db3"):
+    for node in ("db2", "filer1"):
         assert "would wait" in states(results[node][1])["mailha-galera-synced"]["comment"]
     for m in lab.members:
         assert not m.cnf.exists() and not m.datadir.exists() and m.pid() is None
@@ -57,6 +57,7 @@ def test_concurrent_apply_bootstraps_exactly_once_and_forms_three_synced(lab):
         st = states(ret)
         assert rc == 0 and all(r["result"] is True for r in st.values()), st
         actions[node] = st["mailha-galera-synced"]["changes"]["new"]["action"]
+    assert lab.member("filer1").roles == ["quorum"]  # a full member that is not load-balanced
     assert sorted(actions.values()) == ["bootstrap", "join", "join"]
     assert actions["db1"] == "bootstrap"
     lab.wait_synced(size=3, timeout=30)
@@ -106,12 +107,12 @@ def test_monitor_state_fixes_a_changed_password_and_shows_no_secret(lab):
 
 def test_kill9_one_member_under_writer_stays_primary_and_rejoins_by_ist(lab):
     lab.wait_synced(size=3, timeout=30)
-    db1, db3 = lab.member("db1"), lab.member("db3")
+    db1, filer1 = lab.member("db1"), lab.member("filer1")
     prepare_table(db1)
     writer = Writer([db1])
     writer.start()
     time.sleep(1)
-    db3.kill9()
+    filer1.kill9()
     deadline = time.monotonic() + 20
     while int(db1.status().get("wsrep_cluster_size", 0)) != 2 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -121,21 +122,21 @@ def test_kill9_one_member_under_writer_stays_primary_and_rejoins_by_ist(lab):
     time.sleep(1)
     assert len(writer.acked) > before, "the survivors stopped taking writes"
 
-    grastate = (db3.datadir / "grastate.dat").read_text()
-    rc, ret = db3.apply(test=True)
+    grastate = (filer1.datadir / "grastate.dat").read_text()
+    rc, ret = filer1.apply(test=True)
     predicted = states(ret)["mailha-galera-synced"]
-    assert predicted["result"] is None and "would start db3 and join the Primary component with its " \
+    assert predicted["result"] is None and "would start filer1 and join the Primary component with its " \
         "position from --wsrep-recover" in predicted["comment"], predicted
-    assert db3.pid() is None and (db3.datadir / "grastate.dat").read_text() == grastate
+    assert filer1.pid() is None and (filer1.datadir / "grastate.dat").read_text() == grastate
 
-    offset = db3.log_size()
-    rc, ret = db3.apply()
+    offset = filer1.log_size()
+    rc, ret = filer1.apply()
     synced = states(ret)["mailha-galera-synced"]
     assert rc == 0 and synced["result"] is True, synced
     assert synced["changes"]["new"]["action"] == "join"
     assert synced["changes"]["old"]["position"].endswith(":-1")  # crashed: grastate had no seqno
     assert int(synced["changes"]["new"]["position"].rsplit(":", 1)[1]) > 0  # --wsrep-recover found it
-    log = db3.log_since(offset)
+    log = filer1.log_since(offset)
     assert "IST received" in log, "the restarted member did not catch up by IST"
     time.sleep(0.5)
     writer.stop()
@@ -169,10 +170,10 @@ def test_recovery_refuses_while_a_member_is_unreachable(lab):
     writer.stop()
     assert writer.acked
     ACKED.extend(writer.acked)
-    ask = lambda node: None if node == "db3" else lab.ask(node)  # noqa: E731 - db3's minion is "down"
+    ask = lambda node: None if node == "filer1" else lab.ask(node)  # noqa: E731 - filer1's minion is "down"
     res = recover_cluster(BootstrapPolicy(MEMBERS, "db1"), ask, lab.act, apply=True)
     assert res["result"] is False and res["plan"]["kind"] == "refuse"
-    assert "db3: minion did not answer" in res["reason"]
+    assert "filer1: minion did not answer" in res["reason"]
     assert res["applied"] == [] and all(m.pid() is None for m in lab.members)
 
 
@@ -184,24 +185,24 @@ def test_a_state_never_bootstraps_a_stopped_cluster(lab):
 
 
 def test_recovery_refuses_mismatched_uuids_naming_the_node(lab):
-    db3 = lab.member("db3")
-    saved = db3.datadir.with_name("data.saved")
-    shutil.move(db3.datadir, saved)
+    filer1 = lab.member("filer1")
+    saved = filer1.datadir.with_name("data.saved")
+    shutil.move(filer1.datadir, saved)
     try:
-        # db3 rebuilt and started alone: a cluster of its own, with its own history
-        assert db3.call("mailha_galera.prepare")[0] == 0
-        rc, out = db3.call("mailha_galera.bootstrap")
+        # filer1 rebuilt and started alone: a cluster of its own, with its own history
+        assert filer1.call("mailha_galera.prepare")[0] == 0
+        rc, out = filer1.call("mailha_galera.bootstrap")
         assert out["synced"] is True, out
-        db3.call("mailha_galera.stop")
-        other = GaleraPosition.parse(lab.ask("db3")["position"])
+        filer1.call("mailha_galera.stop")
+        other = GaleraPosition.parse(lab.ask("filer1")["position"])
         res = recover_cluster(BootstrapPolicy(MEMBERS, "db1"), lab.ask, lab.act, apply=True)
         assert res["plan"]["kind"] == "refuse" and res["applied"] == []
-        assert "disagree" in res["reason"] and f"db3 on {other.uuid}" in res["reason"]
-        assert "db3 belong to another history" in res["reason"]
+        assert "disagree" in res["reason"] and f"filer1 on {other.uuid}" in res["reason"]
+        assert "filer1 belong to another history" in res["reason"]
         assert all(m.pid() is None for m in lab.members)
     finally:
-        shutil.rmtree(db3.datadir, ignore_errors=True)
-        shutil.move(saved, db3.datadir)
+        shutil.rmtree(filer1.datadir, ignore_errors=True)
+        shutil.move(saved, filer1.datadir)
 
 
 def test_recovery_after_all_killed_bootstraps_the_highest_seqno_and_keeps_every_insert(lab):
@@ -227,9 +228,9 @@ def test_recovery_refuses_to_bootstrap_next_to_a_live_primary(lab):
     assert res["plan"]["kind"] == "refuse" and "even when forced" in res["reason"]
     res = recover_cluster(BootstrapPolicy(MEMBERS, "db1"), lab.ask, lab.act, apply=True)
     assert res["plan"]["kind"] == "none" and res["applied"] == []
-    lab.member("db3").stop()
+    lab.member("filer1").stop()
     res = recover_cluster(BootstrapPolicy(MEMBERS, "db1"), lab.ask, lab.act, apply=True)
     assert res["plan"]["kind"] == "join" and [(a["node"], a["action"], a["ok"]) for a in res["applied"]] == \
-        [("db3", "join", True)]
+        [("filer1", "join", True)]
     lab.wait_synced(size=3, timeout=30)
     assert_no_secret_anywhere(lab)

@@ -56,8 +56,8 @@ def test_configured_redacts_the_sst_password_in_the_diff(lab):
 
 
 def test_configured_refuses_a_path_that_is_not_the_members(lab):
-    db3 = lab.member("db3")
-    rc, ret = db3.call("state.single", "mailha_galera.configured", "name=/etc/mysql/other.cnf")
+    filer1 = lab.member("filer1")
+    rc, ret = filer1.call("state.single", "mailha_galera.configured", "name=/etc/mysql/other.cnf")
     (r,) = ret.values()
-    assert r["result"] is False and "mailha:galera:instances:db3:config" in r["comment"]
+    assert r["result"] is False and "mailha:galera:instances:filer1:config" in r["comment"]
     assert not os.path.exists("/etc/mysql/other.cnf")
