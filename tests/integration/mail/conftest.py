@@ -35,6 +35,7 @@ POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 USER_PASSWORD = "Alice-Mailbox-Pw-7731"  # grepped for in every log: must never appear
+LOOKUP_PASSWORD = "Vmail-Lookup-Pw-5517"  # the lookup DN's: grepped for too
 
 
 def _missing():
@@ -61,6 +62,8 @@ def mail_pillar(pair_pillar, base, ports):
     # the example replicates as the rootdn: its password is the rootpw (what the LDAP state sets up)
     ldap["replication"]["credentials"] = ldap["rootpw"]
     mail = pillar["mailha"]["mail"]
+    # a read-only lookup DN, as iRedMail's cn=vmail (the fixture creates the entry)
+    mail["lookup"] = {"bind_dn": f"cn=vmail,{ldap['suffix']}", "bind_password": LOOKUP_PASSWORD}
     mail["vmail"]["path"] = str(base / "vmail")
     mail["tls"] = {"cert": str(base / "tls" / "cert.pem"), "key": str(base / "tls" / "key.pem")}
     mail["web_root"] = str(base / "www")
@@ -252,6 +255,9 @@ def running_cluster(tmp):
                 iredmail_like_conf(s.dir, pair.suffix, pair.rootdn, pair.rootpw), site, str(s.conf)))
         pair.start()
         pair.seed("mail1")
+        with pair.connect("mail1") as conn:
+            conn.add(f"cn=vmail,{pair.suffix}", ["organizationalRole", "simpleSecurityObject"],
+                     {"cn": "vmail", "userPassword": LOOKUP_PASSWORD})
         (base / "tls").mkdir(mode=0o755)
         subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                         "-subj", "/CN=mail.example.net", "-keyout", str(base / "tls" / "key.pem"),

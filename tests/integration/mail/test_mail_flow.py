@@ -24,7 +24,7 @@ from salt_mailha.core.mail import health_page, mail_checks
 from salt_mailha.core.model import parse_site
 from tests.integration.ldap.fixtures import NODES, example_pillar
 from tests.integration.mail import conftest
-from tests.integration.mail.conftest import USER_PASSWORD
+from tests.integration.mail.conftest import LOOKUP_PASSWORD, USER_PASSWORD
 from tests.support.daemon import wait_until
 from tests.support.slapd import free_port
 
@@ -177,7 +177,7 @@ def test_balancer_checks_pass_on_each_node(mail_cluster):
 def test_no_password_in_any_log(mail_cluster):
     c = mail_cluster
     _bad_auth(c)  # a failed AUTH is the likeliest place for a password to be logged
-    secrets = [USER_PASSWORD, c.pair.rootpw, "wrong-password"]
+    secrets = [USER_PASSWORD, LOOKUP_PASSWORD, c.pair.rootpw, "wrong-password"]
     logs = "\n".join(n.logs() for n in c.nodes.values())
     logs += "\n".join(s.log() for s in c.pair.slapd.values())
     assert "Login: user=<" in logs and "postfix/virtual" in logs  # the logs are real and verbose
@@ -186,15 +186,16 @@ def test_no_password_in_any_log(mail_cluster):
 
 
 def test_lookups_bind_as_the_lookup_dn_and_anonymous_is_refused(mail_cluster):
-    """Postfix and Dovecot bind as the lookup DN (here the rootdn: the pillar sets no mail:lookup)
-    before they search; anonymous binds are refused (iRedMail's ACL), so the bind is needed."""
+    """Postfix and Dovecot bind as the read-only lookup DN (mail:lookup, cn=vmail) before they
+    search; anonymous binds are refused (iRedMail's ACL), so the bind is needed."""
     c = mail_cluster
+    lookup_dn = c.site.mail.lookup.bind_dn
     for node in ("mail1", "mail2"):
         log = c.pair.slapd[node].log().lower()
         searches = [line for line in log.splitlines() if "srch base=" in line and "(mail=" in line]
         assert searches, f"no mailbox lookup reached slapd on {node}"
         conn = searches[0].split(" op=")[0].split()[-1]  # "conn=1005"
-        assert f'{conn} op=0 bind dn="{c.pair.rootdn}"'.lower() in log
+        assert f'{conn} op=0 bind dn="{lookup_dn}"'.lower() in log
     slapd = c.pair.slapd["mail1"]
     with pytest.raises(ldap3.core.exceptions.LDAPBindError):
         ldap3.Connection(ldap3.Server(slapd.address, port=slapd.port), auto_bind=True)
