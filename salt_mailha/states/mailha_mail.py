@@ -1,29 +1,29 @@
-"""The mail tier on a mail node: iRedMail installed once, the native Postfix/Dovecot files, the
-vmail NFS share (fstab line, immutable mountpoint, mount) and the guard that keeps the mail
-services stopped while the share is not mounted.
+"""The mail tier: iRedMail installed once, or the native Postfix/Dovecot files; the vmail NFS
+share (fstab line, immutable mountpoint, mount) and the guard that keeps the mail services
+stopped while the share is not mounted; the ldirectord health page; the filer's export.
 
 .. code-block:: yaml
 
     mailha-vmail-share:
-      mailha_mail.vmail_share: []          # fstab line, chattr +i when unmounted, mount
+      mailha_mail.vmail_share: []          # fstab line, chattr +i while unmounted, mount
 
     mailha-vmail-guard:
-      mailha_mail.share_guard:
+      mailha_mail.share_guard:             # fails while the share is not mounted
         - require:
           - mailha_mail: mailha-vmail-share
 
+    mailha-health-page:
+      mailha_mail.health_page: []
+
+    # iRedMail path (pillar mail:iredmail) ...
     mailha-iredmail:
       mailha_mail.iredmail_installed:
         - require:
           - mailha_mail: mailha-vmail-guard
 
+    # ... or the native path: Debian's Postfix and Dovecot from the model
     mailha-mail-files:
-      mailha_mail.configured:
-        - require:
-          - mailha_mail: mailha-iredmail
-
-    mailha-health-page:
-      mailha_mail.health_page: []
+      mailha_mail.configured: []
 
     postfix:
       service.running:
@@ -32,10 +32,15 @@ services stopped while the share is not mounted.
         - watch:
           - mailha_mail: mailha-mail-files
 
+    # on the filer
+    mailha-vmail-export:
+      mailha_mail.vmail_export: []
+
 Paths are prefixed by minion config ``mailha_root`` when set (a scratch root for rehearsals and
-tests); the mount table is always the real one (``/proc/self/mounts``). Secrets (the LDAP bind
-password in the maps, every password of the installer ``config``) never reach a return, a
-comment, a log line, a command line or a command's environment.
+tests: then nothing is mounted and no exports are reloaded); the mount table is always the real
+one (``/proc/self/mounts``). Secrets (the LDAP bind password in the maps, every password of the
+installer ``config``) never reach a return, a comment, a log line, a command line or a command's
+environment.
 """
 
 import datetime
