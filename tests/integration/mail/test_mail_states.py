@@ -351,3 +351,31 @@ def test_filer_exports_the_vmail_share_to_the_mail_nodes(tmp_path):
     ret = filer.single("mailha_mail.vmail_export")
     assert ret["result"] is True and ret["changes"] == {}
     filer.assert_no_secret()
+
+
+def test_iredmail_tarball_from_a_url_with_checksum(minion, tmp_path):
+    """``source: http://...``: fetched by Salt (cp.cache_file), checked, unpacked, run (a loopback
+    HTTP server stands for the download site)."""
+    import functools
+    import http.server
+    import threading
+
+    web = tmp_path / "web"
+    digest = _tarball(web / "iRedMail-1.6.8.tar.gz")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(web))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        pillar = copy.deepcopy(EXAMPLE)
+        im = pillar["mailha"]["mail"]["iredmail"]
+        im["source"] = f"http://127.0.0.1:{server.server_address[1]}/iRedMail-1.6.8.tar.gz"
+        im["source_hash"] = "sha256=" + digest
+        (minion.base / "pillar" / "mailha.sls").write_text(yaml.safe_dump(pillar))
+        ret = minion.single("mailha_mail.iredmail_installed")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert ret["result"] is True, ret["comment"]
+    assert _record(minion.root / "root" / "iRedMail-1.6.8")["count"] == 1
+    minion.assert_no_secret()
