@@ -280,10 +280,12 @@ def _local_position(g, inst, recover=True):
     gs = _grastate(inst)
     if gs is not None and gs.seqno >= 0:
         return gs.position, gs, "grastate"
+    # Never ran with wsrep: no history at all (zero UUID, -1); it joins by SST.
+    empty = core.GaleraPosition(core.ZERO_UUID, -1)
     if not _initialized(inst):
-        return None, gs, "no datadir"
+        return empty, gs, "no datadir"
     if gs is None:
-        return None, gs, "no grastate.dat (never ran with wsrep)"
+        return empty, gs, "no grastate.dat"
     if not recover:
         return (gs.position if gs else None), gs, "grastate"
     return _recover(g, inst), gs, "wsrep-recover"
@@ -385,6 +387,11 @@ def prepare(node=None):
 def _start_checked(g, inst, extra, timeout):
     if _pid(inst) is not None or _read_status(inst) is not None:
         raise CommandExecutionError(f"mariadbd of {inst.datadir} is already running; stop it first")
+    if not os.path.isfile(inst.config):
+        raise CommandExecutionError(f"{inst.config} does not exist: apply mailha_galera.configured first")
+    _ensure_dirs(g, inst)
+    if not _initialized(inst):
+        _install_db(g, inst)
     since = _log_size(inst)
     proc = _start(g, inst, extra)
     st = _wait_synced(g, inst, proc, since, timeout)
