@@ -242,3 +242,17 @@ def test_guard_keeps_real_dovecot_stopped_until_the_share_is_mounted(tmp_path):
         conftest.umount(vmail)
         shutil.rmtree(base, ignore_errors=True)
     assert "CHANGE-ME-ldap-root" not in node.logs()
+
+
+def test_tls_services_present_the_sites_certificate(mail_cluster):
+    """IMAPS and POP3S (mail2), SMTPS (mail1) and STARTTLS on submission all serve mail:tls:cert."""
+    c = mail_cluster
+    want = ssl.PEM_cert_to_DER_cert(pathlib.Path(c.site.mail.tls.cert).read_text())
+    m1, m2 = c.site.mail.instance("mail1"), c.site.mail.instance("mail2")
+    for port in (m2.imaps_port, m2.pop3s_port, m1.smtps_port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with _tls().wrap_socket(raw) as tls:
+                assert tls.getpeercert(binary_form=True) == want, port
+    with smtplib.SMTP("127.0.0.1", m1.submission_port, timeout=15) as s:
+        s.starttls(context=_tls())
+        assert s.sock.getpeercert(binary_form=True) == want
