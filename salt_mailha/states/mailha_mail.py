@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "mailha_mail"
 
 MOUNTS = "/proc/self/mounts"
+MOUNT_TIMEOUT = 120  # seconds
 
 
 def __virtual__():
@@ -261,7 +262,8 @@ def vmail_share(name, node=None, mount=None):
         ret["changes"]["mounted"] = {"old": False, "new": entry.spec}
         would.append(f"mount {mountpoint}")
         if not test:
-            out = _run(["mount", "-T", fstab, mountpoint])
+            # bounded: an unreachable filer must fail this state, not hang the whole run
+            out = _run(["mount", "-T", fstab, mountpoint], timeout=MOUNT_TIMEOUT)
             if out["retcode"] != 0:
                 ret["result"] = False
                 ret["changes"].pop("mounted")
