@@ -44,6 +44,7 @@ environment.
 """
 
 import datetime
+import grp
 import hashlib
 import logging
 import os
@@ -139,13 +140,19 @@ def configured(name, node=None):
         ret["result"] = None
         ret["comment"] = f"would write {len(todo)} mail file(s): {', '.join(f.path for _, f in todo)}"
         return ret
+    written = []
     for path, f in todo:
         try:
             glue.write_atomic(path, f.content, f.mode)
             if f.group != "root":
                 shutil.chown(path, group=f.group)
         except (OSError, LookupError) as exc:
-            return _fail(ret, f"could not write {path}: {exc}; nothing else was changed after it", secrets)
+            ret["result"] = False
+            ret["changes"] = {p: c for p, c in ret["changes"].items() if p in written}
+            ret["comment"] = redact(f"could not write {path}: {exc}; wrote only {', '.join(written) or 'nothing'}",
+                                    secrets)
+            return ret
+        written.append(f.path)
     ret["comment"] = f"wrote {len(todo)} mail file(s): {', '.join(f.path for _, f in todo)}"
     return ret
 
@@ -154,8 +161,6 @@ def _group_ok(path, group):
     if group == "root":
         return True
     try:
-        import grp
-
         return os.stat(path).st_gid == grp.getgrnam(group).gr_gid
     except (OSError, KeyError):
         return False
