@@ -91,7 +91,8 @@ def main():
                 figures["plugged->lb1"].append(until_only(lan, "lb1"))
         finally:
             for dmn in daemons.values():
-                dmn.signal(signal.SIGCONT)
+                if dmn.running():
+                    os.killpg(dmn.pid, signal.SIGCONT)
                 dmn.stop()
     mode = "unicast" if args.unicast else "multicast"
     print(f"keepalived {mode}, VRRPv3, advert_int {args.advert_int}s, {args.rounds} round(s)")

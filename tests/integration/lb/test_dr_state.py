@@ -9,6 +9,7 @@ import pathlib
 import pytest
 
 from tests.integration.lb.conftest import LocalMinion, lab_pillar
+from tests.support.daemon import wait_until
 from tests.support.netns import Lan
 
 pytestmark = pytest.mark.integration
@@ -74,8 +75,9 @@ def test_dr_state_in_netns(node):
     assert files() == FILES
     assert host_sysctls() == host_before, "the host namespace must not change"
     # what the sysctls are for: the node answers for its own address, never ARP for the VIP
-    assert lan.run("sw", ["ping", "-c1", "-W1", DB1], check=False).returncode == 0
-    assert lan.run("sw", ["ping", "-c1", "-W1", DB_VIP], check=False).returncode != 0
+    wait_until(lambda: lan.run("sw", ["ping", "-c1", "-W1", DB1], check=False).returncode == 0,
+               timeout=10, what="client pings db1's own address")
+    assert lan.run("sw", ["ping", "-c2", "-W1", DB_VIP], check=False).returncode != 0
     assert lan.neighbour(DB_VIP) is None
 
     for test in (False, True):
