@@ -215,6 +215,7 @@ def test_guard_keeps_real_dovecot_stopped_until_the_share_is_mounted(tmp_path):
     site = parse_site(pillar["mailha"])
     vmail = pathlib.Path(site.mail.vmail.path)
     vmail.mkdir(mode=0o755)
+    subprocess.run(["chattr", "+i", str(vmail)], check=True)  # as vmail_share leaves an unmounted mountpoint
     (base / "tls").mkdir()
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
                     "-keyout", str(base / "tls" / "key.pem"), "-out", str(base / "tls" / "cert.pem")],
@@ -231,8 +232,12 @@ def test_guard_keeps_real_dovecot_stopped_until_the_share_is_mounted(tmp_path):
         assert ret["dovecot"]["result"] is False and not node.running("dovecot")
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", imaps), timeout=2).close()
+        with pytest.raises(PermissionError):  # and nothing can write mail on the local disk
+            (vmail / "example.net").mkdir()
 
-        conftest.mount_tmpfs(vmail, site.mail.vmail.uid, site.mail.vmail.gid)
+        conftest.mount_tmpfs(vmail, site.mail.vmail.uid, site.mail.vmail.gid)  # mounts over the +i dir
+        (vmail / "example.net").mkdir()
+        (vmail / "example.net").rmdir()
         ret = node.apply()
         assert ret["vmail-guard"]["result"] is True and ret["dovecot"]["result"] is True, ret
         assert node.running("dovecot")
@@ -240,6 +245,7 @@ def test_guard_keeps_real_dovecot_stopped_until_the_share_is_mounted(tmp_path):
     finally:
         node.stop()
         conftest.umount(vmail)
+        subprocess.run(["chattr", "-i", str(vmail)], check=False)
         shutil.rmtree(base, ignore_errors=True)
     assert "CHANGE-ME-ldap-root" not in node.logs()
 
