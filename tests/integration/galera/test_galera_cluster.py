@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from salt_mailha.core.galera import BootstrapPolicy, GaleraPosition, recover_cluster
+from salt_mailha.core.galera import BootstrapPolicy, GaleraPosition, parse_grastate, recover_cluster
 from tests.integration.galera.harness import SECRETS, Writer, prepare_table, rows
 
 pytestmark = pytest.mark.integration
@@ -207,7 +207,16 @@ def test_recovery_refuses_mismatched_uuids_naming_the_node(lab):
 
 def test_recovery_after_all_killed_bootstraps_the_highest_seqno_and_keeps_every_insert(lab):
     assert all(m.pid() is None for m in lab.members) and ACKED
-    res = recover_cluster(BootstrapPolicy(MEMBERS, "db1"), lab.ask, lab.act, apply=True)
+    seen_after_bootstrap = {}
+
+    def act(node, action, position):
+        out = lab.act(node, action, position)
+        if action == "bootstrap":  # the others are still down: look at every grastate.dat now
+            seen_after_bootstrap.update({m.id: parse_grastate((m.datadir / "grastate.dat").read_text())
+                                         .safe_to_bootstrap for m in lab.members})
+        return out
+
+    res = recover_cluster(BootstrapPolicy(MEMBERS, "db1"), lab.ask, act, apply=True)
     assert res["result"] is True, res
     seqnos = {m: int(p["position"].rsplit(":", 1)[1]) for m, p in res["positions"].items()}
     chosen = res["plan"]["node"]
@@ -216,6 +225,8 @@ def test_recovery_after_all_killed_bootstraps_the_highest_seqno_and_keeps_every_
     assert [(a["node"], a["action"]) for a in res["applied"]][0] == (chosen, "bootstrap")
     assert all(a["ok"] for a in res["applied"])
     lab.wait_synced(size=3, timeout=60)
+    assert seen_after_bootstrap == {m: m == chosen for m in MEMBERS}, \
+        "safe_to_bootstrap must be set on the chosen node only"
     uuids = {m.status()["wsrep_cluster_state_uuid"] for m in lab.members}
     assert uuids == {res["plan"]["steps"][0]["position"].split(":")[0]}, "history lost: a new state UUID"
     for m in lab.members:
