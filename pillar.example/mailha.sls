@@ -127,12 +127,15 @@ mailha:
       nfs_server: filer1
       export: /srv/var/vmail
       options: [vers=3, noatime, nodiratime, noexec]
-    iredmail:
-      source: salt://iredmail/iRedMail-1.6.8.tar.gz
-      source_hash: sha256=CHANGE-ME
-      admin_user: admin_iredmail
-      admin_password: CHANGE-ME-iredmail-admin
-      postmaster_password: CHANGE-ME-postmaster
+    # Without an iredmail section, mail nodes run Debian's Postfix + Dovecot configured by
+    # salt-mailha (what the lab and the tests run). With it, iRedMail's installer runs once per
+    # node from one shared config; put its tarball on the Salt fileserver first:
+    # iredmail:
+    #   source: salt://iredmail/iRedMail-1.6.8.tar.gz
+    #   source_hash: sha256=<sha256 of the tarball>
+    #   admin_user: admin_iredmail
+    #   admin_password: CHANGE-ME-iredmail-admin
+    #   postmaster_password: CHANGE-ME-postmaster
 
   remediation:
     probe_interval: 1               # seconds between beacon probes

@@ -8,6 +8,7 @@ model paths under the ``mailha_root`` scratch root, and writes files atomically.
 from __future__ import annotations
 
 import difflib
+import grp
 import os
 import tempfile
 
@@ -68,12 +69,30 @@ def file_mode(path):
         return None
 
 
-def write_atomic(path, content, mode):
-    """Write ``content`` to ``path`` with ``mode`` (octal string) without a moment of wrong mode."""
+def group_id(name):
+    """The gid of group ``name``, or None when it does not exist (its package is not installed)."""
+    try:
+        return grp.getgrnam(name).gr_gid if name else None
+    except KeyError:
+        return None
+
+
+def file_gid(path):
+    try:
+        return os.stat(path).st_gid
+    except FileNotFoundError:
+        return None
+
+
+def write_atomic(path, content, mode, gid=None):
+    """Write ``content`` to ``path`` with ``mode`` (octal string) and group ``gid`` (owner root)
+    without a moment of wrong mode or owner."""
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mailha-")
     try:
+        if gid is not None:
+            os.fchown(fd, 0, gid)
         os.fchmod(fd, int(mode, 8))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(content)

@@ -23,13 +23,16 @@ clear): callers pass anything shown to a user through ``secret.redact(.., site.s
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
-import pathlib
+import hashlib
+import hmac
 import re
 import shlex
 
-from .errors import MailhaError, ParseError, ValidationError
+from .errors import MailhaError, ParseError
+from .render import environment
 
 # Why these syncrepl timings: "1 60 5 +" retries every second for the first minute after a peer
 # goes away (a restart or reboot comes back inside that), then every 5 s forever. The guide's
@@ -49,7 +52,6 @@ MODULE_PATH = "/usr/lib/ldap"  # Debian's slapd modules
 BEGIN = "# BEGIN salt-mailha ldap mirrormode ({part}): managed by Salt, edits are replaced"
 END = "# END salt-mailha ldap mirrormode ({part})"
 _MARKER = re.compile(r"^# (BEGIN|END) salt-mailha ldap mirrormode \((global|database)\)")
-_TEMPLATES = pathlib.Path(__file__).resolve().parent.parent / "templates"
 
 
 class ConfigConflict(MailhaError):
@@ -92,18 +94,6 @@ def mirror_servers(site):
 
 
 # ----------------------------------------------------------------------------------- rendering
-
-
-def _environment():
-    try:
-        from .render import environment  # the shared one, once the lead's render.py has it
-        return environment()
-    except ImportError:
-        import jinja2
-        return jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(_TEMPLATES)), undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False,
-        )
 
 
 def _quote(value):
@@ -157,7 +147,7 @@ def render_mirrormode(site, moduleload=True, modulepath=False, indexes=("entryCS
     (``merge_slapd_conf`` decides that); the defaults render the full block.
     """
     servers = mirror_servers(site)
-    text = _environment().get_template("slapd-mirrormode.conf.j2").render(
+    text = environment().get_template("slapd-mirrormode.conf.j2").render(
         servers=servers,
         syncrepls=[syncrepl_params(site, s) for s in servers],
         quote=_quote,
@@ -496,7 +486,7 @@ def mask_credentials(data):
 def render_cnconfig_ldif(site):
     """The cn=config form as LDIF (for review and for ``ldapmodify``); contains the credential."""
     d = desired_cnconfig(site)
-    return _environment().get_template("slapd-mirrormode-cnconfig.ldif.j2").render(
+    return environment().get_template("slapd-mirrormode-cnconfig.ldif.j2").render(
         d=d, syncrepls=[syncrepl_value(p) for p in d.syncrepls],
     )
 
@@ -749,3 +739,24 @@ def apply_ops(conn, ops):
                                 f"applied operation(s): {type(exc).__name__}: {exc}") from None
         done.append(op)
     return done
+
+
+# ----------------------------------------------------------------------------------- native path
+
+
+def ssha(password, salt):
+    """``{SSHA}`` of ``password`` with ``salt`` (bytes), as slappasswd writes it."""
+    digest = hashlib.sha1(password.encode() + salt).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def render_native_slapd_conf(site, node):
+    """The whole slapd.conf of a mail node on the native path (no iRedMail installer), with the
+    mirror-mode block merged in. The rootpw is stored hashed; its salt is derived from the secret
+    and the node so the render stays deterministic (same model, same bytes)."""
+    lds = site.ldap
+    salt = hmac.new(lds.rootpw.reveal().encode(), f"slapd-rootpw:{site.name}:{node.id}".encode(),
+                    hashlib.sha256).digest()[:8]
+    base = environment().get_template("slapd-native.conf.j2").render(
+        node=node, suffix=lds.suffix, rootdn=lds.rootdn, rootpw_hash=ssha(lds.rootpw.reveal(), salt))
+    return merge_slapd_conf(base, site, "/etc/ldap/slapd.conf")

@@ -42,6 +42,11 @@ IREDMAIL_MARKER = "/var/lib/mailha/iredmail.installed"
 INSTALLER = "iRedMail.sh"
 
 
+def uses_native_path(site, node=None):
+    """Mail nodes run Debian's Postfix/Dovecot configured by us unless the pillar has mail:iredmail."""
+    return site.mail is not None and site.mail.iredmail is None
+
+
 def _require_mail(site, node):
     if site.mail is None or site.mail.vmail is None:
         raise MailhaError("pillar mailha:mail:vmail is missing: the mail tier needs the vmail share")

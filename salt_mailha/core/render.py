@@ -45,14 +45,22 @@ class Artifact:
     renderer: str  # "module:function" inside salt_mailha.core, called as f(site, node)
     sls: str = ""  # the formula file (states/mailha/<sls>.sls) that manages it; one owner per file
     secret: bool = False  # holds a secret: mode must keep it private; diffs are redacted anyway
+    when: str = ""  # optional "module:function" predicate f(site, node) -> bool
+    group: str = ""  # owning group (owner is root) when a daemon reads it after dropping root
+
+    def applies(self, site, node):
+        return any(node.has(r) for r in self.roles) and (not self.when or _resolve(self.when)(site, node))
 
     def render(self, site, node):
-        mod_name, func_name = self.renderer.split(":")
-        try:
-            func = getattr(importlib.import_module(f"salt_mailha.core.{mod_name}"), func_name)
-        except (ImportError, AttributeError) as exc:
-            raise MailhaError(f"renderer {self.renderer} for {self.path} is not available: {exc}") from exc
-        return func(site, node)
+        return _resolve(self.renderer)(site, node)
+
+
+def _resolve(ref):
+    mod_name, func_name = ref.split(":")
+    try:
+        return getattr(importlib.import_module(f"salt_mailha.core.{mod_name}"), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise MailhaError(f"{ref} is not available: {exc}") from exc
 
 
 ARTIFACTS = (
@@ -65,6 +73,10 @@ ARTIFACTS = (
              "lb:render_dr_sysctl", "realserver"),
     Artifact("galera", "/etc/mysql/mariadb.conf.d/60-mailha-galera.cnf", "0640", ("db", "quorum"),
              "galera:render_galera_cnf", "galera", secret=True),
+    # Native mail path only: on the iRedMail path its installer owns slapd.conf and
+    # mailha_ldap.mirrormode merges the block into it.
+    Artifact("slapd", "/etc/ldap/slapd.conf", "0640", ("mail",), "ldap:render_native_slapd_conf", "ldap",
+             secret=True, when="mail:uses_native_path", group="openldap"),
 )
 
 
@@ -79,7 +91,7 @@ def formula_for(site, node):
 
 def artifacts_for(site, node):
     """The artifacts a node gets, in registry order."""
-    return tuple(a for a in ARTIFACTS if any(node.has(r) for r in a.roles))
+    return tuple(a for a in ARTIFACTS if a.applies(site, node))
 
 
 def artifact(artifact_id):

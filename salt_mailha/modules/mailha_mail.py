@@ -91,7 +91,7 @@ def installer():
     site = glue.site_from_pillar(__pillar__)
     if site.mail is None:
         raise CommandExecutionError("pillar mailha:mail is missing: a mail node needs the vmail share settings")
-    return "iredmail" if site.mail.iredmail is not None else "native"
+    return "native" if core.uses_native_path(site) else "iredmail"
 
 
 def iredmail_environment(node=None):

@@ -46,6 +46,19 @@ def roles(node=None):
     return list(glue.this_node(site, __opts__, node).roles)
 
 
+def rehearsal():
+    """True when files go under a scratch ``mailha_root``: the formula then writes files only and
+    starts, stops or reconfigures no service (they would be this host's, not the rehearsed node's).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local mailha_site.rehearsal pillar='{"mailha_root": "/tmp/x"}'
+    """
+    return glue.root(__opts__, __pillar__) != "/"
+
+
 def formula(node=None):
     """The formula files (``mailha.<name>``) ``state.apply mailha`` includes for this node.
 

@@ -38,6 +38,7 @@ import logging
 import os
 import tempfile
 
+from salt_mailha import glue
 from salt_mailha.core import ldap as core_ldap
 from salt_mailha.core.errors import MailhaError, ValidationError
 from salt_mailha.core.model import load_site
@@ -97,7 +98,8 @@ def mirrormode(name, config=None, uri=None, service=None, restart=True):
     try:
         if site.ldap.config_format == "cn=config":
             return _cnconfig(ret, site, uri or cfg("mailha_ldap:config_uri", core_ldap.DEFAULT_CONFIG_URI))
-        return _slapd_conf(ret, site, config or cfg("mailha_ldap:slapd_conf", "/etc/ldap/slapd.conf"),
+        default_conf = glue.under_root("/etc/ldap/slapd.conf", __opts__, __pillar__)  # noqa: F821
+        return _slapd_conf(ret, site, config or cfg("mailha_ldap:slapd_conf", default_conf),
                            service or cfg("mailha_ldap:service", "slapd"), restart)
     except (MailhaError, ValueError, OSError) as exc:
         return _fail(ret, site, f"{type(exc).__name__}: {exc}")

@@ -23,7 +23,7 @@ def __virtual__():
     return __virtualname__
 
 
-_PAST = {"create": "created", "update": "updated", "fix the mode of": "fixed the mode of"}
+_PAST = {"create": "created", "update": "updated", "fix the mode or group of": "fixed the mode or group of"}
 
 
 def rendered(name, artifact, node=None):
@@ -45,7 +45,9 @@ def rendered(name, artifact, node=None):
     path = glue.under_root(name, __opts__, __pillar__)
     old = glue.read_text(path)
     old_mode = glue.file_mode(path)
-    if old == content and old_mode == art.mode:
+    gid = glue.group_id(art.group)
+    old_gid = glue.file_gid(path)
+    if old == content and old_mode == art.mode and (gid is None or old_gid == gid):
         ret["comment"] = f"{path} is already as rendered"
         return ret
 
@@ -53,16 +55,18 @@ def rendered(name, artifact, node=None):
         "old": None if old is None else {"mode": old_mode, "lines": len(old.splitlines())},
         "new": {"mode": art.mode, "lines": len(content.splitlines())},
     }
+    if gid is not None and old_gid != gid:
+        changes["new"]["group"] = art.group
     if old != content:
         changes["diff"] = glue.redacted_diff(old, content, name, site.secrets())
     ret["changes"] = changes
-    verb = "create" if old is None else ("update" if old != content else "fix the mode of")
+    verb = "create" if old is None else ("update" if old != content else "fix the mode or group of")
     if __opts__["test"]:
         ret["result"] = None
         ret["comment"] = f"would {verb} {path}"
         return ret
     try:
-        glue.write_atomic(path, content, art.mode)
+        glue.write_atomic(path, content, art.mode, gid)
     except OSError as exc:
         ret["result"] = False
         ret["changes"] = {}

@@ -5,7 +5,7 @@
 mailha-galera-cnf:
   mailha_galera.configured:
     - name: {{ salt['mailha_galera.config_path']() }}
-{%- if not salt['config.get']('mailha_root') %}
+{%- if not salt['mailha_site.rehearsal']() %}
 
 mailha-galera-synced:
   mailha_galera.synced:

@@ -1,5 +1,5 @@
 {#- Galera arbitrator (role garbd): garbd votes in the group without holding data. #}
-{%- if not salt['config.get']('mailha_root') %}
+{%- if not salt['mailha_site.rehearsal']() %}
 mailha-garbd:
   mailha_galera.arbitrator_running: []
 {%- endif %}

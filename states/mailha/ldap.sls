@@ -1,6 +1,25 @@
 {#- OpenLDAP mirror mode on a mail node: serverIDs, syncprov and one syncrepl per mail node, all
-    from pillar mailha:ldap. Included by mailha/mail.sls. The state restarts slapd itself after a
-    slapd.conf change (service.restart; minion config mailha_ldap:service names the service) or
-    changes cn=config live, per mailha:ldap:config_format. #}
+    from pillar mailha:ldap. Included by mailha/mail.sls.
+    Native path: slapd.conf is rendered whole (the mirror-mode block merged in) and slapd restarts
+    when it changes. iRedMail path: the installer writes slapd.conf, then mailha_ldap.mirrormode
+    merges the block into it (restarting slapd, or changing cn=config live). A rehearsal (scratch
+    mailha_root) writes the native file only. #}
+{%- from "mailha/macros.jinja" import rendered_files %}
+{%- set rehearsal = salt['mailha_site.rehearsal']() %}
+{%- if salt['mailha_mail.installer']() == 'native' %}
+{{ rendered_files('ldap') }}
+{%- if not rehearsal %}
+
+mailha-service-slapd:
+  service.running:
+    - name: slapd
+    - enable: True
+    - watch:
+      - mailha_site: mailha-file-slapd
+{%- endif %}
+{%- elif not rehearsal %}
 mailha_ldap_mirrormode:
-  mailha_ldap.mirrormode: []
+  mailha_ldap.mirrormode:
+    - require:
+      - mailha_mail: mailha-iredmail
+{%- endif %}

@@ -6,15 +6,15 @@ import pathlib
 import re
 
 import pytest
-import yaml
 
 from salt_mailha.core import mail
 from salt_mailha.core.errors import MailhaError, ParseError, ValidationError
 from salt_mailha.core.model import parse_site
+from tests.support.example import example_pillar
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DATA = pathlib.Path(__file__).parent / "data" / "mail"
-EXAMPLE = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())["mailha"]
+EXAMPLE = example_pillar(iredmail=True)["mailha"]
 SECRETS = ("CHANGE-ME-iredmail-admin", "CHANGE-ME-postmaster", "CHANGE-ME-ldap-root")
 
 

@@ -1,0 +1,22 @@
+"""The example pillar as tests use it."""
+
+import copy
+import pathlib
+
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# pillar.example documents the iRedMail section commented out (the native Postfix/Dovecot path is
+# the default); tests of the iRedMail path add exactly that documented section.
+IREDMAIL = {"source": "salt://iredmail/iRedMail-1.6.8.tar.gz", "source_hash": "sha256=CHANGE-ME",
+            "admin_user": "admin_iredmail", "admin_password": "CHANGE-ME-iredmail-admin",
+            "postmaster_password": "CHANGE-ME-postmaster"}
+
+
+def example_pillar(iredmail=False):
+    """A fresh copy of the whole example pillar (``{"mailha": ...}``)."""
+    data = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
+    if iredmail:
+        data["mailha"]["mail"]["iredmail"] = copy.deepcopy(IREDMAIL)
+    return data
