@@ -61,12 +61,18 @@ def table(mods):
             for vs in mods["mailha_ipvs.list"]()}
 
 
-def wait_weight(mods, address, weight, timeout):
+def wait_table(mods, want, timeout, stable=4.0):
+    """Wait until the VIP:80 weights equal ``want`` and stay so for ``stable`` seconds (several
+    ldirectord check rounds: its first checks under TCG can be slow and flap)."""
     deadline = time.monotonic() + timeout
+    since = None
     while time.monotonic() < deadline:
-        t = table(mods)
-        if t.get(f"tcp:{VIP}:80", {}).get(address) == weight:
-            return True
+        if table(mods).get(f"tcp:{VIP}:80") == want:
+            since = since or time.monotonic()
+            if time.monotonic() - since >= stable:
+                return True
+        else:
+            since = None
         time.sleep(0.5)
     return False
 
@@ -141,7 +147,7 @@ def main():
     ld = subprocess.Popen(["ldirectord", "-d", cf, "start"], stdout=open(f"{SHARE}/ldirectord.out", "w"),
                           stderr=subprocess.STDOUT)
     try:
-        up = wait_weight(mods, R1, 1, 90) and wait_weight(mods, R2, 1, 30)
+        up = wait_table(mods, {R1: 1, R2: 1}, 120)
         step("ld-up", up=up, table=table(mods), who=who())
         step("ld-drain", ret=mods["mailha_ipvs.drain"]("mail1", port=80, maintenancedir=mdir),
              files=sorted(os.listdir(mdir)))

@@ -52,7 +52,7 @@ def guest_results(tmp_path_factory):
         pytest.skip(f"{qemu_ipvs.SKIP_REASON}; needs ipvsadm and ldirectord on the host "
                     "(scripts/setup-host.sh)")
     share = tmp_path_factory.mktemp("ipvs-guest")
-    pillar = lab_pillar(NET, ldirectord={"checkinterval": 1, "checktimeout": 5, "failurecount": 1})
+    pillar = lab_pillar(NET, ldirectord={"checkinterval": 1, "checktimeout": 10, "failurecount": 1})
     pillar["mailha"]["services"] = {"http": {"vip": "mail", "port": 80, "check": "http",
                                              "scheduler": "rr"}}
     (share / "pillar.yaml").write_text(yaml.safe_dump(pillar, sort_keys=False))
