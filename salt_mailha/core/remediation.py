@@ -13,7 +13,8 @@ Rules, each one tested in ``tests/unit/test_remediation.py``:
   every one sees all services pass, nothing is done when they disagree or none answered.
 * **Operator drains** (``mailha.drain NODE``) are never undone automatically.
 * **Hysteresis.** An automatically drained node is restored only after it was drained for at
-  least ``up_after * probe_interval`` seconds and passes the re-check again.
+  least ``up_after * probe_interval`` seconds and passes the re-check again (the plan's
+  ``retry_after`` says when to look again: the beacon's "up" report may come earlier).
 * **Rate limit.** At most ``max_actions`` automatic actions (a drain or a restore of one node,
   each covering every balancer and the MX) per node in any ``window`` seconds. Drains are never
   held back (taking a failing node out of service is the safe direction); a restore is allowed
@@ -146,6 +147,7 @@ class Plan:
     reason: str
     record: NodeRecord  # the record to persist once the actions are applied
     verdict: str = "none"  # down, up, split, unknown, ignored, operator
+    retry_after: float | None = None  # seconds after which a re-check may decide otherwise
 
     def as_dict(self):
         return {"actions": [a.as_dict() for a in self.actions], "reason": self.reason,
@@ -228,7 +230,7 @@ def plan_remediation(snap, policy):
     if held < policy.restore_after:
         return Plan((), f"{node} passes the re-check but was drained only {held:.1f} s ago; it "
                         f"stays drained for at least {policy.restore_after:g} s (hysteresis)",
-                    record, seen)
+                    record, seen, retry_after=policy.restore_after - held)
     if len(recent) > policy.max_actions - 2:
         return Plan((), f"{node} passes the re-check but {len(recent)} automatic action(s) in the "
                         f"last {policy.window:g} s leave no room under the limit of "

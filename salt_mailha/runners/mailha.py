@@ -67,6 +67,7 @@ def __virtual__():
 
 
 _SITE_CACHE = {}
+_MAX_RETRY_WAIT = 30.0  # seconds a reaction may wait to re-check a node held by the hysteresis
 
 
 def _site():
@@ -391,9 +392,16 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
             state["nodes"][node] = _record_after(snapshot.record, plan, results)
             state["checked"][node] = time.time()
             _save_state(site, state)
-            return _report(site, node, plan, False, results, **extra)
+            out = _report(site, node, plan, False, results, **extra)
     except MailhaError as exc:
         return _refused(node, exc, reporter=str(reporter)[:64] if reporter else None)
+    # Held back by the hysteresis: the beacon already said "up" and will not say it again, so
+    # look again once the hold is over (outside the lock; bounded, the schedule does the rest).
+    if plan.retry_after is not None and plan.retry_after <= _MAX_RETRY_WAIT and \
+            source != "hysteresis":
+        time.sleep(plan.retry_after + 0.05)
+        return remediate(node, None, status, "hysteresis")
+    return out
 
 
 def presence(new=None, lost=None, test=False):

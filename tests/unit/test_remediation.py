@@ -11,7 +11,7 @@ POLICY = r.Policy(probe_interval=1, down_after=3, up_after=3, max_actions=4, win
 
 def obs(*views):
     """obs(True, False) -> lb1 up, lb2 down; None = did not answer."""
-    return tuple(r.Observation(lb, ok, () if ok else ("imap",)) for lb, ok in zip(LBS, views))
+    return tuple(r.Observation(lb, ok, () if ok else ("imap",)) for lb, ok in zip(LBS, views, strict=False))
 
 
 def snap(views, record=None, now=1000.0, has_mx=True, others=1):
@@ -86,6 +86,12 @@ def test_plan_remediation(snapshot, expected_actions, verdict, reason):
     assert kinds(plan) == expected_actions
     assert plan.verdict == verdict
     assert plan.reason == reason
+
+
+def test_hysteresis_says_when_to_look_again():
+    plan = r.plan_remediation(snap((True, True), DRAINED, now=901.0), POLICY)
+    assert plan.retry_after == pytest.approx(2.0)
+    assert r.plan_remediation(snap((True, True), DRAINED), POLICY).retry_after is None
 
 
 def test_drain_record_and_old_actions_expire():
