@@ -12,7 +12,7 @@ debs=(
   mariadb-server mariadb-client galera-4 galera-arbitrator-4 mariadb-backup
   slapd ldap-utils
   bind9 bind9-utils bind9-dnsutils
-  keepalived ldirectord ipvsadm iputils-ping arping
+  keepalived ldirectord ipvsadm libdbd-mysql-perl iputils-ping arping openssl e2fsprogs
   postfix postfix-ldap dovecot-imapd dovecot-pop3d dovecot-ldap dovecot-lmtpd
   qemu-system-x86 cpio busybox-static kmod
   debootstrap systemd-container

@@ -66,7 +66,9 @@ def _resolve(ref):
 ARTIFACTS = (
     Artifact("keepalived", "/etc/keepalived/keepalived.conf", "0640", ("lb",),
              "lb:render_keepalived_conf", "lb", secret=True),
-    Artifact("ldirectord", "/etc/ldirectord.cf", "0600", ("lb",), "lb:render_ldirectord_cf", "lb", secret=True),
+    # /etc/ha.d: Debian's ldirectord.service runs `ldirectord start`, which reads only /etc/ha.d/ldirectord.cf.
+    Artifact("ldirectord", "/etc/ha.d/ldirectord.cf", "0600", ("lb",), "lb:render_ldirectord_cf", "lb",
+             secret=True),
     Artifact("dr-loopback", "/etc/network/interfaces.d/mailha-lo0", "0644", ("db", "mail"),
              "lb:render_dr_loopback", "realserver"),
     Artifact("dr-sysctl", "/etc/sysctl.d/90-mailha-dr.conf", "0644", ("db", "mail"),

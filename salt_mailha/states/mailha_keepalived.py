@@ -12,6 +12,9 @@ with ``salt-call event.send``. keepalived's ``enable_script_security`` runs it o
 root-owned and not writable by others, hence mode 0755 written atomically. The path is prefixed
 by minion config ``mailha_root`` when set.
 """
+import os
+import sys
+
 from salt_mailha import glue
 from salt_mailha.core import lb
 from salt_mailha.core.errors import MailhaError
@@ -24,14 +27,22 @@ def __virtual__():
     return __virtualname__
 
 
-def notify_hook(name=lb.NOTIFY_SCRIPT, salt_call=lb.SALT_CALL, node=None):
+def _own_salt_call():
+    """The salt-call beside the minion's own Python (a venv install, /opt/salt in the lab), else
+    Debian's."""
+    candidate = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    return candidate if os.access(candidate, os.X_OK) else lb.SALT_CALL
+
+
+def notify_hook(name=lb.NOTIFY_SCRIPT, salt_call=None, node=None):
     """Ensure the notify hook at ``name`` is exactly what the model renders (mode 0755).
 
     name
         Path of the hook; keepalived.conf names ``/etc/keepalived/mailha-notify.sh``.
     salt_call
-        Absolute path of ``salt-call`` on the balancer.
+        Absolute path of ``salt-call`` on the balancer (default: the one beside the minion's Python).
     """
+    salt_call = salt_call or _own_salt_call()
     ret = glue.state_ret(name)
     try:
         site = glue.site_from_pillar(__pillar__)

@@ -24,17 +24,19 @@ SECRETS = [s.reveal() for s in parse_site(EXAMPLE["mailha"]).secrets()]
 # node -> files its roles get from the render registry (mailha_site.rendered), with their modes;
 # the tiers' own states (galera.cnf, the mail files, the vmail share ...) come on top.
 EXPECTED = {
-    "lb1": {"/etc/keepalived/keepalived.conf": "0640", "/etc/ldirectord.cf": "0600"},
-    "db1": {"/etc/network/interfaces.d/mailha-lo0": "0644", "/etc/sysctl.d/90-mailha-dr.conf": "0644"},
+    "lb1": {"/etc/keepalived/keepalived.conf": "0640", "/etc/ha.d/ldirectord.cf": "0600"},
+    "db1": {},
     "filer1": {},
-    "mail1": {"/etc/network/interfaces.d/mailha-lo0": "0644", "/etc/sysctl.d/90-mailha-dr.conf": "0644",
-              "/etc/ldap/slapd.conf": "0640"},
+    "mail1": {"/etc/ldap/slapd.conf": "0640"},
 }
 # files the tiers' states must write in the same rehearsal
+DR_FILES = ["/etc/network/interfaces.d/mailha-lo0", "/etc/sysctl.d/90-mailha-dr.conf"]
 ALSO_WRITTEN = {
-    "db1": ["/etc/mysql/mariadb.conf.d/60-mailha-galera.cnf"],
+    "lb1": ["/etc/keepalived/mailha-notify.sh"],
+    "db1": ["/etc/mysql/mariadb.conf.d/60-mailha-galera.cnf", *DR_FILES],
     "filer1": ["/etc/mysql/mariadb.conf.d/60-mailha-galera.cnf", "/etc/exports"],
-    "mail1": ["/etc/postfix/main.cf", "/etc/dovecot/dovecot.conf", "/etc/fstab", "/var/www/html/ldirectord.txt"],
+    "mail1": ["/etc/postfix/main.cf", "/etc/dovecot/dovecot.conf", "/etc/fstab", "/var/www/html/ldirectord.txt",
+              *DR_FILES],
 }
 
 
@@ -137,14 +139,14 @@ def test_apply_test_mode_then_real_then_idempotent(rehearsal_minion):
 def test_test_mode_shows_the_real_diff_of_a_changed_file(tmp_path, example_pillar):
     minion = Minion(tmp_path, "lb1", example_pillar)  # lb1: only registry files
     assert minion.apply()[0] == 0
-    path = minion.root / "etc/ldirectord.cf"
+    path = minion.root / "etc/ha.d/ldirectord.cf"
     before = path.read_text()
     path.write_text(before.replace("checkinterval=5", "checkinterval=50"))
     edited = path.read_text()
     assert edited != before, "ldirectord.cf should carry checkinterval from the pillar"
 
     rc, ret = minion.apply(test=True)
-    change = next(r for r in ret.values() if r["name"] == "/etc/ldirectord.cf")
+    change = next(r for r in ret.values() if r["name"] == "/etc/ha.d/ldirectord.cf")
     assert change["result"] is None and "would update" in change["comment"]
     assert "-checkinterval=50" in change["changes"]["diff"] and "+checkinterval=5" in change["changes"]["diff"]
     assert path.read_text() == edited, "test=True changed the file"
