@@ -18,7 +18,7 @@ import ipaddress
 import json
 import re
 
-from salt_mailha.core import ipvs
+from salt_mailha.core import galera, ipvs
 from salt_mailha.core.errors import ParseError, ValidationError
 
 NOTIFY_SCRIPT = "/etc/keepalived/mailha-notify.sh"
@@ -123,7 +123,8 @@ def _ldirectord_virtuals(site):
                 raise ValidationError([("mailha:galera:monitor:password",
                                         "contains a double quote or a line break, which "
                                         "ldirectord.cf cannot hold; choose another password")])
-            v.update(login=g.monitor.user, passwd=pw, database=g.monitor.database)
+            v.update(login=g.monitor.user, passwd=pw, database=g.monitor.database,
+                     request=galera.health_query(g.monitor.database))
         out.append(v)
     return out
 

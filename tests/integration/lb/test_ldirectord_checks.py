@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from salt_mailha.core import lb
+from salt_mailha.core import galera, lb
 from salt_mailha.core.model import load_site
 from tests.integration.lb.conftest import lab_pillar
 from tests.support.daemon import Daemon, wait_until
@@ -31,13 +31,18 @@ DB1, DB2, MAIL1, MAIL2 = (f"{NET}.{i}" for i in (15, 16, 17, 18))
 
 
 def mariadb(lan, tmp_path, password):
-    """A throw-away mariadbd in db1's namespace with the monitor account of the pillar."""
+    """A throw-away one-member Galera cluster in db1's namespace (so it is Synced in a Primary
+    component, which the balancer's query requires) with the monitor account and health row the
+    pillar's mailha_galera.monitor_present creates."""
     d = tmp_path / "db1"
     (d / "data").mkdir(parents=True)
     cnf = d / "my.cnf"
     cnf.write_text(f"[mysqld]\nuser=root\ndatadir={d}/data\nsocket={d}/sock\npid-file={d}/pid\n"
                    f"bind-address={DB1}\nport=3306\nskip-name-resolve\nlog-error={d}/error.log\n"
-                   "innodb_buffer_pool_size=16M\nperformance_schema=OFF\n")
+                   "innodb_buffer_pool_size=16M\nperformance_schema=OFF\n"
+                   "binlog_format=ROW\ninnodb_autoinc_lock_mode=2\nwsrep_on=ON\n"
+                   "wsrep_provider=/usr/lib/galera/libgalera_smm.so\nwsrep_cluster_address=gcomm://\n"
+                   f"wsrep_node_address={DB1}\nwsrep_sst_method=rsync\n")
     subprocess.run(["mariadb-install-db", f"--defaults-file={cnf}", "--user=root",
                     "--auth-root-authentication-method=socket", "--skip-test-db"],
                    check=True, capture_output=True)
@@ -47,7 +52,9 @@ def mariadb(lan, tmp_path, password):
                                       capture_output=True).returncode == 0, 60, what="mariadbd up")
     # the password goes through stdin, never argv
     sql = (f"CREATE DATABASE monitoring; CREATE USER 'monitor'@'%' IDENTIFIED BY '{password}'; "
-           "GRANT SELECT ON monitoring.* TO 'monitor'@'%';")
+           "GRANT SELECT ON monitoring.* TO 'monitor'@'%'; "
+           f"CREATE TABLE monitoring.{galera.HEALTH_TABLE} (id INT PRIMARY KEY, ok TINYINT NOT NULL); "
+           f"INSERT INTO monitoring.{galera.HEALTH_TABLE} VALUES (1, 1);")
     subprocess.run(["mariadb", "-S", f"{d}/sock"], input=sql, text=True, check=True)
     return server
 
