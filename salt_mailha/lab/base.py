@@ -19,7 +19,7 @@ from salt_mailha.core.errors import CommandFailed, Refused
 from salt_mailha.lab import aptsources
 from salt_mailha.lab.util import mounted, run
 
-BASE_FORMAT = 2  # bump when the build recipe below changes: invalidates every cached tree
+BASE_FORMAT = 3  # bump when the build recipe below changes: invalidates every cached tree
 
 BOOT_PACKAGES = (
     "systemd-sysv", "dbus", "iproute2", "ifupdown", "iputils-ping", "procps", "psmisc", "kmod",
@@ -29,12 +29,12 @@ SERVICE_PACKAGES = (
     "mariadb-server", "mariadb-client", "mariadb-backup", "galera-4", "galera-arbitrator-4",
     "rsync", "keepalived", "ldirectord", "ipvsadm", "arping", "slapd", "ldap-utils",
     "bind9", "bind9-utils", "bind9-dnsutils", "postfix", "postfix-ldap", "dovecot-imapd",
-    "dovecot-pop3d", "dovecot-lmtpd", "dovecot-ldap", "nfs-common",
+    "dovecot-pop3d", "dovecot-lmtpd", "dovecot-ldap", "nfs-common", "nfs-kernel-server",
 )
 # Installed but not started at boot: the formula decides what runs where.
 DISABLED_UNITS = (
     "mariadb", "slapd", "named", "postfix", "dovecot", "keepalived", "ldirectord", "ipvsadm",
-    "garb", "rsync", "nfs-client.target", "rpcbind", "rpcbind.socket",
+    "garb", "rsync", "nfs-client.target", "nfs-server", "rpcbind", "rpcbind.socket",
 )
 MASKED_UNITS = (
     "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_reap.service", "e2scrub_all.timer",

@@ -193,7 +193,7 @@ class Lab:
                 proc = node.exec(["systemctl", "is-system-running"], check=False, timeout=10)
                 sysstate = proc.stdout.strip() if proc else "?"
             verdict, detail = applied.get(name, ("-", "not applied yet"))
-            rows.append([name, ",".join(spec["roles"]), " ".join(spec["addresses"].values()),
+            rows.append([name, ",".join(spec["roles"]), ",".join(spec["addresses"].values()),
                          "running" if up else "stopped", sysstate,
                          "up" if minions.get(name) is True else "down", verdict, detail])
         text = table(["node", "roles", "addresses", "container", "systemd", "minion",

@@ -40,7 +40,7 @@ class Progress:
 
     @contextlib.contextmanager
     def step(self, name):
-        slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+        slug = "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
         log = self.log_dir / f"{slug}.log"
         prev, self.current = self.current, (name, log)
         started = time.monotonic()

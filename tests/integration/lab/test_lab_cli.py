@@ -16,9 +16,11 @@ import pytest
 from salt_mailha.lab import network
 from salt_mailha.lab.util import PREFIX, RUN_DIR
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# cold, the first test also builds the base tree: allow more than the suite default
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 CLI = [sys.executable, "-m", "salt_mailha.lab.cli"]
+OUTPUTS = []  # every CLI output of this module, grepped for secrets before ``down``
 
 
 def _need():
@@ -34,6 +36,7 @@ def _need():
 
 def lab(*args, timeout=3600):
     proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+    OUTPUTS.append(proc.stdout + proc.stderr)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -105,6 +108,23 @@ def test_drill_one_node_reports_skips_and_return(up_lab):
     assert " pass" in line
     back = next(li for li in out.splitlines() if li.startswith("lb2") and "node returns" in li)
     assert " pass" in back
+
+
+def test_no_secret_in_lab_output_or_logs(up_lab):
+    import yaml
+
+    from salt_mailha.core.model import load_site
+
+    site = load_site(yaml.safe_load((RUN_DIR / "master/pillar/mailha.sls").read_text()))
+    values = [s.reveal() for s in site.secrets() if s.reveal()]
+    assert values
+    code, out = lab("status")
+    assert code == 0, out
+    logs = [*(RUN_DIR / "logs").glob("*.log"), RUN_DIR / "master/root/var/log/salt/master",
+            *RUN_DIR.glob("nodes/*/upper/var/log/salt/minion")]
+    texts = list(OUTPUTS) + [p.read_text(errors="replace") for p in logs if p.exists()]
+    for text in texts:
+        assert not [v for v in values if v in text]
 
 
 def test_down_removes_everything_and_is_safe_twice(up_lab):
