@@ -82,6 +82,26 @@ ARTIFACTS = (
 )
 
 
+# Debian packages each formula file needs on a node (installed before its files and services).
+PACKAGES = {
+    "lb": ("keepalived", "ldirectord", "ipvsadm", "libdbd-mysql-perl"),
+    "realserver": ("iproute2", "ifupdown"),
+    "galera": ("mariadb-server", "galera-4", "rsync", "socat", "pv", "mariadb-backup"),
+    "garbd": ("galera-arbitrator-4",),
+    "ldap": ("slapd", "ldap-utils"),
+    "mail": ("postfix", "postfix-ldap", "dovecot-imapd", "dovecot-pop3d", "dovecot-ldap", "dovecot-lmtpd",
+             "e2fsprogs", "nfs-common"),
+    "filer": ("nfs-kernel-server",),
+}
+
+
+def packages_for(sls, site=None, node=None):
+    """Debian packages formula file ``sls`` installs. The iRedMail path brings its own mail stack."""
+    if sls in ("mail", "ldap") and site is not None and site.mail is not None and site.mail.iredmail is not None:
+        return ("e2fsprogs", "nfs-common") if sls == "mail" else ()
+    return PACKAGES.get(sls, ())
+
+
 def formula_for(site, node):
     """The formula files (states/mailha/<name>.sls) this node runs: one per role, plus ``dns`` on
     the pillar's DNS updater even when it has no dns role (a site whose DNS is hosted elsewhere)."""

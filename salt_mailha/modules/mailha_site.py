@@ -59,6 +59,19 @@ def rehearsal():
     return glue.root(__opts__, __pillar__) != "/"
 
 
+def packages(sls, node=None):
+    """Debian packages formula file ``sls`` installs on this node.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'mail1' mailha_site.packages mail
+    """
+    site = _site()
+    return list(render.packages_for(sls, site, glue.this_node(site, __opts__, node)))
+
+
 def formula(node=None):
     """The formula files (``mailha.<name>``) ``state.apply mailha`` includes for this node.
 

@@ -2,6 +2,8 @@
     Synced member of a Primary component and the balancer's monitoring user. Safe to apply on all
     members at once: only galera:bootstrap_node ever starts a new cluster (see mailha_galera).
     Under a scratch mailha_root (rehearsals, tests) only the file is written. #}
+{%- from "mailha/macros.jinja" import packages %}
+{{ packages('galera') }}
 mailha-galera-cnf:
   mailha_galera.configured:
     - name: {{ salt['mailha_galera.config_path']() }}

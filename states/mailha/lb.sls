@@ -2,13 +2,9 @@
     lb order in the pillar); ldirectord health-checks the real servers and keeps the IPVS table.
     Operator and reactor drains are files in ldirectord's maintenancedir, never table edits that
     ldirectord would undo. A rehearsal (scratch mailha_root) writes files only. #}
-{%- from "mailha/macros.jinja" import rendered_files %}
+{%- from "mailha/macros.jinja" import packages, rendered_files %}
 {%- set rehearsal = salt['mailha_site.rehearsal']() %}
-{%- if not rehearsal %}
-mailha-lb-packages:
-  pkg.installed:
-    - pkgs: [keepalived, ldirectord, ipvsadm, libdbd-mysql-perl]
-{%- endif %}
+{{ packages('lb') }}
 {{ rendered_files('lb') }}
 
 mailha-keepalived-notify:

@@ -4,9 +4,10 @@
     when it changes. iRedMail path: the installer writes slapd.conf, then mailha_ldap.mirrormode
     merges the block into it (restarting slapd, or changing cn=config live). A rehearsal (scratch
     mailha_root) writes the native file only. #}
-{%- from "mailha/macros.jinja" import rendered_files %}
+{%- from "mailha/macros.jinja" import packages, rendered_files %}
 {%- set rehearsal = salt['mailha_site.rehearsal']() %}
 {%- if salt['mailha_mail.installer']() == 'native' %}
+{{ packages('ldap') }}
 {{ rendered_files('ldap') }}
 {%- if not rehearsal %}
 

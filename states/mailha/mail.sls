@@ -8,6 +8,9 @@ include:
     written: the guard, the installer and the services would act on this host, not the node. #}
 {%- set rehearsal = salt['mailha_site.rehearsal']() %}
 {%- set native = salt['mailha_mail.installer']() == 'native' %}
+{%- from "mailha/macros.jinja" import packages %}
+{{ packages('mail') }}
+
 mailha-vmail-share:
   mailha_mail.vmail_share: []
 
