@@ -4,12 +4,14 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 
 from salt_mailha.core.errors import CommandFailed
 
 CACHE_DIR = pathlib.Path(os.environ.get("MAILHA_LAB_CACHE", "/var/cache/salt-mailha/lab"))
 RUN_DIR = pathlib.Path(os.environ.get("MAILHA_LAB_DIR", "/var/lib/salt-mailha/lab"))
+HEARTBEAT = 30.0  # seconds between "still running" lines of a long step
 PREFIX = "mhlab"  # every namespace, bridge and machine name the lab creates starts with this
 
 
@@ -38,6 +40,11 @@ class Progress:
     def say(self, text):
         print(f"[{self.elapsed():7.1f}s] {text}", file=self.out, flush=True)
 
+    def _heartbeat(self, name, started, done):
+        """A line every ``HEARTBEAT`` seconds, so a long step never looks hung."""
+        while not done.wait(HEARTBEAT):
+            self.say(f"{name}: still running ({time.monotonic() - started:.0f}s)")
+
     @contextlib.contextmanager
     def step(self, name):
         slug = "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
@@ -45,6 +52,9 @@ class Progress:
         prev, self.current = self.current, (name, log)
         started = time.monotonic()
         self.say(f"{name} ...")
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(name, started, done), daemon=True)
+        beat.start()
         try:
             with open(log, "a") as fh:
                 fh.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {name}\n")
@@ -54,6 +64,7 @@ class Progress:
         except Exception as exc:  # noqa: BLE001 - turned into a failure naming the step and log
             raise StepFailed(name, log, str(exc) or type(exc).__name__) from exc
         finally:
+            done.set()
             self.current = prev
         self.say(f"{name}: done in {time.monotonic() - started:.1f}s")
 

@@ -180,3 +180,8 @@ def test_expected_mx_drops_the_failed_mail_node(lab):
     site = load_site(lab)
     assert drill.expected_mx(site, "mail1") == ["mail2.example.net"]
     assert drill.expected_mx(site, "db1") == ["mail1.example.net", "mail2.example.net"]
+
+
+def test_drill_sql_check_is_skipped_without_a_writer_account(lab):
+    sql = next(c for c in drill.build_checks(load_site(lab)) if c.request["kind"] == "sql_write")
+    assert sql.skip.startswith("db tier not working")
