@@ -5,7 +5,9 @@ Two parts, both free of Salt:
 * ``probe(host, port, check)``: one TCP connect plus the protocol greeting a load balancer's
   ldirectord would check (SMTP ``220``, IMAP ``* OK``, POP3 ``+OK``, MySQL handshake, HTTP
   status). TLS variants (``imaps``, ``pops``, ``https``) wrap the socket first. Returns a
-  ``ProbeResult``; a failed probe is a value, never an exception.
+  ``ProbeResult``; a failed probe is a value, never an exception. For ``mysql`` services of a
+  site with Galera, ``probe_all`` runs ``galera_synced`` instead (the monitoring user's
+  Synced/ready/Primary query), as the balancers' ldirectord check does.
 * ``HealthState`` / ``step``: a hold-down state machine. ``down_after`` consecutive failures turn
   a key "down", ``up_after`` consecutive successes turn it "up"; ``step`` reports a transition
   only on the probe that changes the state (edge-triggered), so a beacon fires once per change.
@@ -242,6 +244,43 @@ def real_server_ids(site):
     return tuple(n.id for n in site.nodes if targets(site, n.id))
 
 
+def galera_synced(host, port, monitor, timeout=1.0):
+    """The balancer's Galera-aware check: log in as the monitoring user and run
+    ``salt_mailha.core.galera.health_query`` (a row only while Synced, ready and Primary).
+
+    ``monitor`` is the model's ``MonitorSpec``; its password goes only into the PyMySQL
+    connection. Returns ``None`` when PyMySQL is missing (the caller falls back to the handshake).
+    """
+    try:
+        import pymysql
+    except ImportError:
+        return None
+    from salt_mailha.core.galera import health_query
+    from salt_mailha.core.secret import redact
+
+    try:
+        conn = pymysql.connect(host=host, port=int(port), user=monitor.user,
+                               password=monitor.password.reveal(), connect_timeout=timeout,
+                               read_timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure to log in is a failed check
+        return ProbeResult(False, redact(f"mysql login as {monitor.user} to {host}:{port} failed: "
+                                         f"{exc}", [monitor.password])[:200])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(health_query(monitor.database))
+            if cur.fetchone():
+                return ProbeResult(True, "galera node Synced, ready, Primary")
+            cur.execute("SHOW GLOBAL STATUS WHERE Variable_name IN "
+                        "('wsrep_local_state_comment', 'wsrep_cluster_status', 'wsrep_ready')")
+            state = ", ".join(f"{k}={v}" for k, v in cur.fetchall()) or "no wsrep status"
+            return ProbeResult(False, f"galera node not fit for traffic ({state})")
+    except Exception as exc:  # noqa: BLE001
+        return ProbeResult(False, redact(f"galera check on {host}:{port} failed: {exc}",
+                                         [monitor.password])[:200])
+    finally:
+        conn.close()
+
+
 def probe_all(site, endpoints, timeout=1.0, attempts=1, interval=0.0):
     """Probe every ``Target`` in parallel; ``{service: ProbeResult}``.
 
@@ -254,12 +293,21 @@ def probe_all(site, endpoints, timeout=1.0, attempts=1, interval=0.0):
     path = "/" + site.ldirectord.health_page.lstrip("/")
     expect = site.ldirectord.health_content
 
+    galera = site.galera.monitor if site.galera is not None else None
+
+    def check(t):
+        if t.check == "mysql" and galera is not None:
+            result = galera_synced(t.address, t.port, galera, timeout)
+            if result is not None:
+                return result
+        return probe(t.address, t.port, t.check, timeout, path, expect)
+
     def one(t):
         result = None
         for i in range(max(1, int(attempts))):
             if i:
                 time.sleep(interval)
-            result = probe(t.address, t.port, t.check, timeout, path, expect)
+            result = check(t)
             if result.ok:
                 break
         return t.service, result

@@ -155,3 +155,34 @@ def test_flapping_node_is_bounded(rem_cluster, event_listener):
                for e in limited), [e.data["reason"] for e in limited]
     c.run("mailha.undrain", "mail2")  # leave the site in service for whoever runs next
     assert c.drained("mail2") == set() and c.mx_of("mail2")
+
+
+def test_presence_change_rechecks_only_known_real_servers(rem_cluster, event_listener):
+    """The master's presence event (a minion went silent) triggers a re-check from the
+    balancers; ids that are not real servers of the site are skipped."""
+    import salt.utils.event
+
+    c = rem_cluster
+    since = time.time()
+    with salt.utils.event.get_master_event(c.master.config, c.master.config["sock_dir"],
+                                           listen=False) as bus:
+        bus.fire_event({"new": [], "lost": ["mail2", "ghost", "lb2"]}, "salt/presence/change")
+    ev = wait_event(event_listener, c.master, "mail2", "noop", since)
+    assert ev["source"] == "presence" and ev["reporter"] is None
+    assert ev["reason"].startswith("mail2 is healthy and in service")
+    time.sleep(2)
+    others = [e.tag for e in event_listener.get_events(
+        [(c.master.id, "mailha/remediation/*")], after_time=since) if "/mail2/" not in e.tag]
+    assert others == []
+
+
+def test_no_secret_in_logs_or_events(rem_cluster, event_listener):
+    c = rem_cluster
+    secret = c.named.secret
+    events = event_listener.get_events([(c.master.id, "mailha/remediation/*")])
+    assert events, "the tests before fired remediation events"
+    assert all(secret not in repr(e.data) for e in events)
+    logs = [c.master.config["log_file"]] + [m.config["log_file"] for m in c.minions.values()]
+    for path in logs:
+        with open(path, errors="replace") as fh:
+            assert secret not in fh.read(), path
