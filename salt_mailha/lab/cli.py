@@ -46,6 +46,10 @@ def main(argv=None):
     except MailhaError as exc:
         print(f"mailha-lab {args.command}: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - the CLI's boundary: say where to look
+        print(f"mailha-lab {args.command}: FAILED: {type(exc).__name__}: {exc}\n  logs: "
+              f"{lab.run_dir}/logs; 'mailha-lab down' removes whatever was made", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"mailha-lab {args.command}: interrupted; run 'mailha-lab down' to clean up",
               file=sys.stderr)

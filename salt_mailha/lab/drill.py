@@ -147,31 +147,14 @@ class Drill:
         self.say(f"baseline: {len(active)} active, {len(checks) - len(active)} skipped")
         failures = 0
         for name in only or names:
-            self.say(f"{name}: failing it ({mode})")
-            node = self.lab.node(name)
-            t_fail = time.monotonic()
-            self._fail(node, name, mode, nets)
-            gone = not self._pingable(site.node(name))
-            rows.append([name, "node unreachable", "pass" if gone else "FAIL", "-", "-"])
-            failures += not gone
-            results = {}
-            for c in active:
-                results[c.name] = self._until_pass(c, site, name, t_fail)
-            self.say(f"{name}: bringing it back")
-            t_back = time.monotonic()
-            self._restore(node, name, mode, nets, pillar)
-            back = name in master.wait_minions([name], recover_timeout)
-            rows.append([name, "node returns (minion answers)", "pass" if back else "FAIL",
-                         seconds(time.monotonic() - t_back) if back else "-", "-"])
-            failures += not back
-            for c in active:
-                ok_down, took, detail = results[c.name]
-                ok_after, _t, detail_after = self._until_pass(c, site, None, time.monotonic(),
-                                                              only=name)
-                rows.append([name, c.name, "pass" if ok_down else f"FAIL ({detail[:80]})",
-                             seconds(took) if ok_down else "-",
-                             "pass" if ok_after else f"FAIL ({detail_after[:80]})"])
-                failures += (not ok_down) + (not ok_after)
+            try:
+                failures += self._one_node(name, mode, site, nets, master, active, rows,
+                                           recover_timeout, pillar)
+            except Exception as exc:  # noqa: BLE001 - one node's drill error must not strand it
+                rows.append([name, "drill error", f"FAIL ({type(exc).__name__}: {exc})"[:200],
+                             "-", "-"])
+                failures += 1
+                network.set_link(name, True, nets)  # never leave a node cut off
         print(table(["node", "check", "while down", "recovered in", "after return (node itself)"], rows),
               file=self.out, flush=True)
         self.say(f"drill ({mode}): {failures} failure(s); total {time.monotonic() - self.t0:.1f}s")
@@ -211,6 +194,37 @@ class Drill:
             self.say(f"drill db account not created on {n.id}: {proc.stderr.strip()[:120]}")
         return None
 
+    def _one_node(self, name, mode, site, nets, master, active, rows, recover_timeout, pillar):
+        """Fail ``name``, check, bring it back, check again; appends rows, returns failures."""
+        failures = 0
+        self.say(f"{name}: failing it ({mode})")
+        node = self.lab.node(name)
+        t_fail = time.monotonic()
+        self._fail(node, name, mode, nets)
+        gone = not self._pingable(site.node(name))
+        rows.append([name, "node unreachable", "pass" if gone else "FAIL", "-", "-"])
+        failures += not gone
+        results = {}
+        for c in active:
+            results[c.name] = self._until_pass(c, site, name, t_fail)
+        self.say(f"{name}: bringing it back")
+        t_back = time.monotonic()
+        problem = self._restore(node, name, mode, nets, pillar, recover_timeout)
+        back = not problem and name in master.wait_minions([name], recover_timeout)
+        rows.append([name, "node returns (minion answers)",
+                     "pass" if back else f"FAIL ({problem or 'no test.ping answer'})",
+                     seconds(time.monotonic() - t_back) if back else "-", "-"])
+        failures += not back
+        for c in active:
+            ok_down, took, detail = results[c.name]
+            ok_after, _t, detail_after = self._until_pass(c, site, None, time.monotonic(),
+                                                          only=name)
+            rows.append([name, c.name, "pass" if ok_down else f"FAIL ({detail[:80]})",
+                         seconds(took) if ok_down else "-",
+                         "pass" if ok_after else f"FAIL ({detail_after[:80]})"])
+            failures += (not ok_down) + (not ok_after)
+        return failures
+
     def _until_pass(self, check, site, down, since, only=None):
         deadline = time.monotonic() + self.failover_timeout
         while True:
@@ -225,11 +239,16 @@ class Drill:
         # a dead host takes its addresses with it; its namespace would still answer otherwise
         network.set_link(name, False, nets)
 
-    def _restore(self, node, name, mode, nets, pillar):
+    def _restore(self, node, name, mode, nets, pillar, timeout):
+        """Bring the node back; returns what went wrong, or None."""
         network.set_link(name, True, nets)
         if mode == "link":
-            return
+            return None
         log = self.lab.run_dir / "logs" / "drill.log"
-        node.prepare(self.lab.identity(pillar, nets[0][2]), log)
+        node.prepare(self.lab.identity(pillar, nets[0][2], name), log)
         node.start(log)
-        node.wait_booted()
+        try:
+            node.wait_booted(timeout)
+        except (TimeoutError, RuntimeError) as exc:
+            return str(exc)[:160]
+        return None

@@ -17,7 +17,7 @@ from salt_mailha.core.errors import CommandFailed
 from salt_mailha.lab import network
 from salt_mailha.lab import pillar as labpillar
 from salt_mailha.lab.base import BaseTree
-from salt_mailha.lab.master import Master
+from salt_mailha.lab.master import Master, minion_example
 from salt_mailha.lab.nodes import Node
 from salt_mailha.lab.report import summarize_state_return, table
 from salt_mailha.lab.util import CACHE_DIR, PREFIX, RUN_DIR, Progress, pid_alive, run
@@ -91,7 +91,7 @@ class Lab:
             return None
 
     @staticmethod
-    def identity(pillar, gw):
+    def identity(pillar, gw, name):
         top = pillar["mailha"]
         domain = top["domain"]
         lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
@@ -102,7 +102,10 @@ class Lab:
             lines.append(f"{vip['address']} {vip['hostname']}.{domain} {vip['hostname']}")
         dns = [s["address"] for s in top.get("dns", {}).get("servers", [])]
         resolv = f"search {domain}\n" + "".join(f"nameserver {a}\n" for a in dns)
-        return {"hosts": "\n".join(lines) + "\n", "resolv": resolv, "master": gw}
+        # the beacons of examples/minion.d go to the balancers, which probe the real servers
+        extra = minion_example() if "lb" in top["nodes"][name]["roles"] else None
+        return {"hosts": "\n".join(lines) + "\n", "resolv": resolv, "master": gw,
+                "minion_extra": extra}
 
     # ------------------------------------------------------------------ up
     def up(self):
@@ -127,14 +130,13 @@ class Lab:
             network.plug(network.CLIENT, {
                 name: labpillar.client_address(net) for name, net, _ in nets}, nets, log)
         with p.step(f"start {len(names)} nspawn nodes") as log:
-            ident = self.identity(pillar, gw)
             started = []
             for name in names:
                 node = self.node(name)
                 if node.running():
                     continue
                 network.plug(name, pillar["mailha"]["nodes"][name]["addresses"], nets, log)
-                node.prepare(ident, log)
+                node.prepare(self.identity(pillar, gw, name), log)
                 node.start(log)
                 started.append(name)
             for name in names:
@@ -143,7 +145,7 @@ class Lab:
         with p.step("salt-master in the bridge namespace") as log:
             source = master.configure()
             master.start(log)
-        p.say(f"reactor: {'from ' + source if source else 'none yet (no reactor config in reactor/)'}")
+        p.say(f"reactor and schedule: {'from ' + source if source else 'none (no master config example)'}")
         with p.step("minions answer test.ping") as log:
             answered = master.wait_minions(names, MINION_TIMEOUT, log=log)
             missing = sorted(set(names) - answered)

@@ -23,17 +23,32 @@ REPO = PACKAGE_ROOT.parent
 BIN = pathlib.Path(sys.executable).parent
 
 
-def reactor_config(repo=REPO):
-    """``(reactor_list, source)`` from the reactor engineer's master config example, if any."""
-    candidates = sorted(glob.glob(str(repo / "reactor" / "*.conf"))
-                        + glob.glob(str(repo / "reactor" / "master.d" / "*.conf"))
-                        + glob.glob(str(repo / "master.d" / "*.conf")))
+# Keys of the master config example the lab takes over (file_roots and paths are the lab's own).
+MASTER_KEYS = ("presence_events", "loop_interval", "reactor", "schedule")
+
+
+def master_example(repo=REPO):
+    """``(settings, source)`` from the remediation engineer's master config example, if any:
+    the reactor (its SLS paths pointed at this checkout's ``reactor/``), presence events, the
+    schedule and every ``mailha_*`` option."""
+    candidates = sorted(glob.glob(str(repo / "examples" / "master.d" / "*.conf"))
+                        + glob.glob(str(repo / "reactor" / "*.conf"))
+                        + glob.glob(str(repo / "reactor" / "master.d" / "*.conf")))
     for path in candidates:
         with open(path) as fh:
             conf = yaml.safe_load(fh) or {}
-        if isinstance(conf, dict) and conf.get("reactor"):
-            return [_local_reactor(entry, repo) for entry in conf["reactor"]], path
-    return [], None
+        if not isinstance(conf, dict) or not conf.get("reactor"):
+            continue
+        out = {k: v for k, v in conf.items() if k in MASTER_KEYS or k.startswith("mailha_")}
+        out["reactor"] = [_local_reactor(entry, repo) for entry in conf["reactor"]]
+        return out, path
+    return {}, None
+
+
+def minion_example(repo=REPO):
+    """The minion config example (beacons) as text, or None."""
+    path = repo / "examples" / "minion.d" / "mailha.conf"
+    return path.read_text() if path.exists() else None
 
 
 def _local_reactor(entry, repo):
@@ -64,7 +79,7 @@ class Master:
         link = self.srv / "reactor"
         if (REPO / "reactor").is_dir() and not link.exists():
             link.symlink_to(REPO / "reactor")
-        reactors, source = reactor_config()
+        extra, source = master_example()
         conf = {
             "id": "mhlab-master",
             "interface": self.interface,
@@ -78,8 +93,7 @@ class Master:
             "timeout": 30,
             "keep_jobs_seconds": 3600,
         }
-        if reactors:
-            conf["reactor"] = reactors
+        conf.update(extra)
         (self.etc / "master").write_text(yaml.safe_dump(conf, sort_keys=False))
         return source
 

@@ -79,6 +79,11 @@ class Node:
             f"id: {self.name}\nmaster: {identity['master']}\n"
             "acceptance_wait_time: 2\nrandom_reauth_delay: 0\nauth_timeout: 10\n"
             "log_level_logfile: info\n")
+        beacons = minion_d / "mailha.conf"
+        if identity.get("minion_extra"):
+            beacons.write_text(identity["minion_extra"])
+        else:
+            beacons.unlink(missing_ok=True)
         self._register_package(m)
 
     @staticmethod

@@ -185,3 +185,27 @@ def test_expected_mx_drops_the_failed_mail_node(lab):
 def test_drill_sql_check_is_skipped_without_a_writer_account(lab):
     sql = next(c for c in drill.build_checks(load_site(lab)) if c.request["kind"] == "sql_write")
     assert sql.skip.startswith("db tier not working")
+
+
+def test_master_example_points_reactor_at_the_checkout(tmp_path):
+    from salt_mailha.lab.master import master_example
+
+    (tmp_path / "examples/master.d").mkdir(parents=True)
+    (tmp_path / "reactor").mkdir()
+    (tmp_path / "reactor/health.sls").write_text("x: {}\n")
+    (tmp_path / "examples/master.d/mailha.conf").write_text(
+        "file_roots: {base: [/srv/salt]}\npresence_events: true\nmailha_probe_timeout: 1\n"
+        "reactor:\n  - 'salt/beacon/*/mailha_health/*':\n    - /srv/salt-mailha/reactor/health.sls\n"
+        "  - 'other':\n    - /srv/elsewhere/missing.sls\n")
+    conf, source = master_example(tmp_path)
+    assert source.endswith("mailha.conf")
+    assert "file_roots" not in conf  # the lab serves its own roots
+    assert conf["presence_events"] is True and conf["mailha_probe_timeout"] == 1
+    assert conf["reactor"][0] == {"salt/beacon/*/mailha_health/*": [str(tmp_path / "reactor/health.sls")]}
+    assert conf["reactor"][1] == {"other": ["/srv/elsewhere/missing.sls"]}  # left as written
+
+
+def test_no_master_example_means_no_reactor(tmp_path):
+    from salt_mailha.lab.master import master_example
+
+    assert master_example(tmp_path) == ({}, None)
