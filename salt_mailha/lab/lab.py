@@ -220,7 +220,7 @@ class Lab:
 
     # ------------------------------------------------------------------ down
     def down(self):
-        p = Progress(pathlib.Path("/run/lock/mailha-lab-logs"), out=self.out)
+        p = Progress(self.cache_dir / "logs", out=self.out)  # the run dir goes away
         log = p.log_dir / "down.log"
         with p.step("stop salt-master"):
             if (self.run_dir / "master").exists():
