@@ -9,7 +9,6 @@ import random
 import secrets
 import shutil
 import signal
-import time
 
 import yaml
 
@@ -20,7 +19,7 @@ from salt_mailha.lab.base import BaseTree
 from salt_mailha.lab.master import Master, minion_example
 from salt_mailha.lab.nodes import Node
 from salt_mailha.lab.report import summarize_state_return, table
-from salt_mailha.lab.util import CACHE_DIR, PREFIX, RUN_DIR, Progress, pid_alive, run
+from salt_mailha.lab.util import CACHE_DIR, PREFIX, RUN_DIR, Progress, run
 
 REQUIRED_TOOLS = ("debootstrap", "systemd-nspawn", "ip", "nsenter", "mount", "chroot")
 LOCK = pathlib.Path("/run/lock/mailha-lab.lock")
@@ -255,8 +254,3 @@ class Lab:
         for point in sorted((m for m in points if m.startswith(prefix)), key=len, reverse=True):
             run(["umount", "--lazy", point], log=log, check=False)
 
-
-def wait_pids_gone(pids, timeout):
-    deadline = time.monotonic() + timeout
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
