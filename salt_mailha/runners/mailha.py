@@ -18,7 +18,15 @@ The reactor (``reactor/*.sls``) hands every health or presence event to an orche
    ``mailha_dns.withdraw_mx`` / ``restore_mx`` on the DNS updater minion;
 5. every decision is logged and fired as an event ``mailha/remediation/<node>/<outcome>`` with
    its reason (outcome: ``drained``, ``restored``, ``noop``, ``ignored``, ``planned``,
-   ``failed``, ``refused``, ``coalesced``).
+   ``failed``, ``refused``, ``coalesced``; ``<node>`` is ``invalid`` when the event named no
+   valid node id). Payload (also the runner's return)::
+
+       {"node": "mail1", "result": True, "outcome": "drained", "verdict": "down",
+        "reason": "mail1 failed the re-check (...); draining it on lb1, lb2 and withdrawing its MX",
+        "actions": [{"kind": "drain", "node": "mail1", "target": "lb1", "ok": True,
+                     "detail": "..."}, ...],
+        "test": False, "master": "master1", "reporter": "lb2", "claimed": "down",
+        "source": "event", "seconds": 0.84}
 
 What was done (who drained a node, when, the automatic actions of the rate-limit window) is kept
 in ``<cachedir>/mailha/remediation-<site>.json`` on the master, under an exclusive ``flock`` so
@@ -316,13 +324,13 @@ def _acting(test):
     return bool(test), None
 
 
-def _refused(node, exc, **extra):
+def _refused(node, exc, outcome="refused", **extra):
     reason = str(exc)
-    log.warning("mailha remediation refused: %s", reason)
-    out = {"node": str(node)[:64], "result": False, "outcome": "refused", "reason": reason,
-           "actions": [], **extra}
+    log.warning("mailha remediation %s: %s", outcome, reason)
+    out = {"node": str(node)[:64], "result": False, "outcome": outcome, "reason": reason,
+           "actions": [], "master": __opts__["id"], **extra}
     tag_node = node if isinstance(node, str) and rem._NODE_ID.match(node) else "invalid"
-    _fire(f"mailha/remediation/{tag_node}/refused", out)
+    _fire(f"mailha/remediation/{tag_node}/{outcome}", out)
     return out
 
 
@@ -395,6 +403,10 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
             out = _report(site, node, plan, False, results, **extra)
     except MailhaError as exc:
         return _refused(node, exc, reporter=str(reporter)[:64] if reporter else None)
+    except Exception as exc:  # noqa: BLE001 - the reaction's boundary: a failed outcome, logged
+        log.exception("mailha remediation of %s failed", str(node)[:64])
+        return _refused(node, f"remediation of {str(node)[:64]} failed: "
+                              f"{type(exc).__name__}: {exc}", outcome="failed")
     # Held back by the hysteresis: the beacon already said "up" and will not say it again, so
     # look again once the hold is over (outside the lock; bounded, the schedule does the rest).
     if plan.retry_after is not None and plan.retry_after <= _MAX_RETRY_WAIT and \

@@ -1,6 +1,7 @@
 """The mailha_health and mailha_local beacons, called directly (they import no Salt), probing
 real loopback listeners: documented tags and payloads, hold-down, one event per change."""
 import importlib
+import logging
 
 import pytest
 
@@ -99,10 +100,24 @@ def test_local_beacon_reports_only_its_own_node(site):
     assert load("mailha_local", pillar, "lb1").beacon(CONFIG) == []  # not a real server
 
 
-def test_bad_pillar_makes_the_beacon_idle(site, caplog):
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_bad_pillar_makes_the_beacon_idle(site):
     pillar, _ = site
     broken = {"mailha": dict(pillar["mailha"], remediation={"down_after": 0})}
     beacon = load("mailha_health", broken, "lb1")
-    assert beacon.beacon(CONFIG) == [] and beacon.beacon(CONFIG) == []
-    errors = [r for r in caplog.records if "mailha_health beacon idle" in r.getMessage()]
-    assert len(errors) == 1 and "mailha:remediation:down_after" in errors[0].getMessage()
+    records = Records()
+    beacon.log.addHandler(records)
+    try:
+        assert beacon.beacon(CONFIG) == [] and beacon.beacon(CONFIG) == []
+    finally:
+        beacon.log.removeHandler(records)
+    errors = [m for m in records.messages if "mailha_health beacon idle" in m]
+    assert len(errors) == 1 and "mailha:remediation:down_after" in errors[0]

@@ -1,8 +1,10 @@
 """The balancer's Galera-aware probe (core.health.galera_synced) against a real one-node Galera
 cluster: healthy while Synced, unhealthy once the node is desynced, and the monitoring password
 never in what the probe reports."""
+import pathlib
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -22,7 +24,9 @@ PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 def galera(tmp_path_factory):
     if not shutil.which("mariadbd") or not shutil.os.path.exists(PROVIDER):
         pytest.skip("mariadb-server and galera-4 are missing: run scripts/setup-host.sh")
-    d = tmp_path_factory.mktemp("rem-galera")
+    # mariadbd runs as mysql: pytest's tmp dirs (0700, root) are not traversable for it
+    d = pathlib.Path(tempfile.mkdtemp(prefix="rem-galera-"))
+    d.chmod(0o755)
     port, gport = free_port(), free_port()
     (d / "data").mkdir()
     cnf = d / "my.cnf"
@@ -73,6 +77,7 @@ wsrep_provider_options="gmcast.listen_addr=tcp://127.0.0.1:{gport};gcache.size=1
         yield port, sql
     finally:
         db.stop()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_synced_node_passes_then_desynced_fails(galera):

@@ -179,10 +179,29 @@ def test_presence_change_rechecks_only_known_real_servers(rem_cluster, event_lis
 def test_no_secret_in_logs_or_events(rem_cluster, event_listener):
     c = rem_cluster
     secret = c.named.secret
-    events = event_listener.get_events([(c.master.id, "mailha/remediation/*")])
-    assert events, "the tests before fired remediation events"
+    since = time.time()
+    c.run("mailha.remediate", "mail1", reporter="lb1")
+    c.run("mailha.drain", "mail1", test=True)
+    c.run("mailha.status")
+    wait_event(event_listener, c.master, "mail1", "planned", since)
+    events = event_listener.get_events([(c.master.id, "mailha/remediation/*")], after_time=since)
+    assert len(events) >= 2
     assert all(secret not in repr(e.data) for e in events)
     logs = [c.master.config["log_file"]] + [m.config["log_file"] for m in c.minions.values()]
     for path in logs:
         with open(path, errors="replace") as fh:
             assert secret not in fh.read(), path
+
+
+def test_only_the_acting_master_acts(rem_cluster):
+    """With ``mailha_acting_master`` naming another master, this one only plans."""
+    import salt.runner
+
+    c = rem_cluster
+    opts = dict(c.master.config.copy(), mailha_acting_master="other-master")
+    ret = salt.runner.RunnerClient(opts).cmd("mailha.remediate", arg=["mail1"],
+                                             kwarg={"reporter": "lb1"}, print_event=False)
+    assert ret["test"] is True
+    assert ret["note"] == ("master rem-master is not the acting master (other-master); "
+                           "plan only")
+    assert c.drained("mail1") == set() and c.mx_of("mail1")
