@@ -25,12 +25,19 @@ BOOT_PACKAGES = (
     "systemd-sysv", "dbus", "iproute2", "ifupdown", "iputils-ping", "procps", "psmisc", "kmod",
     "python3", "python3-venv", "ca-certificates", "netbase", "less", "netcat-openbsd",
 )
-SERVICE_PACKAGES = (
-    "mariadb-server", "mariadb-client", "mariadb-backup", "galera-4", "galera-arbitrator-4",
-    "rsync", "keepalived", "ldirectord", "ipvsadm", "arping", "slapd", "ldap-utils",
-    "bind9", "bind9-utils", "bind9-dnsutils", "postfix", "postfix-ldap", "dovecot-imapd",
-    "dovecot-pop3d", "dovecot-lmtpd", "dovecot-ldap", "nfs-common", "nfs-kernel-server",
+# Beyond what the formula installs (core.render.PACKAGES, read at build time so a new package
+# there rebuilds the tree): the DNS server and client tools the lab and the drill use.
+EXTRA_PACKAGES = (
+    "mariadb-client", "arping", "bind9", "bind9-utils", "bind9-dnsutils", "nfs-kernel-server",
 )
+
+
+def service_packages():
+    """Every Debian package a role's formula file installs, plus the lab's extras: the nodes
+    have no internet, so ``pkg.installed`` must find them already there."""
+    from salt_mailha.core.render import PACKAGES
+
+    return tuple(sorted({p for pkgs in PACKAGES.values() for p in pkgs} | set(EXTRA_PACKAGES)))
 # Installed but not started at boot: the formula decides what runs where.
 DISABLED_UNITS = (
     "mariadb", "slapd", "named", "postfix", "dovecot", "keepalived", "ldirectord", "ipvsadm",
@@ -81,7 +88,7 @@ def inputs(suite, mirror):
         "suite": suite,
         "mirror_sha256": hashlib.sha256(mirror.encode()).hexdigest(),
         "boot_packages": list(BOOT_PACKAGES),
-        "service_packages": list(SERVICE_PACKAGES),
+        "service_packages": list(service_packages()),
         "disabled": list(DISABLED_UNITS),
         "masked": list(MASKED_UNITS),
         "wheels": wheel_requirements(),
@@ -179,7 +186,7 @@ class BaseTree:
         enabled_before = _enabled_units(root)
         scripts_before = set(os.listdir(root / "etc/init.d"))
         run(["chroot", root, "apt-get", "install", "-y", "-q", "--no-install-recommends",
-             *SERVICE_PACKAGES], log=log, env=env, timeout=1800)
+             *service_packages()], log=log, env=env, timeout=1800)
         run(["chroot", root, "apt-get", "clean"], log=log, env=env)
         # Whatever the packages enabled (units, sockets such as mariadb.socket, LSB scripts
         # such as slapd's) is switched off: the formula starts what a role needs.

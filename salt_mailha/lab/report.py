@@ -37,7 +37,10 @@ def _first_line(text, limit=160):
     if lines[0].startswith("An exception occurred") or lines[0].startswith("Traceback"):
         line = lines[-1]
     elif lines[0].endswith(":") and len(lines) > 1:
-        line = f"{lines[0]} {lines[1].lstrip('- ')}"
+        # "Problem ... follows:" / "errors:" / "- Running scope ..." / "E: Failed to fetch ..."
+        useful = [li.lstrip("- ") for li in lines[1:] if not li.lstrip("- ").startswith(
+            "Running scope as unit") and not li.endswith(":")]
+        line = f"{lines[0]} {useful[0] if useful else lines[1].lstrip('- ')}"
     else:
         line = lines[0]
     return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -147,8 +147,12 @@ def test_write_pillar_roots_is_private(tmp_path, lab):
     ({"s": {"result": False, "__id__": "y", "__run_num__": 0, "comment":
             "invalid mailha pillar (1 problem(s)):\n  - pillar mailha:ldap:port: bad"}},
      "failed", "y: invalid mailha pillar (1 problem(s)): pillar mailha:ldap:port: bad"),
+    ({"s": {"result": False, "__id__": "p", "__run_num__": 0, "comment":
+            "Problem encountered installing package(s). Additional info follows:\n\nerrors:\n"
+            "    - Running scope as unit: run-r1.scope\n      E: Failed to fetch pv.deb\n"}},
+     "failed", "p: Problem encountered installing package(s). Additional info follows: E: Failed to fetch pv.deb"),
 ], ids=["no-return", "render-error", "ok", "first-failure-by-run-order", "test-mode-none",
-        "traceback-last-line", "heading-joined"])
+        "traceback-last-line", "heading-joined", "pkg-error-skips-noise"])
 def test_summarize_state_return(ret, verdict, detail):
     got_verdict, got_detail = summarize_state_return(ret)
     assert got_verdict == verdict
@@ -222,3 +226,12 @@ def test_node_identity_hosts_resolver_and_beacons_for_balancers_only(lab):
     assert lb["master"] == "10.99.0.1"
     assert db["minion_extra"] is None
     assert lb["minion_extra"] is None or "mailha_health" in lb["minion_extra"]
+
+
+def test_base_tree_holds_every_package_the_formula_installs():
+    from salt_mailha.core.render import PACKAGES
+    from salt_mailha.lab.base import service_packages
+
+    wanted = {p for pkgs in PACKAGES.values() for p in pkgs}
+    assert wanted <= set(service_packages())
+    assert "bind9" in service_packages()  # the lab's DNS node
