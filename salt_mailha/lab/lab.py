@@ -201,11 +201,19 @@ class Lab:
                       "state.apply", "detail"], rows)
         text += "\nmaster: " + (f"pid {master.pid()} on {master.interface}" if master.pid()
                                 else "stopped")
-        if master.pid() and master.runner_exists("mailha.status"):
-            code, out, err = master.run_runner("mailha.status")
-            text += "\nmailha.status runner:\n" + (out if code == 0 else f"failed: {err.strip()}")
-        else:
-            text += "\nmailha.status runner: not available yet (own table above)"
+        if master.pid():
+            code, out, err = master.run_runner("mailha.status", "--out=json")
+            if "is not available" in out + err:
+                text += "\nmailha.status runner: not available yet (own table above)"
+            elif code != 0:
+                text += f"\nmailha.status runner failed: {(err or out).strip()[-300:]}"
+            else:
+                try:
+                    ret = json.loads(out)
+                except ValueError:
+                    ret = out
+                shown = ret.get("table") if isinstance(ret, dict) and "table" in ret else out
+                text += "\nmailha.status runner:\n" + str(shown).rstrip()
         return text
 
     def _pillar_if_up(self):

@@ -144,13 +144,9 @@ class Master:
         return _json_or_empty(proc.stdout)
 
     def run_runner(self, fun, *args, log=None, timeout=120):
-        argv = [*self._in_ns, BIN / "salt-run", "-c", self.etc, "--out=json", fun, *args]
+        argv = [*self._in_ns, BIN / "salt-run", "-c", self.etc, fun, *args]
         proc = run(argv, capture=True, check=False, timeout=timeout, log=log)
         return proc.returncode, proc.stdout, proc.stderr
-
-    def runner_exists(self, fun):
-        code, out, _err = self.run_runner("sys.list_runner_functions", fun.split(".")[0])
-        return code == 0 and fun in out
 
     def wait_minions(self, names, timeout, log=None):
         """Until every minion in ``names`` answers test.ping; returns the set that did."""
