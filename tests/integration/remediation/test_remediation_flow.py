@@ -39,6 +39,9 @@ def test_stopped_service_drains_and_withdraws_mx_then_restores(rem_cluster, even
                                        "down (lb1: down (imap), lb2: down (imap)))")
         assert ev["reason"].endswith("draining it on lb1, lb2 and withdrawing its MX")
         assert all(a["ok"] for a in ev["actions"]), ev["actions"]
+        # the IPVS module's view: weight 0 on both balancers (stand-in table, see cluster.py)
+        assert c.weights("lb1", "mail1") == [0] and c.weights("lb2", "mail1") == [0]
+        assert c.weights("lb1", "mail2") == [1]
         assert c.mx_of("mail2") and c.drained("mail2") == set(), "mail2 untouched"
     finally:
         since = time.time()
