@@ -2,7 +2,8 @@
     from pillar mailha:ldap. Included by mailha/mail.sls.
     Native path: slapd.conf is rendered whole (the mirror-mode block merged in) and slapd restarts
     when it changes. iRedMail path: the installer writes slapd.conf, then mailha_ldap.mirrormode
-    merges the block into it (restarting slapd, or changing cn=config live). A rehearsal (scratch
+    merges the block into it (restarting slapd, or changing cn=config live); mail.sls orders the
+    installer first. A rehearsal (scratch
     mailha_root) writes the native file only. #}
 {%- from "mailha/macros.jinja" import packages, rendered_files %}
 {%- set rehearsal = salt['mailha_site.rehearsal']() %}
@@ -20,7 +21,5 @@ mailha-service-slapd:
 {%- endif %}
 {%- elif not rehearsal %}
 mailha_ldap_mirrormode:
-  mailha_ldap.mirrormode:
-    - require:
-      - mailha_mail: mailha-iredmail
+  mailha_ldap.mirrormode: []
 {%- endif %}

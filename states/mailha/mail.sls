@@ -50,5 +50,7 @@ mailha-iredmail:
   mailha_mail.iredmail_installed:
     - require:
       - mailha_mail: mailha-vmail-guard
+    - require_in:
+      - mailha_ldap: mailha_ldap_mirrormode   # the installer writes the slapd.conf it merges into
 {%- endif %}
 {%- endif %}

@@ -20,13 +20,13 @@ def test_two_data_members_and_garbd_survive_the_loss_of_one(garbd_lab):
     db1, db2, arb = lab.member("db1"), lab.member("db2"), lab.member("arb")
 
     rc, ret = arb.apply("mailha.garbd", test=True)
-    (r,) = states(ret).values()
+    r = states(ret)["mailha-garbd"]
     assert r["result"] is None and r["comment"] == "would start garbd" and arb.garbd_pid() is None
 
     for _node, (rc, ret) in lab.apply_all().items():
         assert rc == 0 and all(r["result"] is True for r in states(ret).values()), ret
     rc, ret = arb.apply("mailha.garbd")
-    (r,) = states(ret).values()
+    r = states(ret)["mailha-garbd"]
     assert r["result"] is True and r["changes"] == {"old": {"running": False}, "new": {"running": True}}
     lab.wait_synced(size=3, timeout=30)  # 2 mariadbd + garbd
     rc, ret = arb.apply("mailha.garbd")

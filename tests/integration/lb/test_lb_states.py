@@ -3,8 +3,10 @@
 maintenance directory, the DR files without live changes, and mailha_ipvs's argument errors and
 its message on a kernel without IPVS. Every state in both modes; second runs change nothing."""
 import os
+import pathlib
 import shutil
 import stat
+import sys
 
 import pytest
 
@@ -43,7 +45,10 @@ def test_notify_hook(tmp_path, pillar):
     assert test["result"] is None and test["comment"] == f"would create {path}"
     assert applied["result"] is True and applied["changes"]["new"] == {"mode": "0755"}
     site = load_site(pillar)
-    assert path.read_text() == lb.render_keepalived_notify(site, site.node("lb1"))
+    # the hook runs the salt-call beside the minion's own Python (here: this venv's)
+    salt_call = str(pathlib.Path(sys.executable).with_name("salt-call"))
+    assert path.read_text() == lb.render_keepalived_notify(site, site.node("lb1"), salt_call=salt_call)
+    assert f"exec {salt_call} " in path.read_text()
     assert modes(path) == 0o755
 
 

@@ -22,6 +22,7 @@ import sys
 import ldap3
 import yaml
 
+from tests.support.example import IREDMAIL
 from tests.support.daemon import wait_until
 from tests.support.slapd import Slapd, free_port, iredmail_like_conf
 
@@ -41,9 +42,8 @@ def example_pillar(port, config_format):
     site["ldap"]["network"] = "loop"
     site["ldap"]["port"] = port
     site["ldap"]["config_format"] = config_format
-    # The example binds replication as the rootdn, so its credential can only be the rootpw
-    # (the example's two different placeholders cannot both be right; see core.ldap).
-    site["ldap"]["replication"]["credentials"] = site["ldap"]["rootpw"]
+    # Mirror mode merged into a slapd.conf someone else wrote: the iRedMail path of the formula.
+    site["mail"]["iredmail"] = copy.deepcopy(IREDMAIL)
     return {"mailha": site}
 
 
@@ -108,7 +108,7 @@ class MirrorPair:
         self.pillar = example_pillar(self.port, config_format)
         ldap = self.pillar["mailha"]["ldap"]
         self.suffix, self.rootdn, self.rootpw = ldap["suffix"], ldap["rootdn"], ldap["rootpw"]
-        self.repl_password = ldap["replication"]["credentials"]
+        self.repl_password = ldap["rootpw"]  # replication binds as the rootdn
         mode = "cnconfig" if config_format == "cn=config" else "conf"
         self.slapd = {n: Slapd(self.tmp / n / "slapd", a, self.port, mode) for n, a in NODES.items()}
         # cn=config: mail1 is changed over ldapi as root (SASL EXTERNAL), mail2 over ldap:// bound

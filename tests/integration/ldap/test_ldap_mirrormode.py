@@ -143,13 +143,18 @@ def test_state_refuses_and_leaves_slapd_alone(mirror_pair_factory):
     refused("slaptest -u refuses")
     assert s.conf.read_text() == broken
 
-    # the shipped example's replication password differs from the rootpw it binds with
+    # a replication password that differs from the rootpw it binds with: the site model refuses
+    # the pillar before any state runs (the formula does not even render)
     s.conf.write_text(original)
     pillar = node.root / "pillar" / "mailha.sls"
     data = yaml.safe_load(pillar.read_text())
     data["mailha"]["ldap"]["replication"]["credentials"] = "CHANGE-ME-ldap-repl"
     pillar.write_text(yaml.safe_dump(data))
-    refused("mailha:ldap:replication:credentials")
+    for test in (True, False):
+        out, text = node.call("state.apply", "mailha.ldap", test=test)
+        outputs.append(text)
+        assert isinstance(out, list) and "pillar mailha:ldap:replication:credentials" in out[0], out
+    assert s.pid() == pid
     assert s.conf.read_text() == original
     log = node.log_file.read_text(errors="replace")
     for secret in ("CHANGE-ME-ldap-repl", pair.rootpw):
