@@ -31,8 +31,7 @@ import time
 import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# bench/ holds dns.py: it must not shadow dnspython, so the repository replaces the script's dir.
-sys.path[0] = str(REPO)
+sys.path.insert(0, str(REPO))
 
 from salt_mailha.core.model import load_site  # noqa: E402
 from tests.integration.remediation import cluster  # noqa: E402

@@ -22,8 +22,8 @@ import sys
 import ldap3
 import yaml
 
-from tests.support.example import IREDMAIL
 from tests.support.daemon import wait_until
+from tests.support.example import IREDMAIL
 from tests.support.slapd import Slapd, free_port, iredmail_like_conf
 
 REPO = pathlib.Path(__file__).resolve().parents[3]

@@ -10,10 +10,8 @@ median and p95 in milliseconds. Never asserted anywhere: machines differ.
 import pathlib
 import sys
 
-# This file is bench/dns.py: keep its folder off sys.path or it would shadow dnspython's "dns".
-HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path[:] = [str(REPO)] + [p for p in sys.path if pathlib.Path(p or ".").resolve() != HERE]
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
