@@ -1,6 +1,6 @@
 """Figures of the DNS tier against a real local named: how long a plan+update round trip takes.
 
-    .venv/bin/python bench/dns.py [--rounds 100]
+    .venv/bin/python bench/dns_updates.py [--rounds 100]
 
 Starts Debian's named on a free loopback port (tests/support/named.py), converges the example
 site, then alternates withdraw_mx(mail1) / restore_mx(mail1) the way the module does it: read
