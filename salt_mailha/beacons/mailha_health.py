@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "mailha_health"
 
-_ALLOWED = {"interval", "timeout"}
 _STATE = {}  # hold-down memory between calls: {"tracker": HealthTracker, "hold": HoldDown}
 
 
@@ -52,27 +51,9 @@ def __virtual__():
     return __virtualname__
 
 
-def _config(config):
-    merged = {}
-    for item in config if isinstance(config, list) else [config]:
-        if isinstance(item, dict):
-            merged.update(item)
-    return merged
-
-
 def validate(config):
     """Check the beacon configuration: a list of ``{interval: N}`` / ``{timeout: N}`` items."""
-    if not isinstance(config, list):
-        return False, "mailha_health beacon configuration must be a list, e.g. [{interval: 1}]"
-    merged = _config(config)
-    unknown = set(merged) - _ALLOWED - {"_beacon_name"}
-    if unknown:
-        return False, (f"mailha_health beacon: unknown option(s) {sorted(unknown)}; "
-                       f"allowed: {sorted(_ALLOWED)}")
-    timeout = merged.get("timeout", 0.5)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 30:
-        return False, f"mailha_health beacon: timeout must be seconds in (0, 30], got {timeout!r}"
-    return True, "valid beacon configuration"
+    return health.validate_beacon_config(__virtualname__, config)
 
 
 def _site():
@@ -99,7 +80,7 @@ def _events(site, tracker, nodes, timeout, prefix):
 
 def beacon(config):
     """Probe every real server once; return the events of nodes whose state changed."""
-    merged = _config(config)
+    merged = health.beacon_options(config)
     try:
         site = _site()
     except MailhaError as exc:

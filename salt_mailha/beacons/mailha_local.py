@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "mailha_local"
 
-_ALLOWED = {"interval", "timeout"}
 _STATE = {}
 
 
@@ -41,31 +40,14 @@ def __virtual__():
     return __virtualname__
 
 
-def _config(config):
-    merged = {}
-    for item in config if isinstance(config, list) else [config]:
-        if isinstance(item, dict):
-            merged.update(item)
-    return merged
-
-
 def validate(config):
     """Check the beacon configuration: a list of ``{interval: N}`` / ``{timeout: N}`` items."""
-    if not isinstance(config, list):
-        return False, "mailha_local beacon configuration must be a list, e.g. [{interval: 1}]"
-    merged = _config(config)
-    unknown = set(merged) - _ALLOWED - {"_beacon_name"}
-    if unknown:
-        return False, f"mailha_local beacon: unknown option(s) {sorted(unknown)}; allowed: {sorted(_ALLOWED)}"
-    timeout = merged.get("timeout", 0.5)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 30:
-        return False, f"mailha_local beacon: timeout must be seconds in (0, 30], got {timeout!r}"
-    return True, "valid beacon configuration"
+    return health.validate_beacon_config(__virtualname__, config)
 
 
 def beacon(config):
     """Probe this node's own services once; an event if its state changed."""
-    merged = _config(config)
+    merged = health.beacon_options(config)
     try:
         site = load_site({"mailha": __salt__["pillar.get"]("mailha", {}, unmask=True)})  # noqa: F821
     except MailhaError as exc:

@@ -337,3 +337,31 @@ def probe_round(site, tracker, nodes, timeout=0.5, now=None):
         if change is not None:
             changes.append((node, *change))
     return changes
+
+
+# ----------------------------------------------------------------------------------- beacon config
+
+BEACON_OPTIONS = {"interval", "timeout"}
+
+
+def beacon_options(config):
+    """A beacon's configuration (Salt gives a list of one-key dicts) merged into one dict."""
+    merged = {}
+    for item in config if isinstance(config, list) else [config]:
+        if isinstance(item, dict):
+            merged.update(item)
+    return merged
+
+
+def validate_beacon_config(beacon, config):
+    """``(ok, message)`` for the configuration of beacon ``beacon`` (mailha_health, mailha_local)."""
+    if not isinstance(config, list):
+        return False, f"{beacon} beacon configuration must be a list, e.g. [{{interval: 1}}]"
+    merged = beacon_options(config)
+    unknown = set(merged) - BEACON_OPTIONS - {"_beacon_name"}
+    if unknown:
+        return False, f"{beacon} beacon: unknown option(s) {sorted(unknown)}; allowed: {sorted(BEACON_OPTIONS)}"
+    timeout = merged.get("timeout", 0.5)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 30:
+        return False, f"{beacon} beacon: timeout must be seconds in (0, 30], got {timeout!r}"
+    return True, "valid beacon configuration"
