@@ -760,3 +760,12 @@ def render_native_slapd_conf(site, node):
     base = environment().get_template("slapd-native.conf.j2").render(
         node=node, suffix=lds.suffix, rootdn=lds.rootdn, rootpw_hash=ssha(lds.rootpw.reveal(), salt))
     return merge_slapd_conf(base, site, "/etc/ldap/slapd.conf")
+
+
+def render_slapd_default(site, node):
+    """/etc/default/slapd for the native path: slapd.conf (not slapd.d), and listeners that include
+    this node's serverID URL exactly (slapd refuses to start with "no serverID / URL match"),
+    loopback for the node's own Postfix/Dovecot lookups, and ldapi for root."""
+    own = next(s.url for s in mirror_servers(site) if s.node == node.id)
+    local = listener_url("127.0.0.1", site.ldap.port)
+    return environment().get_template("slapd-default.j2").render(node=node, services=f"{own} {local} ldapi:///")

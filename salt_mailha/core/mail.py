@@ -287,6 +287,9 @@ class FstabEntry:
                          ",".join(self.options), str(self.freq), str(self.passno)))
 
 
+BOOT_SAFE_OPTIONS = ("_netdev", "nofail")
+
+
 def vmail_fstab_entry(site, node):
     """The guide's ``filer1.local:/srv/var/vmail /var/vmail nfs vers=3,noatime,nodiratime,noexec 0 0``,
     with the filer's address on the share network (names may not resolve while DNS is failing over)."""
@@ -297,7 +300,10 @@ def vmail_fstab_entry(site, node):
     if not addr:
         raise MailhaError(f"the NFS server {filer.id} has no address on network {v.network!r}; "
                           f"set mailha:nodes:{filer.id}:addresses:{v.network}")
-    return FstabEntry(f"{addr}:{v.export}", v.path, "nfs", v.options)
+    # _netdev: mount after the network; nofail: a filer outage must not hold the boot (the share
+    # guard keeps Postfix and Dovecot stopped until the share is mounted).
+    options = v.options + tuple(o for o in BOOT_SAFE_OPTIONS if o not in v.options)
+    return FstabEntry(f"{addr}:{v.export}", v.path, "nfs", options)
 
 
 def parse_fstab(text):

@@ -79,6 +79,8 @@ ARTIFACTS = (
     # mailha_ldap.mirrormode merges the block into it.
     Artifact("slapd", "/etc/ldap/slapd.conf", "0640", ("mail",), "ldap:render_native_slapd_conf", "ldap",
              secret=True, when="mail:uses_native_path", group="openldap"),
+    Artifact("slapd-default", "/etc/default/slapd", "0644", ("mail",), "ldap:render_slapd_default", "ldap",
+             when="mail:uses_native_path"),
 )
 
 

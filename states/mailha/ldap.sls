@@ -18,6 +18,7 @@ mailha-service-slapd:
     - enable: True
     - watch:
       - mailha_site: mailha-file-slapd
+      - mailha_site: mailha-file-slapd-default
 {%- endif %}
 {%- elif not rehearsal %}
 mailha_ldap_mirrormode:

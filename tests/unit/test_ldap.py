@@ -379,3 +379,13 @@ def test_old_credential_is_masked_in_a_diff():
     text = repr(shown)
     assert "CHANGE-ME-ldap-root" not in text and "brand-new" not in text
     assert text.count('credentials="<redacted>"') == 2 + 4  # 2 in the file, 2 old + 2 new syncrepls
+
+
+def test_slapd_default_listens_on_each_nodes_serverid_url_exactly():
+    """slapd refuses to start ("no serverID / URL match") unless -h holds its serverID URL."""
+    site = site_from()
+    for server in ldap.mirror_servers(site):
+        text = ldap.render_slapd_default(site, site.node(server.node))
+        services = next(line for line in text.splitlines() if line.startswith("SLAPD_SERVICES="))
+        assert server.url in services.split('"')[1].split()
+        assert "SLAPD_CONF=/etc/ldap/slapd.conf" in text

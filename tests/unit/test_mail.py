@@ -204,7 +204,7 @@ def test_not_a_mail_node(example):
 
 def test_fstab_entry_is_the_guides_line_with_the_filers_private_address(example):
     e = mail.vmail_fstab_entry(example, example.node("mail1"))
-    assert e.line() == "10.1.1.11:/srv/var/vmail /var/vmail nfs vers=3,noatime,nodiratime,noexec 0 0"
+    assert e.line() == "10.1.1.11:/srv/var/vmail /var/vmail nfs vers=3,noatime,nodiratime,noexec,_netdev,nofail 0 0"
 
 
 def test_fstab_escapes_spaces():
@@ -220,7 +220,7 @@ FSTAB = """# /etc/fstab: static file system information.
 UUID=0a1b2c3d-1111-2222-3333-444455556666 /               ext4    errors=remount-ro 0       1
 UUID=0a1b2c3d-7777-8888-9999-000011112222 none            swap    sw              0       0
 """
-GOOD = "10.1.1.11:/srv/var/vmail /var/vmail nfs vers=3,noatime,nodiratime,noexec 0 0"
+GOOD = "10.1.1.11:/srv/var/vmail /var/vmail nfs vers=3,noatime,nodiratime,noexec,_netdev,nofail 0 0"
 
 
 @pytest.mark.parametrize("text, action, result", [
@@ -346,3 +346,10 @@ def test_lookup_password_that_config_lines_cannot_hold(password):
     with pytest.raises(MailhaError, match="mailha:mail:lookup:bind_password") as exc:
         mail.mail_files(s, s.node("mail1"))
     assert password not in str(exc.value)
+
+
+def test_vmail_fstab_line_never_holds_the_boot(example):
+    site = example
+    entry = mail.vmail_fstab_entry(site, site.node("mail1"))
+    assert entry.options[:4] == ("vers=3", "noatime", "nodiratime", "noexec")  # the pillar's, in order
+    assert "nofail" in entry.options and "_netdev" in entry.options

@@ -234,7 +234,7 @@ def test_vmail_share_fstab_line_and_immutable_mountpoint(minion):
         lines = fstab.read_text().splitlines()
         assert lines == ["# <file system> <mount point> <type> <options> <dump> <pass>",
                          "UUID=1234-abcd / ext4 errors=remount-ro 0 1",
-                         f"10.1.1.11:/srv/var/vmail {mp} nfs vers=3,noatime,nodiratime,noexec 0 0"]
+                         f"10.1.1.11:/srv/var/vmail {mp} nfs vers=3,noatime,nodiratime,noexec,_netdev,nofail 0 0"]
         with pytest.raises(PermissionError):  # mail can never land on the local disk
             (mp / "example.net").mkdir()
 
