@@ -9,8 +9,7 @@ argv.
 How mariadbd is started follows ``mailha:galera:launcher``:
 
 * ``systemd``: Debian's ``mariadb.service``, which recovers and passes the start position itself
-  (``galera_recovery``); a bootstrap writes ``/run/mariadb-wsrep-new-cluster`` as
-  ``galera_new_cluster`` does;
+  (``galera_recovery``); a bootstrap runs the package's ``galera_new_cluster``;
 * ``direct``: ``mariadbd --defaults-file=<galera.cnf> ...`` detached in its own session; the
   pidfile from the cnf says whether it runs (hosts without systemd, and the tests).
 
@@ -50,7 +49,7 @@ __virtualname__ = "mailha_galera"
 MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB = "/usr/bin/mariadb-install-db"
 GARBD = "/usr/bin/garbd"
-SYSTEMD_NEW_CLUSTER = "/run/mariadb-wsrep-new-cluster"  # read by mariadb.service (EnvironmentFile)
+GALERA_NEW_CLUSTER = "/usr/bin/galera_new_cluster"  # MariaDB's bootstrap of mariadb.service
 HEALTH_TABLE = core.HEALTH_TABLE
 
 
@@ -207,18 +206,13 @@ def _start(g, inst, extra):
     """Start mariadbd with ``extra`` arguments through the configured launcher."""
     if g.launcher == "systemd":
         # Debian 12's mariadb.service runs galera_recovery itself and passes the recovered
-        # --wsrep_start_position; --wsrep-new-cluster comes from the root-only environment file
-        # that galera_new_cluster writes (the same mechanism, without restarting a live server).
-        new_cluster = "--wsrep-new-cluster" in extra
-        if new_cluster:
-            glue.write_atomic(SYSTEMD_NEW_CLUSTER, "_WSREP_NEW_CLUSTER='--wsrep-new-cluster'\n", "0644")
-        try:
-            res = _run(["systemctl", "start", "mariadb.service"], timeout=g.join_timeout + 60)
-        finally:
-            if new_cluster and os.path.exists(SYSTEMD_NEW_CLUSTER):
-                os.unlink(SYSTEMD_NEW_CLUSTER)
+        # --wsrep_start_position. --wsrep-new-cluster reaches the unit through an environment
+        # file whose path changed between 10.11 point releases (/run/mysqld/wsrep-new-cluster,
+        # /run/mariadb-wsrep-new-cluster), so the package's own galera_new_cluster writes it.
+        argv = [GALERA_NEW_CLUSTER] if "--wsrep-new-cluster" in extra else ["systemctl", "start", "mariadb.service"]
+        res = _run(argv, timeout=g.join_timeout + 60)
         if res["retcode"] != 0:
-            raise CommandExecutionError(f"systemctl start mariadb.service failed: {res['stderr'][-400:]}")
+            raise CommandExecutionError(f"{' '.join(argv)} failed: {res['stderr'][-400:]}")
         return None
     argv = [MARIADBD, f"--defaults-file={inst.config}", *extra]
     launch_log = os.path.join(os.path.dirname(inst.log_error), "mailha-launch.log")
