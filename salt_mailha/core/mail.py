@@ -295,6 +295,8 @@ def vmail_fstab_entry(site, node):
     with the filer's address on the share network (names may not resolve while DNS is failing over)."""
     _require_mail(site, node)
     v = site.mail.vmail
+    if v.fstype == "bind":
+        return FstabEntry(v.export, v.path, "none", ("bind", "nofail"))
     filer = site.node(v.nfs_server)
     addr = filer.address(v.network)
     if not addr:

@@ -232,8 +232,12 @@ class VmailSpec:
     gid: int = 2000
     network: str = "private"  # mail nodes mount the filer's address on this network
     export_options: tuple = ("rw", "sync", "no_subtree_check")  # the filer's /etc/exports options
+    # "nfs" (the guide) or "bind": ``export`` is a local directory already shared with every mail
+    # node (a cluster filesystem, or the lab's shared directory on a kernel without NFS).
+    fstype: str = "nfs"
 
 
+VMAIL_FSTYPES = ("nfs", "bind")
 IREDMAIL_COMPONENTS = ("iredadmin", "roundcube", "sogo", "netdata", "fail2ban")
 
 
@@ -918,7 +922,8 @@ def _parse_mail(top):
             v.problem("export_options", "list at least one exports(5) option, e.g. [rw, sync, no_subtree_check]")
         vmail = VmailSpec(path, v.str("nfs_server"), export, tuple(options),
                           uid=v.int("uid", 2000, lo=1000, hi=65533), gid=v.int("gid", 2000, lo=1000, hi=65533),
-                          network=v.str("network", "private"), export_options=tuple(export_options))
+                          network=v.str("network", "private"), export_options=tuple(export_options),
+                          fstype=v.str("fstype", "nfs", choices=VMAIL_FSTYPES))
         v.done()
     i = s.section("iredmail", None)
     iredmail = None

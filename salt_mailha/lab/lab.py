@@ -75,6 +75,19 @@ class Lab:
     def node(self, name):
         return Node(name, self.run_dir, self.base.root)
 
+    def binds(self, pillar, name):
+        """Host directories a node shares: the vmail share on mail nodes (the stand-in for the
+        filer's NFS export, which this kernel cannot mount), owned by the vmail uid/gid."""
+        site = pillar["mailha"]
+        vmail = (site.get("mail") or {}).get("vmail") or {}
+        if "mail" not in site["nodes"][name].get("roles", ()) or vmail.get("fstype") != "bind":
+            return ()
+        share = self.run_dir / "vmail-share"
+        share.mkdir(parents=True, exist_ok=True)
+        os.chown(share, vmail.get("uid", 2000), vmail.get("gid", 2000))
+        share.chmod(0o770)
+        return ((share, vmail["export"]),)
+
     def node_names(self):
         d = self.run_dir / "nodes"
         return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
@@ -136,7 +149,7 @@ class Lab:
                     continue
                 network.plug(name, pillar["mailha"]["nodes"][name]["addresses"], nets, log)
                 node.prepare(self.identity(pillar, gw, name), log)
-                node.start(log)
+                node.start(log, self.binds(pillar, name))
                 started.append(name)
             for name in names:
                 self.node(name).wait_booted(BOOT_TIMEOUT)

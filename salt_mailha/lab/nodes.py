@@ -102,14 +102,16 @@ class Node:
         (site / "salt_mailha_lab.pth").write_text(GUEST_PKG_DIR + "\n")
         (root / GUEST_PKG_DIR.lstrip("/") / "salt_mailha").mkdir(parents=True, exist_ok=True)
 
-    def start(self, log):
-        """Boot the node (systemd as its PID 1) in its own netns; returns the nspawn pid."""
+    def start(self, log, binds=()):
+        """Boot the node (systemd as its PID 1) in its own netns; ``binds`` are (host dir, node
+        path) pairs shared read-write; returns the nspawn pid."""
         argv = [
             "systemd-nspawn", "--quiet", "--directory", self.merged, "--machine", self.name,
             "--boot", "--register=no", "--keep-unit", "--link-journal=no", "--resolv-conf=off",
             "--timezone=off", f"--network-namespace-path=/run/netns/{network.netns(self.name)}",
             "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_MODULE", "--console=read-only",
             f"--bind-ro={PACKAGE_ROOT}:{GUEST_PKG_DIR}/salt_mailha",
+            *(f"--bind={host}:{path}" for host, path in binds),
         ]
         env = {**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
         with open(log, "a") as fh:

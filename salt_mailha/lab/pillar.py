@@ -89,6 +89,10 @@ def lab_pillar(example, rng=None):
     out = _walk(top, nets, "mailha", problems, rng)
     if problems:
         raise ValidationError(problems)
+    if isinstance(out.get("mail"), dict) and isinstance(out["mail"].get("vmail"), dict):
+        # This host kernel has no NFS: the lab shares one directory into every mail node at the
+        # export path (see Lab.binds) and the nodes bind-mount it at the vmail path instead.
+        out["mail"]["vmail"]["fstype"] = "bind"
     return {"mailha": out}
 
 

@@ -235,3 +235,13 @@ def test_base_tree_holds_every_package_the_formula_installs():
     wanted = {p for pkgs in PACKAGES.values() for p in pkgs}
     assert wanted <= set(service_packages())
     assert "bind9" in service_packages()  # the lab's DNS node
+
+
+def test_lab_pillar_shares_vmail_by_bind_mount(lab):
+    """This host kernel has no NFS: the lab's mail nodes bind-mount one shared directory."""
+    from salt_mailha.core import mail
+    from salt_mailha.core.model import load_site
+
+    site = load_site(lab)
+    assert site.mail.vmail.fstype == "bind"
+    assert mail.vmail_fstab_entry(site, site.node("mail1")).vfstype == "none"

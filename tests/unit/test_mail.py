@@ -353,3 +353,14 @@ def test_vmail_fstab_line_never_holds_the_boot(example):
     entry = mail.vmail_fstab_entry(site, site.node("mail1"))
     assert entry.options[:4] == ("vers=3", "noatime", "nodiratime", "noexec")  # the pillar's, in order
     assert "nofail" in entry.options and "_netdev" in entry.options
+
+
+def test_vmail_bind_share_for_a_directory_every_node_already_shares():
+    data = copy.deepcopy(EXAMPLE)
+    data["mail"]["vmail"]["fstype"] = "bind"
+    site = parse_site(data)
+    entry = mail.vmail_fstab_entry(site, site.node("mail1"))
+    assert entry.line() == "/srv/var/vmail /var/vmail none bind,nofail 0 0"
+    data["mail"]["vmail"]["fstype"] = "cifs"
+    with pytest.raises(ValidationError, match="mailha:mail:vmail:fstype"):
+        parse_site(data)
