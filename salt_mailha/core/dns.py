@@ -413,3 +413,74 @@ def _registry_changes(site_name, zone, domain, current, owned, new_owned, withdr
             out.append(Change(reg, "TXT", cur, RRset(reg, "TXT", ttl, frozenset(new)) if new else None))
     return out
 
+
+
+# ----------------------------------------------------------------------------------- server
+# Role ``dns`` runs the site's authoritative BIND: one dynamic primary zone that only the TSIG key
+# may update or transfer. The zone file is seeded once (named rewrites it from its journal).
+
+BIND_KEY_FILE = "/etc/bind/mailha-tsig.key"
+BIND_ZONE_DIR = "/var/lib/bind"  # Debian's bind-writable directory for dynamic zones
+
+
+def _dns(site):
+    if site.dns is None or site.dns.tsig is None:
+        raise Refused("role dns needs pillar mailha:dns with its tsig key: add the dns section")
+    return site.dns
+
+
+def zone_file_path(site):
+    """Where the primary zone's file lives (named writes its journal next to it)."""
+    return f"{BIND_ZONE_DIR}/{absolute(_dns(site).zone, '.').rstrip('.')}.db"
+
+
+def render_tsig_key(site, node):
+    """``/etc/bind/mailha-tsig.key``: the update key (the only file holding the TSIG secret)."""
+    t = _dns(site).tsig
+    return f'key "{t.name}" {{\n    algorithm {t.algorithm};\n    secret "{t.secret.reveal()}";\n}};\n'
+
+
+def render_named_conf_local(site, node):
+    """``/etc/bind/named.conf.local``: the key and the dynamic primary zone (Debian's named.conf
+    includes this file after its options)."""
+    d = _dns(site)
+    zone = absolute(d.zone, ".").rstrip(".")
+    key = d.tsig.name
+    return (
+        "// Managed by salt-mailha: edits are overwritten.\n"
+        f'include "{BIND_KEY_FILE}";\n\n'
+        f'zone "{zone}" {{\n'
+        "    type primary;\n"
+        f'    file "{zone_file_path(site)}";\n'
+        # Only the key may change the zone; it may change any name in it (records run decides).
+        f"    update-policy {{ grant {key} zonesub ANY; }};\n"
+        f"    allow-transfer {{ key {key}; }};\n"
+        "};\n"
+    )
+
+
+def dns_servers(site):
+    """The nodes with role dns, in pillar order, with their address on the mail VIP's network."""
+    vip = site.vips.get("mail")
+    net = vip.network if vip else "public"
+    return [(n, n.address(net) or n.address("public")) for n in site.nodes if n.has("dns")]
+
+
+def render_zone_seed(site):
+    """The zone's first file: SOA (serial 1, the first dns node as primary), one NS and one A per
+    dns node. Written only when absent: afterwards the zone is changed by UPDATE only."""
+    d = _dns(site)
+    zone = absolute(d.zone, ".")
+    servers = dns_servers(site)
+    if not servers:
+        raise Refused("no node has role dns: add role dns to the node that runs BIND")
+    primary = absolute(servers[0][0].fqdn, ".")
+    lines = [
+        f"$TTL {d.ttl_default}",
+        f"{zone} IN SOA {primary} hostmaster.{zone} ( 1 3600 600 86400 {d.ttl_failover} )",
+    ]
+    lines += [f"{zone} IN NS {absolute(n.fqdn, '.')}" for n, _ in servers]
+    for n, address in servers:
+        if address and in_zone(absolute(n.fqdn, "."), zone):
+            lines.append(f"{absolute(n.fqdn, '.')} IN A {address}")
+    return "\n".join(lines) + "\n"

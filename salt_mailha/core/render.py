@@ -81,6 +81,12 @@ ARTIFACTS = (
              secret=True, when="mail:uses_native_path", group="openldap"),
     Artifact("slapd-default", "/etc/default/slapd", "0644", ("mail",), "ldap:render_slapd_default", "ldap",
              when="mail:uses_native_path"),
+    # The site's authoritative BIND (role dns); the zone file itself is seeded once by
+    # mailha_dns.zone_seeded, never rendered over (named rewrites it with the updates).
+    Artifact("bind-tsig", "/etc/bind/mailha-tsig.key", "0640", ("dns",), "dns:render_tsig_key", "dns",
+             secret=True, group="bind"),
+    Artifact("bind-local", "/etc/bind/named.conf.local", "0644", ("dns",), "dns:render_named_conf_local",
+             "dns", group="bind"),
 )
 
 
@@ -94,6 +100,7 @@ PACKAGES = {
     "mail": ("postfix", "postfix-ldap", "dovecot-imapd", "dovecot-pop3d", "dovecot-ldap", "dovecot-lmtpd",
              "e2fsprogs", "nfs-common"),
     "filer": ("nfs-kernel-server",),
+    "dns": ("bind9", "bind9-utils"),
 }
 
 

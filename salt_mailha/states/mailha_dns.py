@@ -9,11 +9,23 @@ Records not owned by salt-mailha are never changed (see ``salt_mailha.core.dns``
     mailha-dns-records:
       mailha_dns.records: []
 
+    # on a node with role dns: the zone's first file, written only when absent
+    mailha-dns-zone:
+      mailha_dns.zone_seeded:
+        - name: /var/lib/bind/example.net.db
+
     # after a node loss, from an orchestration on the updater:
     mailha-dns-mx-mail1:
       mailha_dns.mx_withdrawn:
         - name: mail1
 """
+
+import os
+import pwd
+
+from salt_mailha import glue
+from salt_mailha.core import dns as core_dns
+from salt_mailha.core.errors import MailhaError
 
 __virtualname__ = "mailha_dns"
 
@@ -69,3 +81,44 @@ def mx_restored(name, timeout=5):
     out = __salt__["mailha_dns.restore_mx"](name, test=test, timeout=timeout)  # noqa: F821
     return _ret(name, out, test, f"Restored the MX of {name}", f"Would restore the MX of {name}",
                 f"The MX of {name} is already in place")
+
+
+def zone_seeded(name):
+    """The primary zone's file exists; when it does not, write the seed (SOA, NS and A of the dns
+    nodes) owned by bind. An existing file is never touched: named rewrites it with the updates.
+
+    name
+        The zone file path, ``/var/lib/bind/<zone>.db`` (checked against the pillar's zone).
+    """
+    ret = glue.state_ret(name)
+    try:
+        site = glue.site_from_pillar(__pillar__)  # noqa: F821
+        if name != core_dns.zone_file_path(site):
+            raise MailhaError(f"name {name!r} is not the zone file of mailha:dns:zone "
+                              f"({core_dns.zone_file_path(site)})")
+        content = core_dns.render_zone_seed(site)
+    except (MailhaError, glue.CommandExecutionError) as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    path = glue.under_root(name, __opts__, __pillar__)  # noqa: F821
+    if os.path.exists(path):
+        ret["comment"] = f"{path} exists: the zone is changed by UPDATE only"
+        return ret
+    ret["changes"] = {"new": {"lines": len(content.splitlines())},
+                      "diff": glue.redacted_diff(None, content, name, site.secrets())}
+    if __opts__["test"]:  # noqa: F821
+        ret.update(result=None, comment=f"would seed {path}")
+        return ret
+    try:
+        bind = pwd.getpwnam("bind")
+    except KeyError:
+        bind = None  # bind9 not installed (a rehearsal): root owns it
+    try:
+        glue.write_atomic(path, content, "0644", bind.pw_gid if bind else None)
+        if bind:
+            os.chown(path, bind.pw_uid, bind.pw_gid)  # named dumps the journal into this file
+    except OSError as exc:
+        ret.update(result=False, changes={}, comment=f"could not write {path}: {exc.strerror}")
+        return ret
+    ret["comment"] = f"seeded {path}"
+    return ret
