@@ -93,6 +93,10 @@ def lab_pillar(example, rng=None):
         # This host kernel has no NFS: the lab shares one directory into every mail node at the
         # export path (see Lab.binds) and the nodes bind-mount it at the vmail path instead.
         out["mail"]["vmail"]["fstype"] = "bind"
+    if isinstance(out.get("mail"), dict) and "tls" not in out["mail"]:
+        # The site's certificate is the operator's to supply; the lab serves Debian's snakeoil pair.
+        out["mail"]["tls"] = {"cert": "/etc/ssl/certs/ssl-cert-snakeoil.pem",
+                              "key": "/etc/ssl/private/ssl-cert-snakeoil.key"}
     return {"mailha": out}
 
 
