@@ -19,6 +19,7 @@ Usage::
     result.console                   # serial console text
 """
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -38,6 +39,8 @@ ROOT_MODULES = [
 # Soft dependencies modinfo does not list as `depends=` (libcrc32c needs a crc32c provider).
 SOFT_BEFORE = {"libcrc32c": ["crc32c_generic"]}
 
+# /tmp is left as the host's (read-only lower, writes to the tmpfs upper): a checkout and its venv
+# under /tmp must stay visible to the guest, which runs the host's venv python.
 INIT_SCRIPT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
@@ -48,7 +51,7 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || {
 mount -t tmpfs tmpfs /ovl; mkdir -p /ovl/up /ovl/work
 mount -t overlay overlay -o lowerdir=/host,upperdir=/ovl/up,workdir=/ovl/work /newroot || { echo "MAILHA-VM overlay failed"; poweroff -f; }
 mount --move /proc /newroot/proc; mount --move /sys /newroot/sys; mount --move /dev /newroot/dev
-mount -t tmpfs tmpfs /newroot/run; mount -t tmpfs tmpfs /newroot/tmp
+mount -t tmpfs tmpfs /newroot/run
 SHARE=$(cat /share_path); SCRIPT=$(cat /script_path)
 mkdir -p /newroot$SHARE
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vmshare /newroot$SHARE || { echo "MAILHA-VM share failed"; poweroff -f; }
@@ -117,7 +120,8 @@ class IpvsGuest:
     def build(self):
         """Download (apt), extract and assemble kernel + initramfs once; reuse the cache after."""
         pkg = kernel_package()
-        kdir = self.cache_dir / pkg
+        # keyed on the init script too: a changed /init must never reuse an old initramfs
+        kdir = self.cache_dir / f"{pkg}-{hashlib.sha256(INIT_SCRIPT.encode()).hexdigest()[:12]}"
         kernel, initrd = kdir / "vmlinuz", kdir / "initrd.cpio.gz"
         if kernel.exists() and initrd.exists():
             self.kernel, self.initrd = kernel, initrd

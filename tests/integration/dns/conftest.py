@@ -40,6 +40,9 @@ class Minion:
             "file_roots": {"base": [str(REPO / "states")]},
             "pillar_roots": {"base": [str(self.pillar_dir)]},
             "root_dir": str(self.base / "salt"),
+            # a rehearsal: role dns's BIND files go under this scratch root and no service of this
+            # host is touched; the records still go to the test's own named (pillar dns:servers)
+            "mailha_root": str(self.base / "root"),
             "log_file": str(self.log),
             "log_level_logfile": "debug",
         }))

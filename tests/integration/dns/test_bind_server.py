@@ -73,8 +73,8 @@ def test_rendered_bind_serves_the_zone_and_the_formula_converges_it(tmp_path):
         assert query(port, "example.net.", "NS") == ["ns1.example.net."]
         assert query(port, "ns1.example.net.", "A") == ["1.1.1.10"]
 
-        root = tmp_path / "root"
-        minion = Minion(tmp_path / "minion", {**pillar, "mailha_root": str(root)})
+        minion = Minion(tmp_path / "minion", pillar)
+        root = minion.base / "root"  # the Minion fixture's rehearsal root (minion config mailha_root)
         rc, ret = minion.call("state.apply", "mailha", "test=True")
         by_id = {v["__id__"]: v for v in ret.values()}
         assert {by_id[i]["result"] for i in ("mailha-file-bind-tsig", "mailha-file-bind-local",
