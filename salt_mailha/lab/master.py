@@ -17,7 +17,7 @@ import yaml
 
 from salt_mailha import PACKAGE_ROOT
 from salt_mailha.lab import network
-from salt_mailha.lab.util import pid_alive, run
+from salt_mailha.lab.util import pid_alive, pid_from_file, run
 
 REPO = PACKAGE_ROOT.parent
 BIN = pathlib.Path(sys.executable).parent
@@ -98,11 +98,7 @@ class Master:
         return source
 
     def pid(self):
-        try:
-            pid = int(self.pidfile.read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if pid_alive(pid) else None
+        return pid_from_file(self.pidfile)
 
     def start(self, log):
         if self.pid():

@@ -15,7 +15,7 @@ import uuid
 
 from salt_mailha import PACKAGE_ROOT
 from salt_mailha.lab import network
-from salt_mailha.lab.util import mounted, pid_alive, run
+from salt_mailha.lab.util import mounted, pid_alive, pid_from_file, run
 
 GUEST_PKG_DIR = "/opt/salt-mailha"
 
@@ -31,11 +31,7 @@ class Node:
 
     # ------------------------------------------------------------------ state
     def pid(self):
-        try:
-            pid = int(self.pidfile.read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if pid_alive(pid) else None
+        return pid_from_file(self.pidfile)
 
     def leader(self):
         """PID (host view) of the container's systemd: the nspawn process's child."""

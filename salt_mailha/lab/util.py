@@ -94,6 +94,15 @@ def run(argv, log=None, check=True, timeout=900, env=None, input=None, capture=F
     return proc
 
 
+def pid_from_file(path):
+    """The PID in ``path`` if that process is alive, else None."""
+    try:
+        pid = int(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
 def pid_alive(pid):
     try:
         os.kill(int(pid), 0)

@@ -75,3 +75,12 @@ class Daemon:
                 return f.read()
         except FileNotFoundError:
             return ""
+
+
+def pid_alive(pid):
+    """True while ``pid`` runs and is not a zombie (a killed child not yet reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False

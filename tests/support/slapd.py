@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.parse
 
-from tests.support.daemon import wait_until
+from tests.support.daemon import pid_alive, wait_until
 
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPTEST = shutil.which("slaptest") or "/usr/sbin/slaptest"
@@ -171,7 +171,7 @@ class Slapd:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def start(self):
         self._procs.append(spawn(self.instance_file))
@@ -194,7 +194,7 @@ class Slapd:
         pid = self.pid()
         if pid is not None:
             os.kill(pid, sig)
-            wait_until(lambda: not _alive(pid) or self._reap(), timeout, what=f"slapd pid {pid} exit")
+            wait_until(lambda: not pid_alive(pid) or self._reap(), timeout, what=f"slapd pid {pid} exit")
         self._reap()
 
     def _reap(self):
@@ -218,12 +218,6 @@ def _suffix_of(conf_text):
     return next(line.split(None, 1)[1].strip() for line in conf_text.splitlines() if line.startswith("suffix"))
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def spawn(instance_file):
@@ -242,10 +236,10 @@ def restart(instance_file, timeout=20):
         pid = int(pathlib.Path(spec["pidfile"]).read_text().strip())
     except (OSError, ValueError):
         pid = None
-    if pid is not None and _alive(pid):
+    if pid is not None and pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid):
+        while pid_alive(pid):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"slapd pid {pid} did not exit within {timeout}s")
             time.sleep(0.05)

@@ -27,7 +27,7 @@ from salt_mailha.core import ldap as core_ldap
 from salt_mailha.core import mail as core_mail
 from salt_mailha.core.model import parse_site
 from tests.integration.ldap.fixtures import NODES, MirrorPair
-from tests.support.daemon import wait_until
+from tests.support.daemon import pid_alive, wait_until
 from tests.support.slapd import free_port, have_slapd, iredmail_like_conf
 
 POSTFIX_MASTER = "/usr/lib/postfix/sbin/master"
@@ -201,15 +201,9 @@ class MailNode:
             pid = _pid_alive(spec["pidfile"])
             if pid:
                 os.kill(pid, signal.SIGTERM)
-                wait_until(lambda p=pid: not _alive(p), 30, what=f"pid {pid} exit")
+                wait_until(lambda p=pid: not pid_alive(p), 30, what=f"pid {pid} exit")
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _pid_alive(pidfile):
@@ -217,7 +211,7 @@ def _pid_alive(pidfile):
         pid = int(pathlib.Path(pidfile).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def mount_tmpfs(path, uid, gid):
