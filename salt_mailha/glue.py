@@ -42,6 +42,12 @@ def this_node(site, opts, node=None):
     return site.node(nid)
 
 
+def site_and_node(pillar, opts, node=None):
+    """``(Site, Node)`` of this minion (or ``node``); errors as CommandExecutionError."""
+    site = site_from_pillar(pillar)
+    return site, this_node(site, opts, node)
+
+
 def root(opts, pillar=None):
     """Prefix for every file we write: ``/`` in production, a scratch dir in tests and rehearsals.
 

@@ -42,6 +42,13 @@ IREDMAIL_MARKER = "/var/lib/mailha/iredmail.installed"
 INSTALLER = "iRedMail.sh"
 
 
+def serves_vmail(site, node):
+    """Does ``node`` export the vmail share? Only the pillar's NFS server, and only for an NFS share
+    (a bind share is a directory every mail node already has)."""
+    v = site.mail.vmail if site.mail is not None else None
+    return v is not None and v.fstype == "nfs" and v.nfs_server == node.id
+
+
 def uses_native_path(site, node=None):
     """Mail nodes run Debian's Postfix/Dovecot configured by us unless the pillar has mail:iredmail."""
     return site.mail is not None and site.mail.iredmail is None

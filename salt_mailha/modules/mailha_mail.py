@@ -23,8 +23,7 @@ def _rooted(path):
 
 
 def _site_node(node):
-    site = glue.site_from_pillar(__pillar__)
-    return site, glue.this_node(site, __opts__, node)
+    return glue.site_and_node(__pillar__, __opts__, node)
 
 
 def share_status(node=None):
@@ -76,6 +75,19 @@ def checks(node=None):
         return [{"service": s, "check": c, "vip_port": vp, "port": p} for s, c, vp, p in core.mail_checks(site, n)]
     except MailhaError as exc:
         raise CommandExecutionError(str(exc)) from None
+
+
+def serves_vmail(node=None):
+    """True on the node that exports the vmail NFS share (``mail:vmail:nfs_server``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt filer1 mailha_mail.serves_vmail
+    """
+    site, n = _site_node(node)
+    return core.serves_vmail(site, n)
 
 
 def installer():

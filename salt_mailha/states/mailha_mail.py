@@ -81,8 +81,7 @@ def _rooted(path):
 
 
 def _site_node(node):
-    site = glue.site_from_pillar(__pillar__)
-    return site, glue.this_node(site, __opts__, node)
+    return glue.site_and_node(__pillar__, __opts__, node)
 
 
 def _run(argv, **kwargs):

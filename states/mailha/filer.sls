@@ -1,7 +1,7 @@
-{#- The filer: the vmail NFS export for the mail nodes (mail:vmail). #}
+{#- The filer: the vmail NFS export for the mail nodes (mail:vmail), on the pillar's NFS server. #}
 {%- from "mailha/macros.jinja" import packages %}
 {{ packages('filer') }}
-{%- if salt['pillar.get']('mailha:mail:vmail:nfs_server') == salt['config.get']('mailha_node', grains['id']) %}
+{%- if salt['mailha_mail.serves_vmail']() %}
 mailha-vmail-export:
   mailha_mail.vmail_export: []
 {%- endif %}

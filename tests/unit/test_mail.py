@@ -364,3 +364,12 @@ def test_vmail_bind_share_for_a_directory_every_node_already_shares():
     data["mail"]["vmail"]["fstype"] = "cifs"
     with pytest.raises(ValidationError, match="mailha:mail:vmail:fstype"):
         parse_site(data)
+
+
+def test_only_the_nfs_server_exports_and_only_an_nfs_share(example):
+    assert mail.serves_vmail(example, example.node("filer1"))
+    assert not mail.serves_vmail(example, example.node("mail1"))
+    data = copy.deepcopy(EXAMPLE)
+    data["mail"]["vmail"]["fstype"] = "bind"
+    site = parse_site(data)
+    assert not mail.serves_vmail(site, site.node("filer1"))
