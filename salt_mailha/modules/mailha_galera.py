@@ -549,13 +549,12 @@ def monitor_present(node=None, test=False):
 
         salt db1 mailha_galera.monitor_present
     """
-    _, n, g, inst = _ctx(node)
+    site, n, g, inst = _ctx(node)
     if g.monitor is None:
         raise CommandExecutionError("pillar mailha:galera:monitor is required for the balancer's check")
     try:
         return _monitor_present(n, g, inst, test)
     except pymysql.MySQLError as exc:
-        site = glue.site_from_pillar(__pillar__)  # noqa: F821
         detail = redact(str(exc.args[-1] if exc.args else exc), site.secrets())
         raise CommandExecutionError(f"managing the monitoring user on {n.id} failed: {detail}") from None
 
