@@ -78,15 +78,17 @@ class Lab:
     def binds(self, pillar, name):
         """Host directories a node shares: the vmail share on mail nodes (the stand-in for the
         filer's NFS export, which this kernel cannot mount), owned by the vmail uid/gid."""
-        site = pillar["mailha"]
-        vmail = (site.get("mail") or {}).get("vmail") or {}
-        if "mail" not in site["nodes"][name].get("roles", ()) or vmail.get("fstype") != "bind":
+        from salt_mailha.core.model import load_site
+
+        site = load_site(pillar)
+        vmail = site.mail.vmail if site.mail is not None else None
+        if not site.node(name).has("mail") or vmail is None or vmail.fstype != "bind":
             return ()
         share = self.run_dir / "vmail-share"
         share.mkdir(parents=True, exist_ok=True)
-        os.chown(share, vmail.get("uid", 2000), vmail.get("gid", 2000))
+        os.chown(share, vmail.uid, vmail.gid)
         share.chmod(0o770)
-        return ((share, vmail["export"]),)
+        return ((share, vmail.export),)
 
     def node_names(self):
         d = self.run_dir / "nodes"
