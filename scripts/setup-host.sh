@@ -13,7 +13,7 @@ debs=(
   slapd ldap-utils
   bind9 bind9-utils bind9-dnsutils
   keepalived ldirectord ipvsadm libdbd-mysql-perl iputils-ping arping openssl e2fsprogs
-  postfix postfix-ldap dovecot-imapd dovecot-pop3d dovecot-ldap dovecot-lmtpd
+  postfix postfix-ldap dovecot-imapd dovecot-pop3d dovecot-ldap dovecot-lmtpd nginx-light
   qemu-system-x86 cpio busybox-static kmod
   debootstrap systemd-container
 )

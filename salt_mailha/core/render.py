@@ -98,7 +98,7 @@ PACKAGES = {
     "garbd": ("galera-arbitrator-4",),
     "ldap": ("slapd", "ldap-utils"),
     "mail": ("postfix", "postfix-ldap", "dovecot-imapd", "dovecot-pop3d", "dovecot-ldap", "dovecot-lmtpd",
-             "e2fsprogs", "nfs-common"),
+             "nginx-light", "e2fsprogs", "nfs-common"),
     "filer": ("nfs-kernel-server",),
     "dns": ("bind9", "bind9-utils"),
 }

@@ -41,7 +41,7 @@ def service_packages():
 # Installed but not started at boot: the formula decides what runs where.
 DISABLED_UNITS = (
     "mariadb", "slapd", "named", "postfix", "dovecot", "keepalived", "ldirectord", "ipvsadm",
-    "garb", "rsync", "nfs-client.target", "nfs-server", "rpcbind", "rpcbind.socket",
+    "garb", "rsync", "nginx", "nfs-client.target", "nfs-server", "rpcbind", "rpcbind.socket",
 )
 MASKED_UNITS = (
     "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_reap.service", "e2scrub_all.timer",

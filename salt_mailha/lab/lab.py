@@ -115,7 +115,10 @@ class Lab:
         for vip in top.get("vips", {}).values():
             lines.append(f"{vip['address']} {vip['hostname']}.{domain} {vip['hostname']}")
         dns = [s["address"] for s in top.get("dns", {}).get("servers", [])]
-        resolv = f"search {domain}\n" + "".join(f"nameserver {a}\n" for a in dns)
+        # One lab resolver: fail fast while it is down (glibc's 5 s x 2 attempts would hold every
+        # Postfix greeting, which looks the client up, for 10 s)
+        resolv = (f"search {domain}\n" + "".join(f"nameserver {a}\n" for a in dns)
+                  + "options timeout:1 attempts:1\n")
         # the beacons of examples/minion.d go to the balancers, which probe the real servers
         extra = minion_example() if "lb" in top["nodes"][name]["roles"] else None
         return {"hosts": "\n".join(lines) + "\n", "resolv": resolv, "master": gw,

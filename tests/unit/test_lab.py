@@ -222,7 +222,7 @@ def test_node_identity_hosts_resolver_and_beacons_for_balancers_only(lab):
     db = Lab.identity(lab, "10.99.0.1", "db1")
     assert "10.99.0.15 db1.example.net db1" in lb["hosts"].splitlines()
     assert "10.99.0.22 db.example.net db" in lb["hosts"].splitlines()  # the db VIP's name
-    assert lb["resolv"] == "search example.net\nnameserver 10.99.0.10\n"
+    assert lb["resolv"] == "search example.net\nnameserver 10.99.0.10\noptions timeout:1 attempts:1\n"
     assert lb["master"] == "10.99.0.1"
     assert db["minion_extra"] is None
     assert lb["minion_extra"] is None or "mailha_health" in lb["minion_extra"]
