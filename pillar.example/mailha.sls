@@ -6,50 +6,51 @@ mailha:
   site: example
   domain: example.net
 
+  # Public addresses are RFC 5737 documentation space (192.0.2.0/24): put your own here.
   networks:
-    public: 1.1.1.0/24        # clients, VIPs, direct routing
+    public: 192.0.2.0/24      # clients, VIPs, direct routing
     private: 10.1.1.0/24      # Galera, LDAP sync, NFS: never routed
 
   # Node order matters: it sets keepalived priorities (first lb = highest) and LDAP serverIDs.
   nodes:
     ns1:
       roles: [dns]
-      addresses: {public: 1.1.1.10}
+      addresses: {public: 192.0.2.10}
     filer1:
       roles: [filer, quorum]        # NFS server + full Galera member that is not load-balanced
-      addresses: {public: 1.1.1.11, private: 10.1.1.11}
+      addresses: {public: 192.0.2.11, private: 10.1.1.11}
     lb1:
       roles: [lb]
-      addresses: {public: 1.1.1.13, private: 10.1.1.13}
+      addresses: {public: 192.0.2.13, private: 10.1.1.13}
       interface: eth0
     lb2:
       roles: [lb]
-      addresses: {public: 1.1.1.14, private: 10.1.1.14}
+      addresses: {public: 192.0.2.14, private: 10.1.1.14}
       interface: eth0
     db1:
       roles: [db]
-      addresses: {public: 1.1.1.15, private: 10.1.1.15}
+      addresses: {public: 192.0.2.15, private: 10.1.1.15}
     db2:
       roles: [db]
-      addresses: {public: 1.1.1.16, private: 10.1.1.16}
+      addresses: {public: 192.0.2.16, private: 10.1.1.16}
     mail1:
       roles: [mail]
-      addresses: {public: 1.1.1.17, private: 10.1.1.17}
+      addresses: {public: 192.0.2.17, private: 10.1.1.17}
     mail2:
       roles: [mail]
-      addresses: {public: 1.1.1.18, private: 10.1.1.18}
+      addresses: {public: 192.0.2.18, private: 10.1.1.18}
 
   # Two VIPs, never one: a real server holds its VIP on lo, so it could never reach the same
   # address through the balancer (the guide's 2015 edit).
   vips:
     mail:
-      address: 1.1.1.21
+      address: 192.0.2.21
       network: public
       real_servers: mail            # nodes with this role hold the VIP on lo:0
       virtual_router_id: 51
       hostname: lb0a
     db:
-      address: 1.1.1.22
+      address: 192.0.2.22
       network: public
       real_servers: db
       virtual_router_id: 52
@@ -109,7 +110,7 @@ mailha:
     zone: example.net
     updater: ns1                    # the minion that sends RFC 2136 updates
     servers:
-      - {address: 1.1.1.10, port: 53}
+      - {address: 192.0.2.10, port: 53}
     tsig:
       name: mailha-update
       algorithm: hmac-sha256

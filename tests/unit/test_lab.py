@@ -84,7 +84,7 @@ def test_lab_pillar_keeps_topology_and_moves_every_address(example, lab):
             old = ipaddress.ip_address(src["nodes"][name]["addresses"][net])
             assert int(ipaddress.ip_address(addr)) & 0xFF == int(old) & 0xFF
     assert dst["vips"]["mail"]["address"] != dst["vips"]["db"]["address"]
-    assert "1.1.1." not in repr(dst) and "10.1.1." not in repr(dst)
+    assert "192.0.2." not in repr(dst) and "10.1.1." not in repr(dst)
 
 
 def test_lab_pillar_replaces_placeholders_with_same_length_secrets(example, lab):
@@ -106,11 +106,11 @@ def test_lab_pillar_is_deterministic_for_one_seed(example):
 
 
 @pytest.mark.parametrize("mutate,key,msg", [
-    (lambda m: m["nodes"]["ns1"]["addresses"].update(public="192.0.2.7"),
+    (lambda m: m["nodes"]["ns1"]["addresses"].update(public="198.51.100.7"),
      "mailha:nodes:ns1:addresses:public", "none of mailha:networks"),
-    (lambda m: m["nodes"]["ns1"]["addresses"].update(public="1.1.1.1"),
+    (lambda m: m["nodes"]["ns1"]["addresses"].update(public="192.0.2.1"),
      "mailha:nodes:ns1:addresses:public", "offset 1"),
-    (lambda m: m["networks"].update(public="1.1.0.0/16"), "mailha:networks:public",
+    (lambda m: m["networks"].update(public="192.0.0.0/16"), "mailha:networks:public",
      "larger than a /24"),
 ], ids=["outside-networks", "gateway-offset", "too-large"])
 def test_lab_pillar_rejects_what_it_cannot_map(example, mutate, key, msg):
