@@ -55,7 +55,7 @@ def test_parse_captured_axfr():
     assert rdatas(z, APEX, "MX") == ["10 mail1.example.net.", "10 mail2.example.net.",
                                      "50 backup-mx.provider.example."]
     assert z[MX].ttl == 300
-    assert rdatas(z, "mail.example.net.", "A") == ["1.1.1.21"]
+    assert rdatas(z, "mail.example.net.", "A") == ["192.0.2.21"]
     assert z[("mail.example.net.", "A")].ttl == 60
     assert rdatas(z, "_mailha-owner.example.net.", "TXT") == [
         '"heritage=salt-mailha,site=example,rr=MX 10 mail1.example.net."',
@@ -72,14 +72,14 @@ def test_query_mode_reads_the_same_managed_rrsets_as_axfr():
 
 @pytest.mark.parametrize("text, origin, key", [
     ("@ 60 IN MX 10 mail1", "example.net", ("example.net.", "MX")),
-    ("mail 60 A 1.1.1.21", "example.net.", ("mail.example.net.", "A")),
-    ("MAIL.Example.NET. 60 in a 1.1.1.21", ".", ("mail.example.net.", "A")),
+    ("mail 60 A 192.0.2.21", "example.net.", ("mail.example.net.", "A")),
+    ("MAIL.Example.NET. 60 in a 192.0.2.21", ".", ("mail.example.net.", "A")),
 ], ids=["apex-relative", "no-class", "case"])
 def test_parse_names(text, origin, key):
     assert key in core.parse_rrsets(text, origin)
 
 
-@pytest.mark.parametrize("text", ["mail.example.net. IN A 1.1.1.21", "mail.example.net. 60 IN",
+@pytest.mark.parametrize("text", ["mail.example.net. IN A 192.0.2.21", "mail.example.net. 60 IN",
                                   "mail.example.net. 60 IN a-b 1"], ids=["no-ttl", "no-type", "bad-type"])
 def test_parse_rejects_garbage(text):
     with pytest.raises(ParseError, match="line 1"):
@@ -89,11 +89,11 @@ def test_parse_rejects_garbage(text):
 @pytest.mark.parametrize("rdata, expected", [
     ('"heritage=salt-mailha,site=example,rr=MX 10 mail1.example.net."',
      ("example", "rr", ("MX", "10 mail1.example.net."))),
-    ('"heritage=salt-mailha,site=other,rr=A 1.1.1.21"', ("other", "rr", ("A", "1.1.1.21"))),
+    ('"heritage=salt-mailha,site=other,rr=A 192.0.2.21"', ("other", "rr", ("A", "192.0.2.21"))),
     ('"heritage=salt-mailha,site=example,withdrawn=mail1"', ("example", "withdrawn", "mail1")),
     ('"heritage=external-dns,external-dns/owner=default"', None),
     ('"v=spf1 mx -all"', None),
-    ('"heritage=salt-mailha,site=example" "rr=A 1.1.1.1"', None),
+    ('"heritage=salt-mailha,site=example" "rr=A 192.0.2.1"', None),
     ('"heritage=salt-mailha,site=example,rr=A"', None),
 ], ids=["mx", "other-site", "withdrawn", "external-dns", "spf", "two-strings", "no-rdata"])
 def test_parse_owner_txt(rdata, expected):
@@ -107,12 +107,12 @@ def test_desired_records_of_the_example_site():
     want = core.desired_records(site())
     assert {k: (v.ttl, sorted(v.rdatas)) for k, v in want.items()} == {
         MX: (60, ["10 mail1.example.net.", "10 mail2.example.net."]),
-        ("mail.example.net.", "A"): (60, ["1.1.1.21"]),
-        ("smtp.example.net.", "A"): (60, ["1.1.1.21"]),
-        ("imap.example.net.", "A"): (60, ["1.1.1.21"]),
-        ("pop.example.net.", "A"): (60, ["1.1.1.21"]),
-        ("mail1.example.net.", "A"): (3600, ["1.1.1.17"]),
-        ("mail2.example.net.", "A"): (3600, ["1.1.1.18"]),
+        ("mail.example.net.", "A"): (60, ["192.0.2.21"]),
+        ("smtp.example.net.", "A"): (60, ["192.0.2.21"]),
+        ("imap.example.net.", "A"): (60, ["192.0.2.21"]),
+        ("pop.example.net.", "A"): (60, ["192.0.2.21"]),
+        ("mail1.example.net.", "A"): (3600, ["192.0.2.17"]),
+        ("mail2.example.net.", "A"): (3600, ["192.0.2.18"]),
     }
 
 
@@ -136,7 +136,7 @@ def test_plan_from_empty_zone_adds_everything_with_ownership():
     assert rdatas(after, APEX, "TXT") == ['"v=spf1 mx -all"']
     owned, withdrawn = core.read_registry(after, "example")
     assert owned[MX] == {"10 mail1.example.net.", "10 mail2.example.net."}
-    assert owned[("pop.example.net.", "A")] == {"1.1.1.21"}
+    assert owned[("pop.example.net.", "A")] == {"192.0.2.21"}
     assert withdrawn == frozenset()
     # The hand MX shares the RRset: its TTL is kept, and the plan says why.
     assert after[MX].ttl == 300
@@ -152,14 +152,14 @@ def test_plan_on_the_converged_captured_zone_is_empty():
 def test_plan_text_and_changes_list_each_rrset():
     p = core.plan(site(names=["mail", "smtp", "imap", "webmail"]), zone("axfr_converged.txt"))
     assert p.counts() == (1, 1)
-    assert p.changes_dict()["webmail.example.net. A"] == {"old": [], "new": ["60 1.1.1.21"]}
-    assert p.changes_dict()["pop.example.net. A"] == {"old": ["60 1.1.1.21"], "new": []}
+    assert p.changes_dict()["webmail.example.net. A"] == {"old": [], "new": ["60 192.0.2.21"]}
+    assert p.changes_dict()["pop.example.net. A"] == {"old": ["60 192.0.2.21"], "new": []}
     assert {c.name for c in p.changes} == {"webmail.example.net.", "pop.example.net.",
                                            "_mailha-owner.webmail.example.net.",
                                            "_mailha-owner.pop.example.net."}
     text = p.text()
-    assert "webmail.example.net. A (ttl 60):\n  + 1.1.1.21" in text
-    assert "pop.example.net. A (ttl 60):\n  - 1.1.1.21" in text
+    assert "webmail.example.net. A (ttl 60):\n  + 192.0.2.21" in text
+    assert "pop.example.net. A (ttl 60):\n  - 192.0.2.21" in text
 
 
 def test_a_ttl_change_is_planned_as_a_ttl_change():
@@ -194,7 +194,7 @@ def test_records_of_others_are_never_touched():
 
 def test_existing_unowned_record_is_a_conflict_unless_taken_over():
     current = without_registry(zone("axfr_converged.txt"))
-    with pytest.raises(Refused, match=r"mail.example.net. A 1.1.1.21 already exists but is not owned.*take_over=True"):
+    with pytest.raises(Refused, match=r"mail.example.net. A 192.0.2.21 already exists but is not owned.*take_over=True"):
         core.plan(site(), current)
     p = core.plan(site(), current, take_over=True)
     after = apply(current, p)
@@ -210,7 +210,7 @@ def test_take_over_replaces_foreign_records_in_managed_rrsets():
     with pytest.raises(Refused, match="also holds 192.0.2.9.*split"):
         core.plan(site(), current)
     after = apply(current, core.plan(site(), current, take_over=True))
-    assert rdatas(after, "mail.example.net.", "A") == ["1.1.1.21"]
+    assert rdatas(after, "mail.example.net.", "A") == ["192.0.2.21"]
     assert after[("mail.example.net.", "A")].ttl == 60
     assert rdatas(after, APEX, "MX") == ["10 mail1.example.net.", "10 mail2.example.net."]
     assert after[MX].ttl == 60
@@ -269,11 +269,11 @@ def test_max_delete_share(share, force, refused):
 
 def test_changing_the_vip_is_an_update_not_a_delete():
     pillar = copy.deepcopy(EXAMPLE)
-    pillar["mailha"]["vips"]["mail"]["address"] = "1.1.1.23"
+    pillar["mailha"]["vips"]["mail"]["address"] = "192.0.2.23"
     s = parse_site(pillar["mailha"])
     p = core.plan(s, zone("axfr_converged.txt"))          # 4 of 8 replaced: under the 30% rule
     assert p.counts() == (4, 4)
-    assert rdatas(apply(zone("axfr_converged.txt"), p), "smtp.example.net.", "A") == ["1.1.1.23"]
+    assert rdatas(apply(zone("axfr_converged.txt"), p), "smtp.example.net.", "A") == ["192.0.2.23"]
 
 
 def test_never_empties_the_a_of_a_name_still_in_use():

@@ -44,17 +44,17 @@ def test_zone_seed_has_soa_ns_and_an_a_per_dns_node():
         "$TTL 3600\n"
         "example.net. IN SOA ns1.example.net. hostmaster.example.net. ( 1 3600 600 86400 60 )\n"
         "example.net. IN NS ns1.example.net.\n"
-        "ns1.example.net. IN A 1.1.1.10\n")
+        "ns1.example.net. IN A 192.0.2.10\n")
     assert core.zone_file_path(s) == "/var/lib/bind/example.net.db"
 
 
 def test_zone_seed_with_two_dns_nodes_names_both():
     def add_ns2(m):
-        m["nodes"]["ns2"] = {"roles": ["dns"], "addresses": {"public": "1.1.1.9"}}
+        m["nodes"]["ns2"] = {"roles": ["dns"], "addresses": {"public": "192.0.2.9"}}
     text = core.render_zone_seed(site(add_ns2))
     assert "IN SOA ns1.example.net." in text  # the first dns node in pillar order is the primary
     assert "example.net. IN NS ns1.example.net.\nexample.net. IN NS ns2.example.net.\n" in text
-    assert "ns2.example.net. IN A 1.1.1.9\n" in text
+    assert "ns2.example.net. IN A 192.0.2.9\n" in text
 
 
 def test_the_secret_is_only_in_the_key_file():

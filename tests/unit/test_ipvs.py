@@ -113,8 +113,8 @@ def test_list_refuses_what_it_does_not_understand(text):
 @pytest.mark.parametrize(
     "func,value,field,needle",
     [
-        (ipvs.check_address, "1.1.1", "address", "not an IPv4/IPv6 address"),
-        (ipvs.check_address, "1.1.1.21; rm -rf /", "address", "not an IPv4/IPv6 address"),
+        (ipvs.check_address, "192.0.2", "address", "not an IPv4/IPv6 address"),
+        (ipvs.check_address, "192.0.2.21; rm -rf /", "address", "not an IPv4/IPv6 address"),
         (ipvs.check_port, 0, "port", "out of range"),
         (ipvs.check_port, 65536, "port", "out of range"),
         (ipvs.check_port, "80 -x", "port", "not a port number"),

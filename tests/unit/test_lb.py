@@ -47,7 +47,7 @@ def test_keepalived_priorities_follow_lb_order(site, node, prio):
     text = lb.render_keepalived_conf(site, site.node(node))
     assert text.count(f"priority {prio}\n") == 2
     assert "virtual_router_id 51" in text and "virtual_router_id 52" in text
-    assert "1.1.1.21/24 dev eth0" in text and "1.1.1.22/24 dev eth0" in text
+    assert "192.0.2.21/24 dev eth0" in text and "192.0.2.22/24 dev eth0" in text
     assert text == lb.render_keepalived_conf(site, site.node(node))  # deterministic
 
 
@@ -91,9 +91,9 @@ def test_auth_pass_longer_than_8_is_refused_by_the_model(pillar):
 def test_unicast_peers_are_the_other_lbs(pillar):
     site = site_with(pillar, unicast=True)
     text = lb.render_keepalived_conf(site, site.node("lb2"))
-    assert text.count("unicast_src_ip 1.1.1.14\n") == 2
-    assert text.count("unicast_peer {\n        1.1.1.13\n    }") == 2
-    assert "1.1.1.14" not in text.split("unicast_peer")[1].split("}")[0]
+    assert text.count("unicast_src_ip 192.0.2.14\n") == 2
+    assert text.count("unicast_peer {\n        192.0.2.13\n    }") == 2
+    assert "192.0.2.14" not in text.split("unicast_peer")[1].split("}")[0]
 
 
 def test_nopreempt(pillar):
@@ -154,19 +154,19 @@ def test_notify_refuses_unknown_arguments(notify, args, rc):
 def test_ldirectord_every_service_with_gate_reals(site):
     text = lb.render_ldirectord_cf(site, site.node("lb1"))
     blocks = {b.split("\n", 1)[0]: b for b in text.split("virtual=")[1:]}
-    assert set(blocks) == {"1.1.1.22:3306", "1.1.1.21:80", "1.1.1.21:443", "1.1.1.21:993",
-                           "1.1.1.21:995", "1.1.1.21:587", "1.1.1.21:465"}
-    assert "real=1.1.1.15:3306 gate 1" in blocks["1.1.1.22:3306"]
-    assert "real=1.1.1.17" not in blocks["1.1.1.22:3306"]  # db VIP -> db nodes only
-    assert "real=1.1.1.18:993 gate 1" in blocks["1.1.1.21:993"]
-    mysql = blocks["1.1.1.22:3306"]
+    assert set(blocks) == {"192.0.2.22:3306", "192.0.2.21:80", "192.0.2.21:443", "192.0.2.21:993",
+                           "192.0.2.21:995", "192.0.2.21:587", "192.0.2.21:465"}
+    assert "real=192.0.2.15:3306 gate 1" in blocks["192.0.2.22:3306"]
+    assert "real=192.0.2.17" not in blocks["192.0.2.22:3306"]  # db VIP -> db nodes only
+    assert "real=192.0.2.18:993 gate 1" in blocks["192.0.2.21:993"]
+    mysql = blocks["192.0.2.22:3306"]
     for line in ('service=mysql', 'login="monitor"', 'passwd="CHANGE-ME-db-monitor"',
                  'database="monitoring"', 'scheduler=wrr', 'checktype=negotiate'):
         assert f"\t{line}\n" in mysql
-    assert '\trequest="ldirectord.txt"\n\treceive="ldirectord"\n' in blocks["1.1.1.21:443"]
-    assert "\tservice=pops\n" in blocks["1.1.1.21:995"]
-    assert "\tchecktype=connect\n" in blocks["1.1.1.21:465"]
-    assert "\tscheduler=sh\n" in blocks["1.1.1.21:80"]
+    assert '\trequest="ldirectord.txt"\n\treceive="ldirectord"\n' in blocks["192.0.2.21:443"]
+    assert "\tservice=pops\n" in blocks["192.0.2.21:995"]
+    assert "\tchecktype=connect\n" in blocks["192.0.2.21:465"]
+    assert "\tscheduler=sh\n" in blocks["192.0.2.21:80"]
     for line in ("checktimeout=3", "checkinterval=5", "failurecount=3", "quiescent=yes",
                  "maintenancedir=/etc/ldirectord.maintenance"):
         assert f"\n{line}\n" in text
@@ -184,12 +184,12 @@ def test_ldirectord_refuses_unquotable_password(pillar):
 
 def test_desired_table(site):
     table = {vs.key: vs for vs in lb.desired_table(site)}
-    assert [r.key for r in table["tcp:1.1.1.22:3306"].real_servers] == ["1.1.1.15:3306",
-                                                                        "1.1.1.16:3306"]
-    assert table["tcp:1.1.1.21:80"].scheduler == "sh"
+    assert [r.key for r in table["tcp:192.0.2.22:3306"].real_servers] == ["192.0.2.15:3306",
+                                                                        "192.0.2.16:3306"]
+    assert table["tcp:192.0.2.21:80"].scheduler == "sh"
 
 
-@pytest.mark.parametrize("node,vips", [("db1", ["1.1.1.22"]), ("mail2", ["1.1.1.21"]),
+@pytest.mark.parametrize("node,vips", [("db1", ["192.0.2.22"]), ("mail2", ["192.0.2.21"]),
                                        ("lb1", []), ("filer1", [])])
 def test_dr_files(site, node, vips):
     n = site.node(node)
@@ -197,7 +197,7 @@ def test_dr_files(site, node, vips):
     text = lb.render_dr_loopback(site, n)
     for vip in vips:
         assert f"auto lo:0\niface lo:0 inet static\n    address {vip}\n    netmask 255.255.255.255\n" in text
-    assert "1.1.1.2" not in text if not vips else True
+    assert "192.0.2.2" not in text if not vips else True
     sysctl = lb.render_dr_sysctl(site, n)
     assert "net.ipv4.conf.all.arp_ignore = 1\n" in sysctl
     assert "net.ipv4.conf.all.arp_announce = 2\n" in sysctl
@@ -208,10 +208,12 @@ def read(name):
 
 
 def test_parse_ip_addr_json_real_output():
+    # ip-j-addr-lo-vips.json: `ip -j addr show dev lo` in a scratch netns holding the example's
+    # VIPs (re-captured when the example moved to 192.0.2.0/24; only the addresses changed).
     assert lb.parse_ip_addr_json(read("ip-j-addr-lo-vips.json")) == [
         {"address": "127.0.0.1", "prefixlen": 8, "label": "lo"},
-        {"address": "1.1.1.21", "prefixlen": 32, "label": "lo:0"},
-        {"address": "1.1.1.22", "prefixlen": 24, "label": "lo:1"},
+        {"address": "192.0.2.21", "prefixlen": 32, "label": "lo:0"},
+        {"address": "192.0.2.22", "prefixlen": 24, "label": "lo:1"},
     ]
     assert lb.parse_ip_addr_json(read("ip-j-addr-lo-down.json")) == []
     assert lb.link_is_up(read("ip-j-addr-lo-plain.json"))
@@ -225,15 +227,15 @@ GOOD = {k: v for k, v in lb.DR_SYSCTLS}
     "node,fixture,sysctls,lo_up,expect",
     [
         ("db1", "ip-j-addr-lo-plain.json", GOOD, True,
-         [("add", "1.1.1.22", "lo:0")]),
+         [("add", "192.0.2.22", "lo:0")]),
         ("db1", "ip-j-addr-lo-down.json", GOOD, False,
-         [("up", None, None), ("add", "1.1.1.22", "lo:0")]),
+         [("up", None, None), ("add", "192.0.2.22", "lo:0")]),
         # mail VIP on a db node goes; the db VIP with a /24 is replaced by a /32
         ("db1", "ip-j-addr-lo-vips.json", GOOD, True,
-         [("del", "1.1.1.21", None), ("del", "1.1.1.22", None), ("add", "1.1.1.22", "lo:0")]),
-        ("mail1", "ip-j-addr-lo-vips.json", GOOD, True, [("del", "1.1.1.22", None)]),
+         [("del", "192.0.2.21", None), ("del", "192.0.2.22", None), ("add", "192.0.2.22", "lo:0")]),
+        ("mail1", "ip-j-addr-lo-vips.json", GOOD, True, [("del", "192.0.2.22", None)]),
         ("mail1", "ip-j-addr-lo-vips.json", {**GOOD, "net.ipv4.conf.all.arp_ignore": "0"}, True,
-         [("del", "1.1.1.22", None), ("sysctl", "net.ipv4.conf.all.arp_ignore", "1")]),
+         [("del", "192.0.2.22", None), ("sysctl", "net.ipv4.conf.all.arp_ignore", "1")]),
         ("lb1", "ip-j-addr-lo-down.json", GOOD, False, []),
     ],
     ids=["add", "lo-down", "wrong-tier-and-prefix", "remove-other-vip", "sysctl", "lb-nothing"],
@@ -246,13 +248,13 @@ def test_dr_plan(site, node, fixture, sysctls, lo_up, expect):
 
 
 def test_ip_argv_validates(site):
-    assert lb.ip_argv({"action": "add", "address": "1.1.1.21", "prefixlen": 32,
-                       "label": "lo:0"}) == ["ip", "addr", "add", "1.1.1.21/32", "dev", "lo",
+    assert lb.ip_argv({"action": "add", "address": "192.0.2.21", "prefixlen": 32,
+                       "label": "lo:0"}) == ["ip", "addr", "add", "192.0.2.21/32", "dev", "lo",
                                              "label", "lo:0"]
     with pytest.raises(ValidationError):
-        lb.ip_argv({"action": "add", "address": "1.1.1.21", "prefixlen": 32, "label": "eth0"})
+        lb.ip_argv({"action": "add", "address": "192.0.2.21", "prefixlen": 32, "label": "eth0"})
     with pytest.raises(ValueError):
-        lb.ip_argv({"action": "del", "address": "1.1.1.21 dev eth0", "prefixlen": 32})
+        lb.ip_argv({"action": "del", "address": "192.0.2.21 dev eth0", "prefixlen": 32})
     assert lb.sysctl_proc_path("net.ipv4.conf.all.arp_ignore") == \
         "/proc/sys/net/ipv4/conf/all/arp_ignore"
     with pytest.raises(ValidationError):

@@ -71,7 +71,7 @@ def _only_two_galera(d):
 
 
 def _four_db_no_arbitrator(d):
-    d["nodes"]["db3"] = {"roles": ["db"], "addresses": {"public": "1.1.1.19", "private": "10.1.1.19"}}
+    d["nodes"]["db3"] = {"roles": ["db"], "addresses": {"public": "192.0.2.19", "private": "10.1.1.19"}}
 
 
 def _one_lb(d):
@@ -82,10 +82,10 @@ def _one_lb(d):
 BAD = [
     ("vip-shared-by-db-and-mail", _same_vip, "mailha:vips:db:address", "its own address"),
     ("node-holds-vip-it-is-client-of", _db_and_mail_on_one_node, "mailha:nodes:mail1:roles", "client of it"),
-    ("duplicate-node-address", _set("nodes:db2:addresses:public", "1.1.1.15"),
+    ("duplicate-node-address", _set("nodes:db2:addresses:public", "192.0.2.15"),
      "mailha:nodes:db2:addresses:public", "already the address of"),
-    ("vip-in-no-network", _set("vips:mail:address", "192.0.2.5"), "mailha:vips:mail:address", "inside no declared network"),
-    ("vip-equals-node-address", _set("vips:mail:address", "1.1.1.13"), "mailha:vips:mail:address", "address of node lb1"),
+    ("vip-in-no-network", _set("vips:mail:address", "198.51.100.5"), "mailha:vips:mail:address", "inside no declared network"),
+    ("vip-equals-node-address", _set("vips:mail:address", "192.0.2.13"), "mailha:vips:mail:address", "address of node lb1"),
     ("node-address-outside-network", _set("nodes:db1:addresses:private", "10.9.9.9"),
      "mailha:nodes:db1:addresses:private", "not inside"),
     ("galera-fewer-than-3", _only_two_galera, "mailha:galera", "at least 3"),

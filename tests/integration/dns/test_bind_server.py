@@ -71,7 +71,7 @@ def test_rendered_bind_serves_the_zone_and_the_formula_converges_it(tmp_path):
     try:
         wait_until(lambda: query_or_none(port), 20, what="named answering the seeded SOA")
         assert query(port, "example.net.", "NS") == ["ns1.example.net."]
-        assert query(port, "ns1.example.net.", "A") == ["1.1.1.10"]
+        assert query(port, "ns1.example.net.", "A") == ["192.0.2.10"]
 
         minion = Minion(tmp_path / "minion", pillar)
         root = minion.base / "root"  # the Minion fixture's rehearsal root (minion config mailha_root)
@@ -86,7 +86,7 @@ def test_rendered_bind_serves_the_zone_and_the_formula_converges_it(tmp_path):
         rc, ret = minion.call("state.apply", "mailha")
         assert rc == 0 and all(v["result"] is True for v in ret.values()), ret
         assert query(port, "example.net.", "MX") == ["10 mail1.example.net.", "10 mail2.example.net."]
-        assert query(port, "mail.example.net.", "A") == ["1.1.1.21"]
+        assert query(port, "mail.example.net.", "A") == ["192.0.2.21"]
         for a in render.artifacts_for(site, site.node("ns1")):
             written = root / a.path.lstrip("/")
             assert written.read_text() == a.render(site, site.node("ns1"))

@@ -39,7 +39,7 @@ def test_records_from_empty_zone_test_mode_then_apply_then_idempotent(named, min
     rc, ret = minion.state(test=True)
     assert rc == 0 and ret["result"] is None
     assert ret["changes"]["example.net. MX"] == {"old": [], "new": [f"60 {r}" for r in EXAMPLE_MX]}
-    assert ret["changes"]["mail1.example.net. A"] == {"old": [], "new": ["3600 1.1.1.17"]}
+    assert ret["changes"]["mail1.example.net. A"] == {"old": [], "new": ["3600 192.0.2.17"]}
     assert "+8 -0 record(s)" in ret["comment"]
     assert snapshot(named) == before, "test=True changed the zone"
     assert named.applied_updates() == 0
@@ -49,8 +49,8 @@ def test_records_from_empty_zone_test_mode_then_apply_then_idempotent(named, min
     assert "1 update sent" in ret["comment"]
     after = snapshot(named)
     assert after["MX"] == EXAMPLE_MX
-    assert all(after[n] == ["1.1.1.21"] for n in NAMES)
-    assert after["mail1"] == ["1.1.1.17"] and after["mail2"] == ["1.1.1.18"]
+    assert all(after[n] == ["192.0.2.21"] for n in NAMES)
+    assert after["mail1"] == ["192.0.2.17"] and after["mail2"] == ["192.0.2.18"]
     assert after["www"] == ["192.0.2.80"]                  # the zone's own record is untouched
     assert after["serial"] == before["serial"] + 1
     assert named.applied_updates() == 1
@@ -81,8 +81,8 @@ def test_test_mode_on_a_changed_pillar_lists_exactly_the_differences(named, mini
     assert ret["changes"]["example.net. MX"] == {
         "old": ["60 10 mail1.example.net.", "60 10 mail2.example.net."],
         "new": ["60 10 mail1.example.net.", "60 20 mail2.example.net."]}
-    assert ret["changes"]["webmail.example.net. A"] == {"old": [], "new": ["60 1.1.1.21"]}
-    assert ret["changes"]["pop.example.net. A"] == {"old": ["60 1.1.1.21"], "new": []}
+    assert ret["changes"]["webmail.example.net. A"] == {"old": [], "new": ["60 192.0.2.21"]}
+    assert ret["changes"]["pop.example.net. A"] == {"old": ["60 192.0.2.21"], "new": []}
     assert "+2 -2 record(s)" in ret["comment"]
     assert snapshot(named) == before
 
@@ -90,7 +90,7 @@ def test_test_mode_on_a_changed_pillar_lists_exactly_the_differences(named, mini
     assert ret["result"] is True, ret["comment"]
     after = snapshot(named)
     assert after["MX"] == ["10 mail1.example.net.", "20 mail2.example.net."]
-    assert after["webmail"] == ["1.1.1.21"] and after["pop"] == []
+    assert after["webmail"] == ["192.0.2.21"] and after["pop"] == []
     assert named.applied_updates() == 2
     assert minion.state()[1]["changes"] == {}
     assert_no_secret(minion, named.secret)
@@ -110,7 +110,7 @@ def test_withdraw_and_restore_mx_one_update_each(named, minion):
     assert named.query("example.net.", "MX") == ["10 mail2.example.net."]
     assert named.applied_updates() == 2                    # exactly one more UPDATE
     assert named.soa_serial() == serial + 1                # bumped by the server
-    assert named.query("mail2", "A") == ["1.1.1.18"]
+    assert named.query("mail2", "A") == ["192.0.2.18"]
 
     # The last MX is never withdrawn; the reason says so; nothing is sent.
     rc, ret = minion.call("mailha_dns.withdraw_mx", "mail2")
@@ -182,10 +182,10 @@ def test_unowned_record_is_refused_then_taken_over(named, minion):
 
     rc, ret = minion.state(test=True, take_over=True)
     assert ret["result"] is None and ret["changes"]["mail.example.net. A"] == {
-        "old": ["300 192.0.2.25"], "new": ["60 1.1.1.21"]}
+        "old": ["300 192.0.2.25"], "new": ["60 192.0.2.21"]}
     rc, ret = minion.state(take_over=True)
     assert ret["result"] is True, ret["comment"]
-    assert named.query("mail", "A") == ["1.1.1.21"]
+    assert named.query("mail", "A") == ["192.0.2.21"]
     assert minion.state()[1]["changes"] == {}
     assert_no_secret(minion, named.secret)
 

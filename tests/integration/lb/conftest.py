@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def lab_pillar(net="10.99.77", keepalived=None, ldirectord=None):
-    """pillar.example with every 1.1.1.x address moved to ``net``.x (a netns LAN), plus overrides."""
-    text = (ROOT / "pillar.example" / "mailha.sls").read_text().replace("1.1.1.", net + ".")
+    """pillar.example with every 192.0.2.x address moved to ``net``.x (a netns LAN), plus overrides."""
+    text = (ROOT / "pillar.example" / "mailha.sls").read_text().replace("192.0.2.", net + ".")
     pillar = yaml.safe_load(text)
     pillar["mailha"]["keepalived"].update(keepalived or {})
     pillar["mailha"]["ldirectord"].update(ldirectord or {})

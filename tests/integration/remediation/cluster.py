@@ -30,7 +30,7 @@ MINIONS = ("lb1", "lb2", "mail1", "mail2")
 
 
 def loopback(address):
-    return "127.0.0." + address.split(".")[-1] if address.startswith("1.1.1.") else \
+    return "127.0.0." + address.split(".")[-1] if address.startswith("192.0.2.") else \
         "127.0.1." + address.split(".")[-1]
 
 
