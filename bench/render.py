@@ -25,9 +25,10 @@ def generated(total):
     """The example site grown to ``total`` nodes: 2 lb, 1 dns, 1 filer/quorum, db and mail nodes
     (an even number of db so that db + quorum voters stay odd)."""
     data = copy.deepcopy(EXAMPLE)
-    data["networks"] = {"public": "1.1.0.0/16", "private": "10.1.0.0/16"}
-    data["vips"]["mail"]["address"] = "1.1.255.21"
-    data["vips"]["db"]["address"] = "1.1.255.22"
+    # A /16 around the example's 192.0.2.0/24 so its fixed nodes stay valid (rendered only).
+    data["networks"] = {"public": "192.0.0.0/16", "private": "10.1.0.0/16"}
+    data["vips"]["mail"]["address"] = "192.0.255.21"
+    data["vips"]["db"]["address"] = "192.0.255.22"
     fixed = {k: data["nodes"][k] for k in ("ns1", "filer1", "lb1", "lb2")}
     rest = total - len(fixed)
     dbs = max(2, (rest // 3) // 2 * 2)
@@ -36,7 +37,7 @@ def generated(total):
         role, num = ("db", i + 1) if i < dbs else ("mail", i - dbs + 1)
         host = 20 + i
         nodes[f"{role}{num}"] = {"roles": [role], "addresses": {
-            "public": f"1.1.{10 + host // 250}.{host % 250 + 2}", "private": f"10.1.{10 + host // 250}.{host % 250 + 2}"}}
+            "public": f"192.0.{10 + host // 250}.{host % 250 + 2}", "private": f"10.1.{10 + host // 250}.{host % 250 + 2}"}}
     data["nodes"] = nodes
     data["dns"]["mx"] = {n: 10 for n in nodes if n.startswith("mail")}
     return data

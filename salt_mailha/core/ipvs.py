@@ -57,7 +57,7 @@ class VirtualService:
 
     @property
     def key(self):
-        """``tcp:1.1.1.21:80``, ``tcp:[2001:db8::1]:25``, ``fwmark:7``."""
+        """``tcp:192.0.2.21:80``, ``tcp:[2001:db8::1]:25``, ``fwmark:7``."""
         if self.protocol == "fwmark":
             return f"fwmark:{self.fwmark}"
         return f"{self.protocol}:{endpoint(self.address, self.port)}"
@@ -275,7 +275,7 @@ def check_address(value, field_name="address"):
     try:
         return str(ipaddress.ip_address(str(value).strip("[]")))
     except ValueError:
-        raise _bad(field_name, f"{value!r} is not an IPv4/IPv6 address; give one like 1.1.1.21") from None
+        raise _bad(field_name, f"{value!r} is not an IPv4/IPv6 address; give one like 192.0.2.21") from None
 
 
 def check_port(value, field_name="port", allow_zero=False):
@@ -313,7 +313,7 @@ def check_scheduler(value, field_name="scheduler"):
 
 
 def service_argv(protocol, address, port):
-    """``["-t", "1.1.1.21:80"]`` from validated values."""
+    """``["-t", "192.0.2.21:80"]`` from validated values."""
     protocol = check_protocol(protocol)
     return [SERVICE_OPTION[protocol], endpoint(check_address(address, "vip"), check_port(port))]
 

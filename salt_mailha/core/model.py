@@ -594,7 +594,7 @@ def _parse_networks(top):
         except ValueError as exc:
             sec.problem(name, f"{cidr!r} is not an IPv4 network in CIDR form ({exc})")
     if not out and sec.ok:
-        sec.problem("", "declare at least one network, e.g. public: 1.1.1.0/24")
+        sec.problem("", "declare at least one network, e.g. public: 192.0.2.0/24")
     return out
 
 
@@ -846,7 +846,7 @@ def _parse_dns(top):
         servers.append(DnsServer(one.ip("address"), one.int("port", 53, lo=1, hi=65535)))
         one.done()
     if not servers and "servers" in s.data:
-        s.problem("servers", "list at least one authoritative server: - {address: 1.1.1.10, port: 53}")
+        s.problem("servers", "list at least one authoritative server: - {address: 192.0.2.10, port: 53}")
     t = s.section("tsig")
     tsig = None
     if t is not None:

@@ -142,7 +142,7 @@ def set_weight(vip, port, server, weight, protocol="tcp", server_port=None):
 
     .. code-block:: bash
 
-        salt lb1 mailha_ipvs.set_weight 1.1.1.21 993 1.1.1.17 0
+        salt lb1 mailha_ipvs.set_weight 192.0.2.21 993 192.0.2.17 0
     """
     vip = ipvs.check_address(vip, "vip")
     port = ipvs.check_port(port)
@@ -174,7 +174,7 @@ def drain(server, vip=None, port=None, protocol="tcp", maintenancedir=None):
     .. code-block:: bash
 
         salt lb1 mailha_ipvs.drain mail1
-        salt lb1 mailha_ipvs.drain 1.1.1.17 port=993
+        salt lb1 mailha_ipvs.drain 192.0.2.17 port=993
     """
     address, found = _targets(server, vip, port, protocol)
     mdir = _maintenance_dir(maintenancedir)
@@ -206,7 +206,7 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
     .. code-block:: bash
 
         salt lb1 mailha_ipvs.undrain mail1
-        salt lb1 mailha_ipvs.undrain 1.1.1.17 port=993 wait=10
+        salt lb1 mailha_ipvs.undrain 192.0.2.17 port=993 wait=10
     """
     weight = ipvs.check_weight(weight)
     address, found = _targets(server, vip, port, protocol)
