@@ -19,8 +19,9 @@ from salt_mailha.lab.report import seconds, table
 from salt_mailha.lab.util import run
 
 DRILL_DB_USER = "labdrill"
-IPVS_REASON = ("needs IPVS: the host kernel has none, so no container can direct traffic for a "
-               "VIP (the qemu IPVS director stage is not wired into the lab yet)")
+DRILL_MAILBOX = "labdrill"  # uid and local part of the drill's mailbox
+IPVS_REASON = ("needs IPVS: the balancers run as containers (mailha-lab up --balancers container) "
+               "and the host kernel has no IPVS; 'up --balancers vm' runs them as qemu VMs")
 
 
 @dataclasses.dataclass
@@ -33,6 +34,14 @@ class Check:
     expect: object = None  # for "mx": the expected set is computed per failure
 
 
+@dataclasses.dataclass(frozen=True)
+class Mailbox:
+    """The drill's own mailbox (an LDAP entry the drill creates; the password is the drill's)."""
+    dn: str
+    address: str
+    password: str
+
+
 def probe(request):
     proc = run(["ip", "netns", "exec", network.netns(network.CLIENT), sys.executable, "-m",
                 "salt_mailha.lab.probe"], capture=True, check=False, timeout=60,
@@ -43,9 +52,15 @@ def probe(request):
         return {"ok": False, "detail": f"probe crashed: {proc.stderr.strip()[-200:]}"}
 
 
-def build_checks(site, drill_db_password=None):
-    """The checks this site's topology calls for (pure: from the model and the drill's own
-    database account, which the formula does not create)."""
+def mailbox_for(site, password):
+    return Mailbox(f"uid={DRILL_MAILBOX},{site.ldap.suffix}", f"{DRILL_MAILBOX}@{site.domain}",
+                   password)
+
+
+def build_checks(site, drill_db_password=None, ipvs=False, mailbox=None):
+    """The checks this site's topology calls for (pure: from the model, whether the balancers
+    have IPVS, and the drill's own database account and mailbox, which the formula does not
+    create)."""
     checks = []
     pub = lambda n: n.address("public") or next(iter(n.addresses.values()))  # noqa: E731
     for vip in site.vips.values():
@@ -54,15 +69,18 @@ def build_checks(site, drill_db_password=None):
                 svc.check, "tcp")
             checks.append(Check(f"vip {vip.name} {svc.name}:{svc.port}", "lb",
                                 {"kind": kind, "hosts": [vip.address], "port": svc.port},
-                                skip=IPVS_REASON))
+                                skip="" if ipvs else IPVS_REASON))
     mail = site.nodes_with("mail")
     if mail:
         checks.append(Check("smtp:25 on a mail node", "mail",
                             {"kind": "smtp", "hosts": [pub(n) for n in mail], "port": 25},
                             needs=tuple(n.id for n in mail)))
-        checks.append(Check("imap:143 on a mail node", "mail",
-                            {"kind": "imap", "hosts": [pub(n) for n in mail], "port": 143},
-                            needs=tuple(n.id for n in mail)))
+        inst = site.mail.instance(mail[0].id)
+        checks.append(Check("mail: SMTP accepts, IMAPS reads", "mail", {
+            "kind": "mailflow", "hosts": [pub(n) for n in mail], "smtp_port": inst.smtp_port,
+            "imaps_port": inst.imaps_port, "user": mailbox.address if mailbox else "",
+            "password": mailbox.password if mailbox else ""}, needs=tuple(n.id for n in mail),
+            skip="" if mailbox else "no drill mailbox: no LDAP server took the drill's entry"))
     g = site.galera
     if g is not None:
         members = site.nodes_with("db")
@@ -82,8 +100,10 @@ def build_checks(site, drill_db_password=None):
     d = site.dns
     if d is not None and d.servers:
         s = d.servers[0]
+        at = tuple(n.id for n in site.nodes if s.address in n.addresses.values())
         checks.append(Check("MX follows the mail nodes", "dns",
-                            {"kind": "mx", "server": s.address, "port": s.port, "zone": d.zone}))
+                            {"kind": "mx", "server": s.address, "port": s.port, "zone": d.zone},
+                            needs=at))
     return checks
 
 
@@ -95,15 +115,16 @@ def expected_mx(site, down):
 
 
 def evaluate(check, site, down, only=None):
-    """One probe of ``check`` with node ``down`` out of service -> (ok, detail). With ``only``
-    (a node the check talks to), that node alone must pass: it is back in service."""
+    """One probe of ``check`` with node ``down`` out of service -> (ok, detail); ok is None when
+    the check cannot apply: every node it needs is the one that is down (the pillar has no
+    second, a single point of failure the table reports). With ``only`` (a node the check talks
+    to), that node alone must pass: it is back in service."""
     req = dict(check.request)
+    if check.needs and all(n == down for n in check.needs):
+        return None, f"{down} is the only {check.tier} node of this check in the pillar"
     if check.needs and "hosts" in req:
-        keep = [h for h, n in zip(req["hosts"], check.needs, strict=True)
-                if n != down and (only is None or n == only or only not in check.needs)]
-        req["hosts"] = keep
-        if not keep:
-            return False, "every node of this tier is down"
+        req["hosts"] = [h for h, n in zip(req["hosts"], check.needs, strict=True)
+                        if n != down and (only is None or n == only or only not in check.needs)]
     res = probe(req)
     if check.request["kind"] == "mx" and res["ok"]:
         got, want = json.loads(res["detail"]), expected_mx(site, down)
@@ -131,7 +152,8 @@ class Drill:
         unknown = sorted(set(only or ()) - set(names))
         if unknown:
             raise CommandFailed(f"--nodes {','.join(unknown)}: not a lab node ({', '.join(names)})")
-        checks = build_checks(site, self._drill_db_account(site))
+        ipvs = self._balancers() == "vm"
+        checks = build_checks(site, self._drill_db_account(site), ipvs, self._drill_mailbox(site))
         active, rows = [], []
         self.say(f"baseline: {len(checks)} checks on the healthy lab")
         for c in checks:
@@ -145,6 +167,10 @@ class Drill:
                 rows.append(["*", c.name, f"skipped: {c.tier} tier not working before the "
                              f"drill ({detail[:90]})", "-", "-"])
         self.say(f"baseline: {len(active)} active, {len(checks) - len(active)} skipped")
+        singles = sorted({n for c in active for n in c.needs if set(c.needs) == {n}})
+        if singles:
+            self.say(f"single points of failure in this pillar: {', '.join(singles)} (while one is "
+                     "down, the checks that need it report n/a)")
         failures = 0
         for name in only or names:
             try:
@@ -194,6 +220,34 @@ class Drill:
             self.say(f"drill db account not created on {n.id}: {proc.stderr.strip()[:120]}")
         return None
 
+    def _balancers(self):
+        """How ``up`` ran the balancers (lab.json): ``vm`` (qemu, real IPVS) or ``container``."""
+        try:
+            return json.loads((self.lab.run_dir / "lab.json").read_text()).get("balancers", "container")
+        except (OSError, ValueError):
+            return "container"
+
+    def _drill_mailbox(self, site):
+        """The drill's mailbox, created (or re-passworded) on the first LDAP server that takes it
+        from the client namespace; mirror mode carries it to the others. None when none did."""
+        if site.ldap is None or site.mail is None:
+            return None
+        pw_file = self.lab.run_dir / "drill-mail-password"
+        if not pw_file.exists():
+            pw_file.touch(mode=0o600)
+            pw_file.write_text(secrets.token_hex(12))
+        box = mailbox_for(site, pw_file.read_text().strip())
+        ld = site.ldap
+        servers = [s.node for s in ld.servers] or [n.id for n in site.nodes_with("mail")]
+        res = probe({"kind": "ldap_mailbox", "hosts": [site.node(n).address(ld.network) for n in servers],
+                     "port": ld.port, "binddn": ld.rootdn, "password": ld.rootpw.reveal(), "dn": box.dn,
+                     "attrs": {"cn": DRILL_MAILBOX, "sn": DRILL_MAILBOX, "uid": DRILL_MAILBOX,
+                               "mail": box.address, "userPassword": box.password}})
+        if not res["ok"]:
+            self.say(f"drill mailbox not created: {res['detail'][:160]}")
+            return None
+        return box
+
     def _one_node(self, name, mode, site, nets, master, active, rows, recover_timeout, pillar):
         """Fail ``name``, check, bring it back, check again; appends rows, returns failures."""
         failures = 0
@@ -219,17 +273,18 @@ class Drill:
             ok_down, took, detail = results[c.name]
             ok_after, _t, detail_after = self._until_pass(c, site, None, time.monotonic(),
                                                           only=name)
-            rows.append([name, c.name, "pass" if ok_down else f"FAIL ({detail[:80]})",
-                         seconds(took) if ok_down else "-",
+            down_cell = ("pass" if ok_down else f"n/a ({detail[:80]})" if ok_down is None
+                         else f"FAIL ({detail[:80]})")
+            rows.append([name, c.name, down_cell, seconds(took) if ok_down else "-",
                          "pass" if ok_after else f"FAIL ({detail_after[:80]})"])
-            failures += (not ok_down) + (not ok_after)
+            failures += (ok_down is False) + (not ok_after)
         return failures
 
     def _until_pass(self, check, site, down, since, only=None):
         deadline = time.monotonic() + self.failover_timeout
         while True:
             ok, detail = evaluate(check, site, down, only)
-            if ok or time.monotonic() >= deadline:
+            if ok is not False or time.monotonic() >= deadline:
                 return ok, time.monotonic() - since, detail
             time.sleep(self.interval)
 

@@ -3,12 +3,19 @@
 ``python -m salt_mailha.lab.probe`` reads one JSON request on stdin (secrets travel there, never
 in argv) and prints ``{"ok": bool, "detail": str}``. A probe passes when any listed host passes.
 """
+import imaplib
 import json
+import smtplib
 import socket
+import ssl
 import sys
+import time
 import uuid
 
-TIMEOUT = 3.0
+TIMEOUT = 3.0  # connect and simple reads
+GREETING_TIMEOUT = 30.0  # RFC 5321 4.5.3.2 lets a client wait 5 min for the greeting; a server
+#                          whose client lookups hit a dead resolver is slow, not down
+DELIVERY_TIMEOUT = 15.0  # submitted on one mail node -> visible over IMAP on another
 
 
 def _lines(sock):
@@ -17,14 +24,17 @@ def _lines(sock):
 
 def smtp(host, port, **_):
     with socket.create_connection((host, port), timeout=TIMEOUT) as s:
+        s.settimeout(GREETING_TIMEOUT)
         f = _lines(s)
+        t0 = time.monotonic()
         banner = f.readline().decode(errors="replace")
+        waited = time.monotonic() - t0
         if not banner.startswith("220"):
             return False, f"banner {banner.strip()!r}"
         s.sendall(b"EHLO drill.lab\r\n")
         line = f.readline().decode(errors="replace")
         s.sendall(b"QUIT\r\n")
-        return line.startswith("250"), f"EHLO -> {line.strip()[:60]}"
+        return line.startswith("250"), f"EHLO -> {line.strip()[:50]} (greeting after {waited:.1f}s)"
 
 
 def imap(host, port, **_):
@@ -53,6 +63,62 @@ def sql_write(host, port, user, password, database, **_):
         return True, "row written"
     finally:
         conn.close()
+
+
+def _imaps(host, port):
+    # the lab's mail nodes present Debian's snakeoil certificate: encryption, not identity
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return imaplib.IMAP4_SSL(host, port, ssl_context=ctx, timeout=TIMEOUT * 3)
+
+
+def mailflow(hosts, smtp_port, imaps_port, user, password, **_):
+    """A message submitted over SMTP to the first host is read over IMAPS on the last (another
+    mail node when two are up: the shared Maildir store is part of what is checked)."""
+    sender, reader = hosts[0], hosts[-1]
+    token = f"mailha-drill-{uuid.uuid4().hex}"
+    with smtplib.SMTP(sender, smtp_port, timeout=GREETING_TIMEOUT) as s:
+        s.sendmail("drill@client.invalid", [user], f"Subject: {token}\r\n\r\ndrill\r\n")
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    imap = _imaps(reader, imaps_port)
+    try:
+        imap.login(user, password)
+        while True:
+            imap.select("INBOX")
+            typ, data = imap.search(None, "HEADER", "Subject", token)
+            found = data[0].split() if typ == "OK" and data and data[0] else []
+            if found:
+                for num in found:
+                    imap.store(num, "+FLAGS", "\\Deleted")
+                imap.expunge()
+                return True, f"sent via {sender}, read on {reader}"
+            if time.monotonic() >= deadline:
+                return False, f"sent via {sender}, not in INBOX on {reader} after {DELIVERY_TIMEOUT:.0f}s"
+            time.sleep(0.5)
+    finally:
+        try:
+            imap.logout()
+        except (OSError, imaplib.IMAP4.error):
+            pass
+
+
+def ldap_mailbox(host, port, binddn, password, dn, attrs, **_):
+    """Create (or re-password) the drill's mailbox entry; the mail nodes look users up by it."""
+    import ldap3
+
+    server = ldap3.Server(host, port=port, connect_timeout=TIMEOUT)
+    conn = ldap3.Connection(server, binddn, password, receive_timeout=10, raise_exceptions=False)
+    if not conn.bind():
+        return False, f"bind: {conn.result.get('description')}"
+    try:
+        if conn.add(dn, ["inetOrgPerson"], attrs):
+            return True, "created"
+        if conn.result.get("description") != "entryAlreadyExists":
+            return False, f"add: {conn.result.get('description')} {conn.result.get('message', '')}"[:200]
+        ok = conn.modify(dn, {"userPassword": [(ldap3.MODIFY_REPLACE, [attrs["userPassword"]])]})
+        return ok, f"exists; password {'set' if ok else conn.result.get('description')}"
+    finally:
+        conn.unbind()
 
 
 def ldap_write(host, port, binddn, password, suffix, **_):
@@ -86,10 +152,17 @@ def mx(server, port, zone, **_):
 
 
 PROBES = {"smtp": smtp, "imap": imap, "tcp": tcp, "sql_write": sql_write,
-          "ldap_write": ldap_write, "mx": mx}
+          "ldap_write": ldap_write, "ldap_mailbox": ldap_mailbox, "mx": mx}
+WHOLE = {"mailflow": mailflow}  # probes that use every host at once
 
 
 def probe(req):
+    if req["kind"] in WHOLE:
+        try:
+            ok, detail = WHOLE[req["kind"]](**{k: v for k, v in req.items() if k != "kind"})
+        except Exception as exc:  # noqa: BLE001 - a failed probe is a result, not a crash
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        return {"ok": ok, "detail": detail[:300]}
     fn = PROBES[req["kind"]]
     hosts = req.get("hosts") or [None]
     details = []

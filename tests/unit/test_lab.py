@@ -180,6 +180,40 @@ def test_drill_checks_cover_tiers_and_skip_ipvs_up_front(lab):
     assert sql.needs == ("db1", "db2")
 
 
+def test_drill_vip_checks_run_when_the_balancers_have_ipvs(lab):
+    site = load_site(lab)
+    vip_checks = [c for c in drill.build_checks(site, ipvs=True) if c.name.startswith("vip ")]
+    assert vip_checks and not any(c.skip for c in vip_checks)
+    assert {c.request["hosts"][0] for c in vip_checks} == {v.address for v in site.vips.values()}
+
+
+def test_drill_mail_flow_needs_the_drill_mailbox(lab):
+    site = load_site(lab)
+    flow = next(c for c in drill.build_checks(site) if c.request["kind"] == "mailflow")
+    assert flow.skip.startswith("no drill mailbox")
+    box = drill.mailbox_for(site, "box-pw")
+    assert box.dn == f"uid=labdrill,{site.ldap.suffix}" and box.address == "labdrill@example.net"
+    flow = next(c for c in drill.build_checks(site, mailbox=box) if c.request["kind"] == "mailflow")
+    assert not flow.skip and flow.needs == ("mail1", "mail2")
+    assert flow.request["user"] == box.address and flow.request["password"] == "box-pw"
+    assert (flow.request["smtp_port"], flow.request["imaps_port"]) == (25, 993)
+
+
+def test_drill_reports_na_when_the_only_node_a_check_needs_is_down(lab, monkeypatch):
+    site = load_site(lab)
+    mx = next(c for c in drill.build_checks(site) if c.request["kind"] == "mx")
+    assert mx.needs == ("ns1",)
+    monkeypatch.setattr(drill, "probe", lambda req: pytest.fail(f"probed {req}"))
+    ok, detail = drill.evaluate(mx, site, "ns1")
+    assert ok is None and "ns1 is the only dns node" in detail
+    # a surviving member of the tier is probed, the downed one left out
+    sql = next(c for c in drill.build_checks(site, "pw") if c.request["kind"] == "sql_write")
+    seen = []
+    monkeypatch.setattr(drill, "probe", lambda req: seen.append(req["hosts"]) or {"ok": True, "detail": ""})
+    assert drill.evaluate(sql, site, "db1") == (True, "")
+    assert seen == [[site.node("db2").address("private")]]
+
+
 def test_expected_mx_drops_the_failed_mail_node(lab):
     site = load_site(lab)
     assert drill.expected_mx(site, "mail1") == ["mail2.example.net"]
