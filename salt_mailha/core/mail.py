@@ -1,6 +1,7 @@
 """The mail tier: iRedMail's installer ``config``, the native Postfix/Dovecot configuration with
 mailbox lookups in the node's own (mirror-mode) slapd, the vmail NFS share (fstab line, mount
-table, the "not mounted -> no mail services" guard) and the ldirectord health page.
+table, the "not mounted -> no mail services" guard), the ldirectord health page and, on the native
+path, the nginx server that serves it.
 
 Pure: renderers take the ``Site`` and a ``Node`` and return text; parsers take text. Paths and
 ports come from ``site.mail.instance(node.id)`` (Debian's defaults unless ``mail:instances``
@@ -452,8 +453,7 @@ def parse_lsattr(text, path):
 # ----------------------------------------------------------------------------------- health
 
 
-def health_page(site):
-    """``(path, content)`` of the page ldirectord's http/https checks request (``request``/``receive``)."""
+def _health_page_name(site):
     if site.mail is None:
         raise MailhaError("pillar mailha:mail is missing: the health page lives in mail:web_root")
     ld = site.ldirectord
@@ -461,7 +461,12 @@ def health_page(site):
     if not page or ".." in page.split("/"):
         raise MailhaError(f"pillar mailha:ldirectord:health_page {ld.health_page!r} must be a file name "
                           f"under the web root, e.g. ldirectord.txt")
-    return os.path.join(site.mail.web_root, page), ld.health_content + "\n"
+    return page
+
+
+def health_page(site):
+    """``(path, content)`` of the page ldirectord's http/https checks request (``request``/``receive``)."""
+    return os.path.join(site.mail.web_root, _health_page_name(site)), site.ldirectord.health_content + "\n"
 
 
 def mail_checks(site, node):
@@ -471,9 +476,75 @@ def mail_checks(site, node):
     inst = site.mail.instance(node.id)
     by_port = {25: inst.smtp_port, 587: inst.submission_port, 465: inst.smtps_port, 993: inst.imaps_port,
                995: inst.pop3s_port}
+    web = {w.service: w.port for w in web_listeners(site, node)}
     out = []
     for s in site.services:
-        if s.vip != "mail" or s.port not in by_port:
+        if s.vip != "mail":
             continue
-        out.append((s.name, s.check, s.port, by_port[s.port]))
+        if s.name in web:
+            out.append((s.name, s.check, s.port, web[s.name]))
+        elif s.port in by_port:
+            out.append((s.name, s.check, s.port, by_port[s.port]))
     return tuple(out)
+
+
+# ----------------------------------------------------------------------------------- web server
+
+
+# Debian's nginx.conf includes conf.d/*.conf and sites-enabled/*; its default site (a link in
+# sites-enabled) also claims port 80 as default_server, so it goes (mailha_mail.default_site_disabled).
+NGINX_DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+WEB_CHECKS = ("http", "https")
+
+
+@dataclass(frozen=True)
+class WebListener:
+    service: str  # the pillar's service name (mailha:services:<name>)
+    check: str  # http or https
+    port: int
+    listen: str  # nginx's ``listen`` address:port (the port alone: every address, the VIP on lo included)
+
+    @property
+    def tls(self):
+        return self.check == "https"
+
+
+def web_services(site):
+    """The mail VIP's services that ldirectord and the health beacon check over http/https."""
+    return tuple(sorted((s for s in site.services if s.vip == "mail" and s.check in WEB_CHECKS),
+                        key=lambda s: (s.port, s.name)))
+
+
+def serves_health_page(site, node):
+    """Does salt-mailha run the node's web server? On the native path, when some service of the
+    mail VIP is checked over http/https (iRedMail's own nginx serves the page on its path)."""
+    return uses_native_path(site, node) and node.has("mail") and bool(web_services(site))
+
+
+def web_listeners(site, node):
+    """Where the node's web server listens: one ``WebListener`` per http/https service of the mail
+    VIP, on the service's port (direct routing keeps the VIP's port) and the node's
+    ``mail:instances:<node>:bind_address`` when set."""
+    _require_mail(site, node)
+    addr = site.mail.instance(node.id).bind_address
+    out, seen = [], {}
+    for s in web_services(site):
+        if s.port in seen:
+            raise MailhaError(f"pillar mailha:services:{s.name} and mailha:services:{seen[s.port]} both use "
+                              f"port {s.port} on the mail VIP; give each http/https service its own port")
+        seen[s.port] = s.name
+        host = (f"[{addr}]:" if ":" in addr else f"{addr}:") if addr else ""
+        out.append(WebListener(s.name, s.check, s.port, f"{host}{s.port}"))
+    return tuple(out)
+
+
+def render_nginx_site(site, node):
+    """The nginx server that answers the balancers' http/https checks with the health page, with
+    the certificate Postfix and Dovecot use (``mail:tls``)."""
+    listeners = web_listeners(site, node)
+    if not listeners:
+        raise MailhaError("no service of pillar mailha:services on the mail VIP has check http or https: "
+                          "nothing requests the health page, so the node needs no web server")
+    return render_template("nginx-mailha.conf.j2", site=site, node=node, listeners=listeners,
+                           web_root=site.mail.web_root, page="/" + _health_page_name(site),
+                           tls=site.mail.tls if any(w.tls for w in listeners) else None)

@@ -81,6 +81,10 @@ ARTIFACTS = (
              secret=True, when="mail:uses_native_path", group="openldap"),
     Artifact("slapd-default", "/etc/default/slapd", "0644", ("mail",), "ldap:render_slapd_default", "ldap",
              when="mail:uses_native_path"),
+    # Native mail path only (iRedMail's own nginx serves it otherwise): the server that answers the
+    # balancers' http/https checks with the health page. conf.d/*.conf is included by Debian's nginx.conf.
+    Artifact("nginx", "/etc/nginx/conf.d/mailha.conf", "0644", ("mail",), "mail:render_nginx_site", "mail",
+             when="mail:serves_health_page"),
     # The site's authoritative BIND (role dns); the zone file itself is seeded once by
     # mailha_dns.zone_seeded, never rendered over (named rewrites it with the updates).
     Artifact("bind-tsig", "/etc/bind/mailha-tsig.key", "0640", ("dns",), "dns:render_tsig_key", "dns",

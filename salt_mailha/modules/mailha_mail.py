@@ -1,5 +1,6 @@
 """Facts of a mail node: the vmail share (mounted? immutable mountpoint? fstab line?), the
-balancers' checks of this node, and the installer environment iRedMail would run with.
+balancers' checks of this node, where its nginx serves the health page, and the installer
+environment iRedMail would run with.
 
 Nothing here returns a secret: the installer environment holds none by construction.
 """
@@ -73,6 +74,27 @@ def checks(node=None):
     try:
         site, n = _site_node(node)
         return [{"service": s, "check": c, "vip_port": vp, "port": p} for s, c, vp, p in core.mail_checks(site, n)]
+    except MailhaError as exc:
+        raise CommandExecutionError(str(exc)) from None
+
+
+def web_listeners(node=None):
+    """Where salt-mailha's nginx serves the health page on this node: one entry (service, check,
+    port, listen, tls) per http/https service of the mail VIP; empty on the iRedMail path (its own
+    nginx serves the page) or when no service is checked over http/https.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'mail*' mailha_mail.web_listeners
+    """
+    try:
+        site, n = _site_node(node)
+        if not core.serves_health_page(site, n):
+            return []
+        return [{"service": w.service, "check": w.check, "port": w.port, "listen": w.listen, "tls": w.tls}
+                for w in core.web_listeners(site, n)]
     except MailhaError as exc:
         raise CommandExecutionError(str(exc)) from None
 

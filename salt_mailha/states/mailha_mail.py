@@ -1,6 +1,7 @@
 """The mail tier: iRedMail installed once, or the native Postfix/Dovecot files; the vmail NFS
 share (fstab line, immutable mountpoint, mount) and the guard that keeps the mail services
-stopped while the share is not mounted; the ldirectord health page; the filer's export.
+stopped while the share is not mounted; the ldirectord health page and Debian's default nginx
+site out of its way; the filer's export.
 
 .. code-block:: yaml
 
@@ -14,6 +15,10 @@ stopped while the share is not mounted; the ldirectord health page; the filer's 
 
     mailha-health-page:
       mailha_mail.health_page: []
+
+    # native path: nginx serves the health page (file from mailha_site.rendered, artifact nginx)
+    mailha-nginx-default-site:
+      mailha_mail.default_site_disabled: []
 
     # iRedMail path (pillar mail:iredmail) ...
     mailha-iredmail:
@@ -193,6 +198,47 @@ def health_page(name, node=None):
     except OSError as exc:
         return _fail(ret, f"could not write {path}: {exc.strerror}")
     ret["comment"] = f"wrote health page {path}"
+    return ret
+
+
+def default_site_disabled(name=core.NGINX_DEFAULT_SITE):
+    """Ensure Debian's default nginx site is not enabled: it claims port 80 as ``default_server``
+    too, so nginx would refuse to start beside the health page server (or answer in its place).
+    Removes only the link the package installs; a regular file there is the operator's and makes
+    this state fail instead (move it to sites-available, or change its ports, and re-apply).
+
+    .. code-block:: yaml
+
+        mailha-nginx-default-site:
+          mailha_mail.default_site_disabled: []
+
+    name
+        The enabled site to remove (default ``/etc/nginx/sites-enabled/default``).
+    """
+    ret = glue.state_ret(name)
+    path = _rooted(name)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        ret["comment"] = f"{path} is not enabled"
+        return ret
+    except OSError as exc:
+        return _fail(ret, f"cannot read {path}: {exc.strerror}")
+    if not stat.S_ISLNK(st.st_mode):
+        return _fail(ret, f"{path} is not the package's link but a file of its own: it would compete with the "
+                          f"health page server for port 80; move it to sites-available (or drop its "
+                          f"default_server) and re-apply")
+    target = os.readlink(path)
+    ret["changes"] = {name: {"old": target, "new": None}}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"would remove the link {path} -> {target}"
+        return ret
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        return _fail(ret, f"could not remove {path}: {exc.strerror}")
+    ret["comment"] = f"removed the link {path} -> {target}"
     return ret
 
 

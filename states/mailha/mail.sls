@@ -8,7 +8,9 @@ include:
     written: the guard, the installer and the services would act on this host, not the node. #}
 {%- set rehearsal = salt['mailha_site.rehearsal']() %}
 {%- set native = salt['mailha_mail.installer']() == 'native' %}
-{%- from "mailha/macros.jinja" import packages %}
+{#- Native path with http/https checks on the mail VIP: our nginx serves the health page. #}
+{%- set web = native and salt['mailha_mail.web_listeners']() %}
+{%- from "mailha/macros.jinja" import packages, rendered_files %}
 {{ packages('mail') }}
 
 mailha-vmail-share:
@@ -22,6 +24,12 @@ mailha-health-page:
 
 mailha-mail-files:
   mailha_mail.configured: []
+{{ rendered_files('mail') }}
+{%- if web %}
+
+mailha-nginx-default-site:
+  mailha_mail.default_site_disabled: []
+{%- endif %}
 {%- endif %}
 
 {%- if not rehearsal %}
@@ -42,6 +50,19 @@ mailha-service-{{ svc }}:
     - watch:
       - mailha_mail: mailha-mail-files
 {%- endfor %}
+{%- if web %}
+
+mailha-service-nginx:
+  service.running:
+    - name: nginx
+    - enable: True
+    - require:
+      - mailha_mail: mailha-vmail-guard
+      - mailha_mail: mailha-health-page
+    - watch:
+      - mailha_site: mailha-file-nginx
+      - mailha_mail: mailha-nginx-default-site
+{%- endif %}
 {%- else %}
 {#- iRedMail path (pillar mailha:mail:iredmail): its installer writes and starts Postfix, Dovecot,
     slapd and the web stack; it runs once per node (marker) against the db VIP. #}
