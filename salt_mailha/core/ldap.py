@@ -31,7 +31,7 @@ import hmac
 import re
 import shlex
 
-from .errors import MailhaError, ParseError
+from .errors import MailhaError, ParseError, ValidationError
 from .render import environment
 
 # Why these syncrepl timings: "1 60 5 +" retries every second for the first minute after a peer
@@ -669,7 +669,10 @@ def read_context_csns(conn, suffix):
     """{serverID: Csn} from the suffix entry's contextCSN (empty when it has none yet)."""
     import ldap3  # noqa: PLC0415
 
-    conn.search(suffix, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["contextCSN"])
+    try:
+        conn.search(suffix, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["contextCSN"])
+    except ldap3.core.exceptions.LDAPNoSuchObjectResult:  # an empty directory: nothing replicated yet
+        return {}
     if not conn.entries:
         return {}
     values = conn.response[0]["raw_attributes"].get("contextCSN", [])
@@ -769,3 +772,158 @@ def render_slapd_default(site, node):
     own = next(s.url for s in mirror_servers(site) if s.node == node.id)
     local = listener_url("127.0.0.1", site.ldap.port)
     return environment().get_template("slapd-default.j2").render(node=node, services=f"{own} {local} ldapi:///")
+
+
+# ----------------------------------------------------------------------------------- base entry
+# On the native path slapd starts with an empty database: nothing can be added below the suffix
+# until its own entry exists (iRedMail's installer creates its tree itself). Postfix and Dovecot
+# search the suffix itself (see the mail templates), so the suffix entry is the only container
+# the native path needs.
+
+_RDN_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+_DC_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
+_SUPPORTED = "dc=<label> (dcObject + organization), o=<name> (organization) or ou=<name> (organizationalUnit)"
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseEntry:
+    """The suffix entry to create: its DN, objectClasses and attributes (values as lists)."""
+
+    dn: str
+    object_classes: tuple
+    attributes: tuple  # ((attr, value), ...), the RDN attribute first
+
+    def as_ldap3(self):
+        return {a: [v] for a, v in self.attributes}
+
+    def describe(self):
+        """Plain data for a state's ``changes``: objectClass and attributes."""
+        return {"objectClass": list(self.object_classes), **{a: v for a, v in self.attributes}}
+
+
+def _rdns(dn):
+    out = []
+    for part in dn.split(","):
+        attr, sep, value = part.strip().partition("=")
+        out.append((attr.strip().lower(), value.strip()) if sep else (part.strip(), None))
+    return out
+
+
+def base_entry(suffix):
+    """The entry that makes ``suffix`` (``mailha:ldap:suffix``) exist, derived from its first RDN.
+
+    ``dc=example,dc=net`` -> dcObject + organization with ``o: example.net`` (the domain, when
+    every RDN is a dc; else the dc value); ``o=Example`` -> organization; ``ou=Mail,...`` ->
+    organizationalUnit. Anything else raises ``ValidationError`` on ``mailha:ldap:suffix``.
+    """
+    key = "mailha:ldap:suffix"
+    rdns = _rdns(suffix or "")
+    attr, value = rdns[0]
+    if value is None or not attr:
+        raise ValidationError([(key, f"{suffix!r} is not a DN, e.g. dc=example,dc=net")])
+    if "+" in value:
+        raise ValidationError([(key, f"{suffix!r} starts with a multi-valued RDN; salt-mailha creates the suffix "
+                                     f"entry only for a single {_SUPPORTED}")])
+    if attr not in ("dc", "o", "ou"):
+        raise ValidationError([(key, f"{suffix!r} starts with {attr}=, for which salt-mailha cannot create the "
+                                     f"suffix entry on the native mail path; use a suffix starting with "
+                                     f"{_SUPPORTED}")])
+    pattern = _DC_VALUE if attr == "dc" else _RDN_VALUE
+    if not pattern.match(value):
+        raise ValidationError([(key, f"{suffix!r}: the value {value!r} of its first RDN is not supported; "
+                                     "use letters, digits and " + ("'-'" if attr == "dc" else "space . _ -")
+                                     + " only")])
+    dn = ",".join(f"{a}={v}" for a, v in rdns)
+    if attr == "dc":
+        dcs = [v for a, v in rdns if a == "dc"]
+        org = ".".join(dcs) if len(dcs) == len(rdns) else value
+        return BaseEntry(dn, ("top", "dcObject", "organization"), (("dc", value), ("o", org)))
+    if attr == "o":
+        return BaseEntry(dn, ("top", "organization"), (("o", value),))
+    return BaseEntry(dn, ("top", "organizationalUnit"), (("ou", value),))
+
+
+def base_entry_creator(site):
+    """The one server that creates the suffix entry: the first LDAP server in site order (the
+    first mail node). Both mirror-mode providers accept writes, so two could race and add the
+    same DN twice; the others wait for syncrepl to carry it."""
+    servers = mirror_servers(site)
+    if not servers:
+        raise ValidationError([("mailha:nodes", "no node has role mail, so no LDAP server holds the suffix")])
+    return servers[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseEntryAction:
+    """What one node does about the suffix entry: ``none`` (it exists here), ``create`` (this
+    node is the creator and no server holds it) or ``wait`` (syncrepl or the creator has to act
+    first). ``reason`` says why; ``hint`` says what an operator does if the wait never ends."""
+
+    action: str
+    reason: str
+    hint: str = ""
+
+
+def decide_base_entry(node, creator, views, force=False):
+    """Decide for ``node`` from ``views``: LDAP server node -> True (holds the suffix entry),
+    False (reachable, lacks it) or None (could not be read).
+
+    Only ``creator`` ever creates, and only once every other server is known to lack the entry:
+    a rebuilt or briefly-down creator next to a peer that still holds the directory must take the
+    peer's entry through syncrepl, not add a second one with another entryUUID. ``force`` lets
+    the creator proceed when peers cannot be read (they are new, wiped or gone for good); it
+    never creates while a peer is known to hold the entry.
+    """
+    here = views.get(node)
+    if here is None:
+        return BaseEntryAction("wait", f"cannot read {node}'s own slapd",
+                               f"check that slapd runs on {node} and listens on its serverID URL")
+    if here:
+        return BaseEntryAction("none", f"exists on {node}")
+    holders = sorted(n for n, v in views.items() if v and n != node)
+    if holders:
+        return BaseEntryAction("wait", f"missing on {node} but {', '.join(holders)} hold(s) it; syncrepl carries "
+                                       f"it here", f"check replication: salt {node} mailha_ldap.replication_status")
+    if node != creator:
+        if views.get(creator) is None:
+            return BaseEntryAction("wait", f"missing on {node}; {creator} creates it (first LDAP server) but cannot "
+                                           f"be read", f"bring slapd on {creator} up; if {creator} is gone for good, "
+                                                       f"list another mail node first in mailha:nodes")
+        return BaseEntryAction("wait", f"missing on {node}; {creator} creates it (first LDAP server) and syncrepl "
+                                       f"carries it here", f"apply mailha.ldap on {creator}, which creates it")
+    unknown = sorted(n for n, v in views.items() if v is None)
+    if unknown and not force:
+        return BaseEntryAction(
+            "wait", f"missing on {node}, which creates it, but {', '.join(unknown)} cannot be read: one of them may "
+                    f"hold the directory, and a second entry for the same DN would conflict in mirror mode",
+            f"start slapd on {', '.join(unknown)}; or, if they hold no directory (new, wiped or gone for good), "
+            f"re-run with force=True")
+    others = sorted(n for n in views if n != node)
+    return BaseEntryAction("create", f"missing on {node}, which creates it (first LDAP server)"
+                                     + (f"; syncrepl carries it to {', '.join(others)}" if others else ""))
+
+
+def entry_exists(conn, dn):
+    """True when ``dn`` exists on the server behind ``conn`` (a base search; noSuchObject is False)."""
+    import ldap3  # noqa: PLC0415
+
+    try:
+        conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["1.1"])
+    except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+        return False
+    return bool(conn.entries)
+
+
+def add_entry(conn, entry):
+    """Add ``entry``; False when it already exists (another writer got there first)."""
+    import ldap3  # noqa: PLC0415
+
+    from .errors import CommandFailed
+
+    try:
+        conn.add(entry.dn, list(entry.object_classes), entry.as_ldap3())
+    except ldap3.core.exceptions.LDAPEntryAlreadyExistsResult:
+        return False
+    except ldap3.core.exceptions.LDAPException as exc:
+        raise CommandFailed(f"adding {entry.dn} failed: {type(exc).__name__}: {exc}") from None
+    return True

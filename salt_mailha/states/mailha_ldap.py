@@ -1,4 +1,4 @@
-"""OpenLDAP mirror mode on a mail node's existing slapd (as iRedMail installed it).
+"""OpenLDAP mirror mode on a mail node's slapd, and the suffix entry of the native mail path.
 
 ``mirrormode`` adds serverIDs, the syncprov overlay and one ``syncrepl`` per provider, taken from
 the ``mailha`` pillar, and leaves every other setting alone.
@@ -23,6 +23,12 @@ Defaults come from minion config (or pillar) through ``config.get``: ``mailha_ld
     mailha_ldap_mirrormode:
       mailha_ldap.mirrormode: []
 
+    # native mail path: the suffix entry, once slapd runs (the first mail node creates it)
+    mailha_ldap_base_entry:
+      mailha_ldap.base_entry_present:
+        - require:
+          - service: slapd
+
     # or leave the restart to a service state:
     slapd_mirrormode:
       mailha_ldap.mirrormode:
@@ -37,6 +43,9 @@ import difflib
 import logging
 import os
 import tempfile
+import time
+
+from salt.exceptions import CommandExecutionError
 
 from salt_mailha import glue
 from salt_mailha.core import ldap as core_ldap
@@ -64,6 +73,81 @@ def _fail(ret, site, message):
     ret["comment"] = redact(message, site.secrets()) if site is not None else message
     ret["changes"] = {}
     return ret
+
+
+POLL = 0.25  # seconds between reads while waiting for the entry (replication takes a few ms)
+
+
+def base_entry_present(name, wait=120, force=False, timeout=3):
+    """The entry of ``mailha:ldap:suffix`` exists in this mail node's slapd (native mail path:
+    slapd starts with an empty database and nothing can be added below a suffix without it).
+
+    Mirror-mode providers all accept writes, so only the first LDAP server in site order (the
+    first mail node) creates it, as ``mailha_ldap.create_base_entry`` describes; the others wait
+    for syncrepl to carry it. The creator also waits when another server already holds it (a
+    rebuilt node takes the entry from its peer) or cannot be read. The objectClasses come from
+    the suffix's first RDN (``dc=`` -> dcObject + organization, ``o=`` -> organization, ``ou=`` ->
+    organizationalUnit). An existing entry is left as it is.
+
+    name
+        A label; not used.
+    wait
+        Seconds to wait for what the node is waiting for (its own slapd, the creator, syncrepl,
+        unreadable peers) before failing with what to do. Test mode never waits.
+    force
+        On the creator: create although other servers cannot be read. Only when they hold no
+        directory (new, wiped or gone for good).
+    timeout
+        Seconds for connecting to and reading each server.
+
+    Binds as ``mailha:ldap:rootdn`` in-process (ldap3): the rootpw is in no argv, output or log.
+    """
+    ret = _ret(name)
+    try:
+        wait, timeout = float(wait), float(timeout)
+        if wait < 0 or timeout <= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        return _fail(ret, None, f"wait={wait!r} / timeout={timeout!r}: give seconds, wait >= 0 and timeout > 0")
+    status_fn = __salt__["mailha_ldap.base_entry_status"]  # noqa: F821
+    try:
+        status = first = status_fn(force=force, timeout=timeout)
+        deadline = time.monotonic() + wait
+        while True:
+            dn, node = status["dn"], status["node"]
+            if status["action"] == "none":
+                if first["action"] == "none":
+                    ret["comment"] = f"{dn} already exists on {node}"
+                elif node != status["creator"]:
+                    ret["comment"] = f"{dn} created by {status['creator']}, replicated to {node}"
+                else:
+                    ret["comment"] = f"{dn} reached {node} through syncrepl"
+                return ret
+            if status["action"] == "create":
+                if __opts__["test"]:  # noqa: F821
+                    ret["result"] = None
+                    ret["changes"] = {dn: {"old": None, "new": status["entry"]}}
+                    ret["comment"] = f"would create {dn}: {status['reason']}"
+                    return ret
+                res = __salt__["mailha_ldap.create_base_entry"](force=force, timeout=timeout)  # noqa: F821
+                if res["created"]:
+                    ret["changes"] = {dn: {"old": None, "new": status["entry"]}}
+                    ret["comment"] = res["reason"]
+                    return ret
+                status = dict(status, **{k: res[k] for k in ("action", "reason", "hint")})
+                continue
+            if __opts__["test"]:  # noqa: F821
+                ret["result"] = None
+                ret["comment"] = f"{dn} {status['reason']}; would wait up to {wait:g} s for it"
+                return ret
+            if time.monotonic() >= deadline:
+                errors = "".join(f"; {n}: {e}" for n, e in sorted(status["errors"].items()))
+                return _fail(ret, None, f"{dn} is still missing on {node} after {wait:g} s: {status['reason']}"
+                                        f"{errors}. To fix: {status['hint']}")
+            time.sleep(POLL)
+            status = status_fn(force=force, timeout=timeout)
+    except CommandExecutionError as exc:
+        return _fail(ret, None, str(exc))
 
 
 def mirrormode(name, config=None, uri=None, service=None, restart=True):
