@@ -201,7 +201,7 @@ def health_page(name, node=None):
     return ret
 
 
-def default_site_disabled(name=core.NGINX_DEFAULT_SITE):
+def default_site_disabled(name, path=core.NGINX_DEFAULT_SITE):
     """Ensure Debian's default nginx site is not enabled: it claims port 80 as ``default_server``
     too, so nginx would refuse to start beside the health page server (or answer in its place).
     Removes only the link the package installs; a regular file there is the operator's and makes
@@ -213,10 +213,14 @@ def default_site_disabled(name=core.NGINX_DEFAULT_SITE):
           mailha_mail.default_site_disabled: []
 
     name
+        A label; not used.
+    path
         The enabled site to remove (default ``/etc/nginx/sites-enabled/default``).
     """
     ret = glue.state_ret(name)
-    path = _rooted(name)
+    if not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/"):
+        return _fail(ret, f"path {path!r} must be an absolute path such as {core.NGINX_DEFAULT_SITE}")
+    site_path, path = path, _rooted(path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -229,7 +233,7 @@ def default_site_disabled(name=core.NGINX_DEFAULT_SITE):
                           f"health page server for port 80; move it to sites-available (or drop its "
                           f"default_server) and re-apply")
     target = os.readlink(path)
-    ret["changes"] = {name: {"old": target, "new": None}}
+    ret["changes"] = {site_path: {"old": target, "new": None}}
     if __opts__["test"]:
         ret["result"] = None
         ret["comment"] = f"would remove the link {path} -> {target}"

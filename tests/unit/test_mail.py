@@ -293,7 +293,8 @@ def test_health_page_outside_web_root_refused():
 
 def test_mail_checks(example):
     got = mail.mail_checks(example, example.node("mail1"))
-    assert got == (("imaps", "imaps", 993, 993), ("pop3s", "pops", 995, 995),
+    assert got == (("http", "http", 80, 80), ("https", "https", 443, 443),
+                   ("imaps", "imaps", 993, 993), ("pop3s", "pops", 995, 995),
                    ("submission", "smtp", 587, 587), ("smtps", "connect", 465, 465))
 
 
