@@ -294,22 +294,54 @@ def test_mail_formula_native_rehearsal_writes_files_and_touches_no_service(minio
     try:
         ret = minion.call("state.apply", "mailha.mail", test=True, grains=True)
         ids = {v["__id__"]: v for v in ret.values()}
-        for sid in ("mailha-vmail-share", "mailha-mail-files", "mailha-health-page", "mailha-file-slapd"):
+        for sid in ("mailha-vmail-share", "mailha-mail-files", "mailha-health-page", "mailha-file-slapd",
+                    "mailha-file-nginx"):
             assert ids[sid]["result"] is None, (sid, ids[sid]["comment"])
+        assert ids["mailha-nginx-default-site"]["result"] is True  # no Debian default site in the root
         assert not set(ids) & {"mailha-iredmail", "mailha-vmail-guard", "mailha-service-postfix",
-                               "mailha-service-dovecot", "mailha-service-slapd"}
+                               "mailha-service-dovecot", "mailha-service-slapd", "mailha-service-nginx"}
         assert not (minion.root / "etc/postfix").exists() and not mp.exists()
+        assert not (minion.root / "etc/nginx").exists()
 
         ret = minion.call("state.apply", "mailha.mail", grains=True)
         ids = {v["__id__"]: v for v in ret.values()}
         assert all(v["result"] is True for v in ids.values()), ids
         assert "mounted" not in ids["mailha-vmail-share"]["changes"]
         assert (minion.root / "etc/ldap/slapd.conf").exists()
+        assert "listen 443 ssl default_server;" in (minion.root / "etc/nginx/conf.d/mailha.conf").read_text()
         assert "i" in _lsattr(mp)
     finally:
         if mp.exists():
             subprocess.run(["chattr", "-i", str(mp)], check=False)
     minion.assert_no_secret()
+
+
+def test_default_site_disabled_removes_only_the_package_link(minion):
+    enabled = minion.root / "etc/nginx/sites-enabled/default"
+    ret = minion.single("mailha_mail.default_site_disabled")
+    assert ret["result"] is True and ret["changes"] == {} and "not enabled" in ret["comment"]
+
+    enabled.parent.mkdir(parents=True)
+    enabled.symlink_to("/etc/nginx/sites-available/default")
+    ret = minion.single("mailha_mail.default_site_disabled", test=True)
+    assert ret["result"] is None and "would remove the link" in ret["comment"]
+    assert ret["changes"] == {"/etc/nginx/sites-enabled/default": {"old": "/etc/nginx/sites-available/default",
+                                                                   "new": None}}
+    assert enabled.is_symlink()
+    ret = minion.single("mailha_mail.default_site_disabled")
+    assert ret["result"] is True and ret["changes"]["/etc/nginx/sites-enabled/default"]["new"] is None
+    assert not enabled.is_symlink()
+    ret = minion.single("mailha_mail.default_site_disabled")
+    assert ret["result"] is True and ret["changes"] == {}
+
+    # an operator's own file there is not ours to delete: fail (nginx stays as it is) and say why
+    enabled.write_text("server { listen 80 default_server; }\n")
+    for test in (True, False):
+        ret = minion.single("mailha_mail.default_site_disabled", test=test)
+        assert ret["result"] is False and "move it to sites-available" in ret["comment"]
+        assert enabled.read_text() == "server { listen 80 default_server; }\n"
+    ret = minion.single("mailha_mail.default_site_disabled", path="etc/nginx/x")
+    assert ret["result"] is False and "must be an absolute path" in ret["comment"]
 
 
 @pytest.mark.parametrize("name, kind, link", [
