@@ -20,8 +20,8 @@ from salt_mailha.lab.util import run
 
 DRILL_DB_USER = "labdrill"
 DRILL_MAILBOX = "labdrill"  # uid and local part of the drill's mailbox
-IPVS_REASON = ("needs IPVS: the balancers run as containers (mailha-lab up --balancers container) "
-               "and the host kernel has no IPVS; 'up --balancers vm' runs them as qemu VMs")
+# the host kernel has no IPVS; qemu VMs bring their own
+IPVS_REASON = "needs IPVS: balancers are containers here (mailha-lab up --balancers vm)"
 
 
 @dataclasses.dataclass

@@ -11,12 +11,14 @@ The content is computed on the minion from the pillar (so it never travels throu
 state data); the diff in ``changes`` has every secret replaced by ``<redacted>``. Paths are
 prefixed by minion config ``mailha_root`` when set (a scratch root for rehearsals and tests).
 """
+import re
 
 from salt_mailha import glue
 from salt_mailha.core import render
 from salt_mailha.core.errors import MailhaError
 
 __virtualname__ = "mailha_site"
+_UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._-]{0,63}")
 
 
 def __virtual__():
@@ -73,4 +75,47 @@ def rendered(name, artifact, node=None):
         ret["comment"] = f"could not write {path}: {exc.strerror}"
         return ret
     ret["comment"] = f"{_PAST[verb]} {path}"
+    return ret
+
+
+def boot_enabled(name):
+    """Ensure systemd starts service ``name`` at boot, checked the way systemd decides it
+    (``systemctl is-enabled``), so a node that reboots brings it back on its own.
+
+    .. code-block:: yaml
+
+        mailha-boot-slapd:
+          mailha_site.boot_enabled:
+            - name: slapd
+
+    Salt's ``service.enabled`` is not enough for Debian's init-script-only services (slapd): it
+    runs ``update-rc.d -f NAME defaults``, which keeps the K links of an earlier disable, so it
+    reports success while the service stays off at boot. ``systemctl enable`` flips them.
+    """
+    ret = glue.state_ret(name)
+    if not _UNIT.fullmatch(name):
+        ret["result"] = False
+        ret["comment"] = f"service name {name!r} is not a plain unit name"
+        return ret
+    state = __salt__["cmd.run_all"](["systemctl", "is-enabled", name], python_shell=False,
+                                    ignore_retcode=True)
+    now = state["stdout"].strip().splitlines()[-1:] or ["unknown"]
+    if now[0] in ("enabled", "enabled-runtime", "static", "alias"):
+        ret["comment"] = f"{name} starts at boot ({now[0]})"
+        return ret
+    ret["changes"] = {name: {"old": now[0], "new": "enabled"}}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"would enable {name} at boot (now {now[0]})"
+        return ret
+    res = __salt__["cmd.run_all"](["systemctl", "enable", name], python_shell=False, ignore_retcode=True)
+    after = __salt__["cmd.run_all"](["systemctl", "is-enabled", name], python_shell=False,
+                                    ignore_retcode=True)["stdout"].strip().splitlines()[-1:]
+    if res["retcode"] != 0 or after[:1] != ["enabled"]:
+        ret["result"] = False
+        ret["changes"] = {}
+        ret["comment"] = (f"systemctl enable {name} did not enable it (now {(after or ['?'])[0]}): "
+                          f"{(res['stderr'] or res['stdout']).strip()[-200:]}")
+        return ret
+    ret["comment"] = f"enabled {name} at boot (was {now[0]})"
     return ret

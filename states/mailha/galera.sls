@@ -14,6 +14,14 @@ mailha-galera-synced:
     - require:
       - mailha_galera: mailha-galera-cnf
 
+mailha-galera-boot:
+  # a member that reboots rejoins by itself (IST); after a whole-cluster outage no member can
+  # form a Primary alone, so booting never bootstraps: mailha.galera_recover does that
+  mailha_site.boot_enabled:
+    - name: mariadb
+    - require:
+      - mailha_galera: mailha-galera-synced
+
 mailha-galera-monitor:
   mailha_galera.monitor_present:
     - require:

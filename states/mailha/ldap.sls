@@ -24,6 +24,12 @@ mailha-service-slapd:
       - mailha_site: mailha-file-slapd
       - mailha_site: mailha-file-slapd-default
 
+mailha-boot-slapd:
+  mailha_site.boot_enabled:  # service.running's enable leaves a disabled init script off at boot
+    - name: slapd
+    - require:
+      - service: mailha-service-slapd
+
 mailha-ldap-base-entry:
   mailha_ldap.base_entry_present:
     - require:
