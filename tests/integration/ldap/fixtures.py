@@ -6,6 +6,11 @@
 the LDAP listeners moved to loopback (a ``loop`` network 127.0.0.0/8; ``ldap.network: loop``,
 ``ldap.port``). Nothing about replication is pre-configured: the ``mailha.ldap`` state does it.
 
+``MirrorPair.build_native(tmp_path)`` is the native mail path instead (no ``mail:iredmail``):
+each slapd runs the slapd.conf the formula renders for its node (``render_native_slapd_conf``,
+only the pid/args/database paths moved under ``tmp_path``), mirror mode already on, and the
+database empty: no suffix entry, as a freshly installed native node starts.
+
 Other tiers reuse it::
 
     from tests.integration.ldap.fixtures import MirrorPair
@@ -22,6 +27,8 @@ import sys
 import ldap3
 import yaml
 
+from salt_mailha.core import ldap as core_ldap
+from salt_mailha.core.model import load_site
 from tests.support.daemon import wait_until
 from tests.support.example import IREDMAIL
 from tests.support.slapd import Slapd, free_port, iredmail_like_conf
@@ -32,8 +39,9 @@ SALT_CALL = str(pathlib.Path(sys.executable).with_name("salt-call"))
 NODES = {"mail1": "127.0.1.17", "mail2": "127.0.1.18"}
 
 
-def example_pillar(port, config_format):
-    """pillar.example with the LDAP listeners on loopback: only the addresses/port change."""
+def example_pillar(port, config_format, iredmail=True):
+    """pillar.example with the LDAP listeners on loopback: only the addresses/port change (and,
+    with ``iredmail``, the documented iRedMail section is added)."""
     data = yaml.safe_load(PILLAR_EXAMPLE.read_text())
     site = copy.deepcopy(data["mailha"])
     site["networks"]["loop"] = "127.0.0.0/8"
@@ -42,8 +50,8 @@ def example_pillar(port, config_format):
     site["ldap"]["network"] = "loop"
     site["ldap"]["port"] = port
     site["ldap"]["config_format"] = config_format
-    # Mirror mode merged into a slapd.conf someone else wrote: the iRedMail path of the formula.
-    site["mail"]["iredmail"] = copy.deepcopy(IREDMAIL)
+    if iredmail:  # mirror mode merged into a slapd.conf someone else wrote: the iRedMail path
+        site["mail"]["iredmail"] = copy.deepcopy(IREDMAIL)
     return {"mailha": site}
 
 
@@ -101,11 +109,12 @@ class SaltNode:
 
 
 class MirrorPair:
-    def __init__(self, tmp_path, config_format):
+    def __init__(self, tmp_path, config_format, native=False):
         self.tmp = pathlib.Path(tmp_path)
         self.format = config_format
+        self.native = native
         self.port = free_port()
-        self.pillar = example_pillar(self.port, config_format)
+        self.pillar = example_pillar(self.port, config_format, iredmail=not native)
         ldap = self.pillar["mailha"]["ldap"]
         self.suffix, self.rootdn, self.rootpw = ldap["suffix"], ldap["rootdn"], ldap["rootpw"]
         self.repl_password = ldap["rootpw"]  # replication binds as the rootdn
@@ -122,6 +131,19 @@ class MirrorPair:
         for s in pair.slapd.values():
             s.install(iredmail_like_conf(s.dir, pair.suffix, pair.rootdn, pair.rootpw,
                                          config_db=config_format == "cn=config"))
+        return pair
+
+    @classmethod
+    def build_native(cls, tmp_path):
+        pair = cls(tmp_path, "slapd.conf", native=True)
+        site = load_site(pair.pillar)
+        for n, s in pair.slapd.items():
+            text = core_ldap.render_native_slapd_conf(site, site.node(n))
+            for prod, test in (("/run/slapd/slapd.pid", s.pidfile), ("/run/slapd/slapd.args", s.dir / "slapd.args"),
+                               ("/var/lib/ldap", s.dir / "db")):
+                assert prod in text, f"the native slapd.conf no longer has {prod}: update build_native"
+                text = text.replace(prod, str(test))
+            s.install(text)
         return pair
 
     def start(self):
@@ -152,9 +174,20 @@ class MirrorPair:
             c.add(dn, ["inetOrgPerson"], {"cn": uid, "sn": uid, "uid": uid})
         return dn
 
+    def add_ou(self, node, ou):
+        dn = f"ou={ou},{self.suffix}"
+        with self.connect(node) as c:
+            c.add(dn, ["top", "organizationalUnit"], {"ou": ou})
+        return dn
+
     def has(self, node, dn):
         with self.connect(node) as c:
-            return c.search(dn, "(objectClass=*)", search_scope=ldap3.BASE) and bool(c.entries)
+            return core_ldap.entry_exists(c, dn)
+
+    def entry_uuid(self, node, dn):
+        with self.connect(node) as c:
+            c.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["entryUUID"])
+            return str(c.entries[0].entryUUID)
 
     def wait_has(self, node, dn, timeout=30):
         return wait_until(lambda: self.has(node, dn), timeout, interval=0.05, what=f"{dn} on {node}")
