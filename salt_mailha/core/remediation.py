@@ -223,6 +223,12 @@ def plan_remediation(snap, policy):
         return Plan(actions, f"{node} failed the re-check ({words}); draining it on {targets}{mx}",
                     new, seen)
     # seen == "up"
+    if record.drained_by is None and record.mx_withdrawn:
+        # the drain did not take but the MX withdrawal did: the MX still has to come back
+        return Plan((Action(RESTORE_MX, node, "dns"),),
+                    f"{node} passes the re-check ({words}) and is in service on the balancers, "
+                    f"but its MX is withdrawn; restoring its MX",
+                    NodeRecord(None, 0.0, False, recent + (now,)), seen)
     if record.drained_by is None:
         return Plan((), f"{node} is healthy and in service ({words})",
                     dataclasses.replace(record, actions=recent), seen)

@@ -45,6 +45,7 @@ for minions, default 10).
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -262,14 +263,19 @@ def _record_after(old, plan, results):
     """The record to persist: the plan's, corrected for what did not happen.
 
     A drain or restore that failed on every balancer did not happen: the old record stays, so
-    the next report or the reconcile schedule tries again. An MX change that failed is not
-    recorded either.
+    the next report or the reconcile schedule tries again; an MX change that did happen is
+    recorded all the same (or a withdrawn MX would never be restored). An MX change that failed
+    is not recorded.
     """
+    record = plan.record
     for kind in (rem.DRAIN, rem.UNDRAIN):
         tried = [ok for action, ok, _ in results if action.kind == kind]
         if tried and not any(tried):
-            return old
-    record = plan.record
+            record = old
+            for action, ok, _ in results:
+                if ok and action.kind in (rem.WITHDRAW_MX, rem.RESTORE_MX):
+                    record = dataclasses.replace(record, mx_withdrawn=action.kind == rem.WITHDRAW_MX)
+            return record
     for action, ok, _ in results:
         if not ok and action.kind == rem.WITHDRAW_MX:
             record = rem.NodeRecord(record.drained_by, record.drained_at, False, record.actions)

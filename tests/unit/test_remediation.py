@@ -203,3 +203,33 @@ def test_policy_from_spec():
 
     p = r.Policy.from_spec(RemediationSpec(probe_interval=0.5, up_after=4, window=30))
     assert (p.probe_interval, p.up_after, p.window, p.restore_after) == (0.5, 4, 30, 2.0)
+
+
+# ------------------------------------------------------- a drain that failed, an MX that moved
+MX_ONLY = r.NodeRecord(None, 0.0, True, (900.0,))  # drains failed everywhere, MX withdrawn
+
+
+def test_healthy_node_whose_mx_alone_was_withdrawn_gets_it_back():
+    plan = r.plan_remediation(snap((True, True), MX_ONLY), POLICY)
+    assert kinds(plan) == [("restore_mx", "dns")] and plan.verdict == "up"
+    assert "its MX is withdrawn; restoring its MX" in plan.reason
+    assert plan.record.mx_withdrawn is False and plan.record.drained_by is None
+
+
+def test_failed_drains_keep_the_old_record_but_an_mx_change_that_happened_is_recorded():
+    from salt_mailha.runners import mailha as runner
+
+    plan = r.plan_remediation(snap((False, False)), POLICY)
+    drain1, drain2, withdraw = plan.actions
+    results = [(drain1, False, "ipvsadm: Protocol not available"), (drain2, False, "same"),
+               (withdraw, True, "done")]
+    record = runner._record_after(r.NodeRecord(), plan, results)
+    assert record.drained_by is None and record.mx_withdrawn is True
+    # and nothing recorded when the withdrawal failed too
+    results[2] = (withdraw, False, "REFUSED")
+    assert runner._record_after(r.NodeRecord(), plan, results) == r.NodeRecord()
+    # the restore side: undrains failed, the MX came back
+    back = r.plan_remediation(snap((True, True), DRAINED, now=2000.0), POLICY)
+    u1, u2, restore = back.actions
+    record = runner._record_after(DRAINED, back, [(u1, False, "x"), (u2, False, "x"), (restore, True, "ok")])
+    assert record.drained_by == r.AUTO and record.mx_withdrawn is False
