@@ -10,6 +10,10 @@ test's http port, so nginx would refuse to start (two default servers) if the de
 The pillar's http/https services get free loopback ports and mail1 listens on 127.0.0.1 only.
 The rendered site names the pillar's web root, which the health page state writes under the
 scratch root: the pillar's web root is a link to that copy.
+
+Then Debian's ldirectord, with the ldirectord.cf our lb renderer makes, checks the rendered nginx
+sites of two real servers in network namespaces (standard ports 80/443, as in production): the
+node serving the health page is up for http and https, the one serving other content is down.
 """
 import copy
 import http.client
@@ -25,9 +29,11 @@ import textwrap
 import pytest
 import yaml
 
-from salt_mailha.core import health
+from salt_mailha.core import health, lb
 from salt_mailha.core import mail as core_mail
-from salt_mailha.core.model import parse_site
+from salt_mailha.core.model import load_site, parse_site
+from tests.integration.lb.conftest import lab_pillar
+from tests.integration.lb.test_ldirectord_checks import verdicts
 from tests.integration.mail.conftest import (
     MODULES,
     OPENSSL,
@@ -37,7 +43,8 @@ from tests.integration.mail.conftest import (
     mount_tmpfs,
     umount,
 )
-from tests.support.daemon import pid_alive, wait_until
+from tests.support import netns
+from tests.support.daemon import Daemon, pid_alive, wait_until
 from tests.support.example import example_pillar
 from tests.support.slapd import free_port
 
@@ -303,3 +310,104 @@ def test_nginx_serves_the_health_page_over_http_and_https(web_node):
     text = w.logs()
     leaked = [s for s in w.secrets if s in text]
     assert not leaked, "a pillar secret leaked into salt output, the minion log or nginx's logs"
+
+
+NET = "10.99.79"
+
+
+def nginx_main_conf(base, site_conf):
+    """Debian's nginx.conf stand-in for one real server: pid, logs and temp dirs in ``base``."""
+    tmp = base / "nginx-tmp"
+    tmp.mkdir()
+    conf = base / "nginx.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        user www-data;
+        worker_processes 1;
+        pid {base}/nginx.pid;
+        error_log {base}/error.log;
+        events {{ worker_connections 64; }}
+        http {{
+            include /etc/nginx/mime.types;
+            access_log {base}/access.log;
+            client_body_temp_path {tmp}/body;
+            proxy_temp_path {tmp}/proxy;
+            fastcgi_temp_path {tmp}/fastcgi;
+            uwsgi_temp_path {tmp}/uwsgi;
+            scgi_temp_path {tmp}/scgi;
+            include {site_conf};
+        }}
+        """))
+    return conf
+
+
+@pytest.mark.skipif(not shutil.which("ldirectord"), reason="ldirectord missing: run scripts/setup-host.sh")
+@pytest.mark.skipif(subprocess.run(["perl", "-MLWP::Protocol::https", "-e1"], capture_output=True).returncode != 0,
+                    reason="ldirectord's https check needs liblwp-protocol-https-perl (ldirectord recommends it)")
+def test_ldirectord_marks_the_rendered_nginx_up():
+    ok, reason = netns.available()
+    if not ok:
+        pytest.skip(reason)
+    base = _traversable_dir("mailha-web-ld-")
+    lan, procs = None, []
+    try:
+        pillar = lab_pillar(NET, ldirectord={"checkinterval": 1, "checktimeout": 2, "failurecount": 1})
+        pillar["mailha"]["services"] = {k: v for k, v in pillar["mailha"]["services"].items()
+                                        if v["check"] in ("http", "https")}
+        pillar["mailha"]["mail"]["tls"] = {"cert": str(base / "cert.pem"), "key": str(base / "key.pem")}
+        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                        "/CN=mail.example.net", "-keyout", str(base / "key.pem"), "-out", str(base / "cert.pem")],
+                       check=True, capture_output=True, timeout=60)
+        lan = netns.Lan("web", bridge_address=f"{NET}.254/24")
+        site = load_site(pillar)
+        for n in ("lb1", "mail1", "mail2"):
+            lan.add_host(n, f"{site.node(n).address('public')}/24")
+        reals = {}
+        for n, page in (("mail1", site.ldirectord.health_content), ("mail2", "maintenance")):
+            d = base / n
+            d.mkdir()
+            node_pillar = copy.deepcopy(pillar)
+            node_pillar["mailha"]["mail"]["web_root"] = str(d / "www")
+            node_site = load_site(node_pillar)
+            path, _ = core_mail.health_page(node_site)
+            os.makedirs(os.path.dirname(path))
+            pathlib.Path(path).write_text(page + "\n")
+            (d / "mailha.conf").write_text(core_mail.render_nginx_site(node_site, node_site.node(n)))
+            conf = nginx_main_conf(d, d / "mailha.conf")
+            procs.append(Daemon(f"nginx-{n}", lan.argv(n, [NGINX, "-e", d / "error.log", "-c", conf, "-g",
+                                                           "daemon off;"]), d / "nginx.stdout").start())
+            reals[n] = site.node(n).address("public")
+        cf = base / "ldirectord.cf"
+        cf.write_text(lb.render_ldirectord_cf(site, site.node("lb1"), maintenancedir=str(base / "maint"),
+                                              logfile=str(base / "ldirectord.log")))
+        cf.chmod(0o600)
+        (base / "maint").mkdir()
+        vip = site.vips["mail"].address
+
+        def judged(want, env, log):
+            ld = Daemon("ldirectord", lan.argv("lb1", ["ldirectord", "-d", cf, "start"]), log, env=env).start()
+            procs.append(ld)
+            try:
+                wait_until(lambda: all(verdicts(ld).get(k) == v for k, v in want.items()), 60, interval=0.5,
+                           what="ldirectord's verdict on both real servers")
+            except TimeoutError:
+                pytest.fail(f"{verdicts(ld)}\n{ld.log()[-4000:]}")
+            finally:
+                ld.stop()
+            return ld.log()
+
+        # ldirectord's https check verifies the chain (only the host name check is off): a
+        # certificate the balancer does not trust (self-signed, Debian's snakeoil) is "down" ...
+        untrusted = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+        log = judged({(f"{reals['mail1']}:80", f"{vip}:80"): "up", (f"{reals['mail1']}:443", f"{vip}:443"): "down"},
+                     untrusted, base / "ldirectord-untrusted.out")
+        assert f"Can't connect to {reals['mail1']}:443 (certificate verify failed)" in log
+        # ... and "up" once the balancer trusts the site's CA (here: IO::Socket::SSL's SSL_CERT_FILE)
+        want = {(f"{reals[n]}:{port}", f"{vip}:{port}"): state
+                for n, state in (("mail1", "up"), ("mail2", "down")) for port in (80, 443)}
+        judged(want, dict(untrusted, SSL_CERT_FILE=str(base / "cert.pem")), base / "ldirectord.out")
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        if lan is not None:
+            lan.close()
+        shutil.rmtree(base, ignore_errors=True)
