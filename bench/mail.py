@@ -2,15 +2,20 @@
 cluster (two mirror-mode slapd; Postfix + Dovecot on mail1 and Dovecot on mail2, configured and
 started by the mailha_mail states through salt-call), mailbox replication slapd 1 -> slapd 2
 (polled every millisecond on an open connection), and submission on mail1 (STARTTLS + AUTH)
-until the message is readable over IMAPS on mail2.
+until the message is readable over IMAPS on mail2. Then the native path's web server: the states
+through salt-call until nginx serves the health page, and one balancer-style check (new
+connection, GET of the health page) over http and https.
 
-Run as root from the repository: ``.venv/bin/python bench/mail.py [rounds]``.
+Run as root from the repository: ``.venv/bin/python bench/mail.py [rounds] [web]`` (``web``: only
+the web server figures).
 """
 import imaplib
 import pathlib
+import shutil
 import smtplib
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +25,8 @@ from ldap3.core.exceptions import LDAPNoSuchObjectResult
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from tests.integration.mail.conftest import USER_PASSWORD, running_cluster  # noqa: E402
+from tests.integration.mail.conftest import USER_PASSWORD, _traversable_dir, running_cluster  # noqa: E402
+from tests.integration.mail.test_mail_web import WebNode, accepts, client_tls, get  # noqa: E402
 
 
 def _tls():
@@ -89,5 +95,40 @@ def main(rounds=20):
         print(f"teardown: {time.perf_counter() - t:.2f} s")
 
 
+def web(rounds=20):
+    node = WebNode(_traversable_dir("mailha-bench-web-"))
+    try:
+        node.prepare()
+        t = time.perf_counter()
+        ret = node.apply()
+        while not (accepts(node.http_port) and accepts(node.https_port)):
+            if time.perf_counter() - t > 30:
+                raise TimeoutError("nginx not listening within 30 s")
+            time.sleep(0.005)
+        print(f"salt-call state.apply (site, page, default site, nginx start) -> listening: "
+              f"{time.perf_counter() - t:.2f} s ({sum(bool(v['changes']) for v in ret.values())} states changed)")
+        path = "/" + node.site.ldirectord.health_page
+        ctx = client_tls()  # built once: loading the CA store costs more than the check
+        for tls, port in ((False, node.http_port), (True, node.https_port)):
+            times = []
+            for _ in range(rounds):
+                t = time.perf_counter()
+                status, _, body = get(port, path, tls, ctx)
+                times.append(time.perf_counter() - t)
+                assert (status, body) == (200, node.content), (status, body)
+            print(f"health page check over {'https' if tls else 'http'} (new connection + GET): {_ms(times)}")
+        t = time.perf_counter()
+        node.apply()
+        print(f"salt-call state.apply with nothing to do: {time.perf_counter() - t:.2f} s")
+    finally:
+        node.stop()
+        if getattr(node, "vmail", None) is not None:
+            subprocess.run(["umount", str(node.vmail)], check=False, capture_output=True)
+        shutil.rmtree(node.base, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
+    n = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 20
+    if "web" not in sys.argv[1:]:
+        main(n)
+    web(n)

@@ -214,13 +214,17 @@ def web_node():
         shutil.rmtree(node.base, ignore_errors=True)
 
 
-def get(port, path, tls=False):
-    """``(status, headers, body)`` of one GET to 127.0.0.1:port."""
+def client_tls():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the test's self-signed certificate
+    return ctx
+
+
+def get(port, path, tls=False, ctx=None):
+    """``(status, headers, body)`` of one GET to 127.0.0.1:port (a new connection)."""
     if tls:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE  # the test's self-signed certificate
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx or client_tls())
     else:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
@@ -232,10 +236,7 @@ def get(port, path, tls=False):
 
 
 def served_certificate(port):
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, client_tls().wrap_socket(raw) as s:
         return s.getpeercert(binary_form=True)
 
 
