@@ -136,6 +136,7 @@ class Drill:
     def __init__(self, lab, out=None, failover_timeout=30.0, interval=2.0):
         self.lab, self.out = lab, out
         self.failover_timeout, self.interval = failover_timeout, interval
+        self.replug = False  # kill mode: the failed node's namespace was deleted
 
     def say(self, text):
         print(f"[{time.monotonic() - self.t0:7.1f}s] {text}", file=self.out, flush=True)
@@ -290,7 +291,12 @@ class Drill:
 
     def _fail(self, node, name, mode, nets):
         if mode == "kill":
-            node.crash(log=self.lab.run_dir / "logs" / "drill.log")
+            log = self.lab.run_dir / "logs" / "drill.log"
+            node.crash(log=log)
+            # a power cut also resets the kernel's network state (the VIP on lo, net.* sysctls);
+            # a container's namespace outlives it, so it goes too and is plugged in fresh
+            self.replug = network.netns(name) in network.existing_netns()
+            network.delete_netns(network.netns(name), log)
         # a dead host takes its addresses with it; its namespace would still answer otherwise
         network.set_link(name, False, nets)
 
@@ -300,8 +306,10 @@ class Drill:
         if mode == "link":
             return None
         log = self.lab.run_dir / "logs" / "drill.log"
+        if self.replug:
+            network.plug(name, pillar["mailha"]["nodes"][name]["addresses"], nets, log)
         node.prepare(self.lab.identity(pillar, nets[0][2], name), log)
-        node.start(log)
+        node.start(log, self.lab.binds(pillar, name))
         try:
             node.wait_booted(timeout)
         except (TimeoutError, RuntimeError) as exc:
