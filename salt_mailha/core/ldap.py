@@ -897,7 +897,7 @@ def decide_base_entry(node, creator, views, force=False):
             "wait", f"missing on {node}, which creates it, but {', '.join(unknown)} cannot be read: one of them may "
                     f"hold the directory, and a second entry for the same DN would conflict in mirror mode",
             f"start slapd on {', '.join(unknown)}; or, if they hold no directory (new, wiped or gone for good), "
-            f"re-run with force=True")
+            f"run: salt {node} mailha_ldap.create_base_entry force=True")
     others = sorted(n for n in views if n != node)
     return BaseEntryAction("create", f"missing on {node}, which creates it (first LDAP server)"
                                      + (f"; syncrepl carries it to {', '.join(others)}" if others else ""))

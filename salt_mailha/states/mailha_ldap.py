@@ -138,12 +138,13 @@ def base_entry_present(name, wait=120, force=False, timeout=3):
                 continue
             if __opts__["test"]:  # noqa: F821
                 ret["result"] = None
-                ret["comment"] = f"{dn} {status['reason']}; would wait up to {wait:g} s for it"
+                ret["comment"] = f"{dn}: {status['reason']}; would wait up to {wait:g} s"
                 return ret
             if time.monotonic() >= deadline:
                 errors = "".join(f"; {n}: {e}" for n, e in sorted(status["errors"].items()))
-                return _fail(ret, None, f"{dn} is still missing on {node} after {wait:g} s: {status['reason']}"
-                                        f"{errors}. To fix: {status['hint']}")
+                what = "cannot confirm" if status["present"].get(node) is None else "still missing:"
+                return _fail(ret, None, f"{what} {dn} on {node} after {wait:g} s: {status['reason']}{errors}. "
+                                        f"To fix: {status['hint']}")
             time.sleep(POLL)
             status = status_fn(force=force, timeout=timeout)
     except CommandExecutionError as exc:

@@ -126,18 +126,25 @@ def test_unreadable_peer_blocks_creation_unless_forced(native_pair):
     assert "mail2 cannot be read" in ret["comment"] and "would wait" in ret["comment"]
     ret = _apply(pair, "mail1", "wait=1")
     assert ret["result"] is False and ret["changes"] == {}, ret
-    assert ret["comment"].startswith(f"{dn} is still missing on mail1 after 1 s: ")
+    assert ret["comment"].startswith(f"still missing: {dn} on mail1 after 1 s: ")
     assert "mail2: CommandFailed: cannot bind to ldap://127.0.1.18:" in ret["comment"]
     assert "To fix: start slapd on mail2; or, if they hold no directory" in ret["comment"]
-    assert "force=True" in ret["comment"]
+    assert "run: salt mail1 mailha_ldap.create_base_entry force=True" in ret["comment"]
     assert not pair.has("mail1", dn)
 
-    # mail2's own state cannot help: it never creates, it says who does
+    # forced: the state predicts it, the execution function the hint names does it
     ret = _apply(pair, "mail1", "force=True", test=True)
     assert ret["result"] is None and ret["comment"].startswith(f"would create {dn}"), ret
     assert not pair.has("mail1", dn)
-    ret = _apply(pair, "mail1", "force=True")
-    assert ret["result"] is True and list(ret["changes"]) == [dn], ret
+    out, text = pair.salt["mail1"].call("mailha_ldap.create_base_entry")
+    pair.outputs.append(text)
+    assert out["created"] is False and out["action"] == "wait" and "mail2 cannot be read" in out["reason"], out
+    assert not pair.has("mail1", dn)
+    out, text = pair.salt["mail1"].call("mailha_ldap.create_base_entry", "force=True")
+    pair.outputs.append(text)
+    assert out["created"] is True and out["reason"] == f"created {dn} on mail1; syncrepl carries it to mail2", out
+    ret = _apply(pair, "mail1")
+    assert ret["result"] is True and ret["changes"] == {} and "already exists on mail1" in ret["comment"], ret
 
     # the peer comes back empty and takes the entry from mail1
     pair.slapd["mail2"].start()
@@ -152,10 +159,19 @@ def test_second_node_alone_fails_with_what_to_do(native_pair):
     pair, dn = native_pair, native_pair.suffix
     ret = _apply(pair, "mail2", "wait=1")
     assert ret["result"] is False and ret["changes"] == {}, ret
-    assert ret["comment"] == (f"{dn} is still missing on mail2 after 1 s: missing on mail2; mail1 creates it "
+    assert ret["comment"] == (f"still missing: {dn} on mail2 after 1 s: missing on mail2; mail1 creates it "
                               f"(first LDAP server) and syncrepl carries it here. To fix: apply mailha.ldap on "
                               f"mail1, which creates it")
     assert not pair.has("mail1", dn) and not pair.has("mail2", dn)
+
+    # its own slapd down: nothing is known, nothing is done
+    pair.slapd["mail2"].stop()
+    ret = _apply(pair, "mail2", "wait=1")
+    assert ret["result"] is False and ret["changes"] == {}, ret
+    assert ret["comment"].startswith(f"cannot confirm {dn} on mail2 after 1 s: cannot read mail2's own slapd; "
+                                     f"mail2: CommandFailed: cannot bind to ldap://127.0.1.18:"), ret
+    assert ret["comment"].endswith("To fix: check that slapd runs on mail2 and listens on its serverID URL")
+    assert not pair.has("mail1", dn)
     _assert_no_secret(pair)
 
 
