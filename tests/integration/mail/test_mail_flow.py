@@ -2,8 +2,6 @@
 Postfix on mail1 (lookups in slapd 1) and is read over IMAPS/POP3S from Dovecot on mail2
 (lookups in slapd 2), both on the one Maildir tree that stands in for the NFS share."""
 import email
-import functools
-import http.server
 import imaplib
 import os
 import pathlib
@@ -13,14 +11,13 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import threading
 import uuid
 
 import ldap3
 import pytest
 
 from salt_mailha.core import health
-from salt_mailha.core.mail import health_page, mail_checks
+from salt_mailha.core.mail import mail_checks
 from salt_mailha.core.model import parse_site
 from tests.integration.ldap.fixtures import NODES, example_pillar
 from tests.integration.mail import conftest
@@ -144,7 +141,7 @@ def test_unknown_recipient_and_bad_password_are_refused(mail_cluster):
 
 def test_balancer_checks_pass_on_each_node(mail_cluster):
     """The balancers' checks of each node's mail services (mail_checks: service, check type, port)
-    pass with the health tier's own prober, and the HTTP check finds the health page."""
+    pass with the health tier's own prober."""
     c = mail_cluster
     running = {"mail1": {"submission", "smtps", "imaps", "pop3s"}, "mail2": {"imaps", "pop3s"}}
     results = {}
@@ -154,24 +151,7 @@ def test_balancer_checks_pass_on_each_node(mail_cluster):
                 results[(node, name)] = health.probe("127.0.0.1", port, check, timeout=5)
     assert set(results) == {(n, s) for n, ss in running.items() for s in ss}
     assert all(r.ok for r in results.values()), {k: r.detail for k, r in results.items()}
-
-    page, content = health_page(c.site)
-    os.makedirs(os.path.dirname(page), exist_ok=True)
-    pathlib.Path(page).write_text(content)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=c.site.mail.web_root)
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        ld = c.site.ldirectord
-        port = server.server_address[1]
-        assert health.probe("127.0.0.1", port, "http", timeout=5, http_path="/" + ld.health_page,
-                            http_expect=ld.health_content).ok
-        assert not health.probe("127.0.0.1", port, "http", timeout=5, http_path="/" + ld.health_page,
-                                http_expect="something-else").ok
-    finally:
-        server.shutdown()
-        server.server_close()
+    # http/https (the health page) are served by nginx: test_mail_web.py
 
 
 def test_no_password_in_any_log(mail_cluster):

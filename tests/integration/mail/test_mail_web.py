@@ -283,6 +283,7 @@ def test_nginx_serves_the_health_page_over_http_and_https(web_node):
         r = health.probe("127.0.0.1", port, check, timeout=5, http_path=path,
                          http_expect=w.site.ldirectord.health_content)
         assert r.ok, r.detail
+        assert not health.probe("127.0.0.1", port, check, timeout=5, http_path=path, http_expect="maintenance").ok
 
     pid = w.nginx_pid()
     for test in (True, False):
