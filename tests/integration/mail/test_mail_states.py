@@ -287,9 +287,13 @@ def test_mail_formula_native_rehearsal_writes_files_and_touches_no_service(minio
     prepared (immutable mountpoint, not mounted: a rehearsal mounts nothing); the guard, Postfix,
     Dovecot and slapd are this host's, so a rehearsal leaves them out (the guard holding real
     services is tested in test_mail_flow)."""
+    assert minion.call("mailha_mail.web_listeners") == []  # iRedMail's own nginx serves the page
     pillar = copy.deepcopy(EXAMPLE)
     del pillar["mailha"]["mail"]["iredmail"]
     (minion.base / "pillar" / "mailha.sls").write_text(yaml.safe_dump(pillar))
+    assert minion.call("mailha_mail.web_listeners") == [
+        {"service": "http", "check": "http", "port": 80, "listen": "80", "tls": False},
+        {"service": "https", "check": "https", "port": 443, "listen": "443", "tls": True}]
     mp = minion.root / "var" / "vmail"
     try:
         ret = minion.call("state.apply", "mailha.mail", test=True, grains=True)
