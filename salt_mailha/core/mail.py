@@ -526,16 +526,9 @@ def web_listeners(site, node):
     VIP, on the service's port (direct routing keeps the VIP's port) and the node's
     ``mail:instances:<node>:bind_address`` when set."""
     _require_mail(site, node)
-    addr = site.mail.instance(node.id).bind_address
-    out, seen = [], {}
-    for s in web_services(site):
-        if s.port in seen:
-            raise MailhaError(f"pillar mailha:services:{s.name} and mailha:services:{seen[s.port]} both use "
-                              f"port {s.port} on the mail VIP; give each http/https service its own port")
-        seen[s.port] = s.name
-        host = (f"[{addr}]:" if ":" in addr else f"{addr}:") if addr else ""
-        out.append(WebListener(s.name, s.check, s.port, f"{host}{s.port}"))
-    return tuple(out)
+    addr = site.mail.instance(node.id).bind_address  # IPv4; the model gives each VIP port one service
+    return tuple(WebListener(s.name, s.check, s.port, f"{addr}:{s.port}" if addr else str(s.port))
+                 for s in web_services(site))
 
 
 def render_nginx_site(site, node):
