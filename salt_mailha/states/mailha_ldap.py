@@ -130,8 +130,9 @@ def base_entry_present(name, wait=120, force=False, timeout=3):
                     ret["comment"] = f"would create {dn}: {status['reason']}"
                     return ret
                 res = __salt__["mailha_ldap.create_base_entry"](force=force, timeout=timeout)  # noqa: F821
-                if res["created"]:
-                    ret["changes"] = {dn: {"old": None, "new": status["entry"]}}
+                if res["created"] or res["action"] == "none":  # "none": another writer got there first
+                    if res["created"]:
+                        ret["changes"] = {dn: {"old": None, "new": status["entry"]}}
                     ret["comment"] = res["reason"]
                     return ret
                 status = dict(status, **{k: res[k] for k in ("action", "reason", "hint")})

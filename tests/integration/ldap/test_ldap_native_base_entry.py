@@ -164,6 +164,11 @@ def test_second_node_alone_fails_with_what_to_do(native_pair):
                               f"mail1, which creates it")
     assert not pair.has("mail1", dn) and not pair.has("mail2", dn)
 
+    # an empty directory is a state replication_status reports, not an unreachable server
+    out, text = pair.salt["mail2"].call("mailha_ldap.replication_status")
+    pair.outputs.append(text)
+    assert all(v["reachable"] and v["context_csn"] == {} for v in out["servers"].values()), out
+
     # its own slapd down: nothing is known, nothing is done
     pair.slapd["mail2"].stop()
     ret = _apply(pair, "mail2", "wait=1")
