@@ -171,6 +171,9 @@ def test_second_node_alone_fails_with_what_to_do(native_pair):
 
     # its own slapd down: nothing is known, nothing is done
     pair.slapd["mail2"].stop()
+    ret = _apply(pair, "mail2", test=True)
+    assert ret["result"] is None and ret["changes"] == {}, ret
+    assert ret["comment"] == f"{dn}: cannot read mail2's own slapd; would wait up to 120 s"
     ret = _apply(pair, "mail2", "wait=1")
     assert ret["result"] is False and ret["changes"] == {}, ret
     assert ret["comment"].startswith(f"cannot confirm {dn} on mail2 after 1 s: cannot read mail2's own slapd; "
