@@ -7,6 +7,7 @@ first. Slow: minutes, dominated by the formula's own waits.
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -100,14 +101,39 @@ def test_up_again_is_idempotent(up_lab):
     assert "0 started, 8 already running" in out
 
 
-def test_drill_one_node_reports_skips_and_return(up_lab):
-    code, out = lab("drill", "--nodes", "lb2")
-    assert code in (0, 2), out
-    assert "skipped: needs IPVS" in out  # VIP services are never reported as passing here
-    line = next(li for li in out.splitlines() if li.startswith("lb2") and "unreachable" in li)
-    assert " pass" in line
-    back = next(li for li in out.splitlines() if li.startswith("lb2") and "node returns" in li)
-    assert " pass" in back
+def drill_rows(text):
+    """``[(node, check, while down, recovered in, after return)]`` from the drill's table."""
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("node ") and "check" in line)
+    rows = []
+    for line in lines[head + 2:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) < 5:
+            break
+        rows.append(tuple(cells[:5]))
+    return rows
+
+
+def test_drill_kills_every_node_once_and_the_site_keeps_serving(up_lab):
+    code, out = lab("drill", timeout=2400)  # default mode: kill (a power cut), every node
+    assert code == 0, out
+    rows = drill_rows(out)
+    nodes = json.loads((RUN_DIR / "lab.json").read_text())["nodes"]
+    for node in nodes:
+        mine = {r[1]: r for r in rows if r[0] == node}
+        assert mine["node unreachable"][2] == "pass", out
+        assert mine["node returns (minion answers)"][2] == "pass", out
+        # the tiers' checks ran (not skipped) while each node was down, and after it came back
+        for check in ("mail: SMTP accepts, IMAPS reads", "sql write on a db member",
+                      "ldap write on a server", "MX follows the mail nodes"):
+            assert check in mine, out
+            expected = ("n/a",) if node == "ns1" and check.startswith("MX") else ("pass",)
+            assert mine[check][2].startswith(expected), out
+            assert mine[check][4] == "pass", out
+    assert not [r for r in rows if "FAIL" in " ".join(r)], out
+    # container balancers have no IPVS: every VIP check is reported skipped, never passed
+    vips = [r for r in rows if r[1].startswith("vip ")]
+    assert vips and all(r[0] == "*" and r[2].startswith("skipped: needs IPVS") for r in vips), out
 
 
 def test_no_secret_in_lab_output_or_logs(up_lab):
@@ -118,6 +144,9 @@ def test_no_secret_in_lab_output_or_logs(up_lab):
     site = load_site(yaml.safe_load((RUN_DIR / "master/pillar/mailha.sls").read_text()))
     values = [s.reveal() for s in site.secrets() if s.reveal()]
     assert values
+    # the drill's own SQL and mailbox passwords, too
+    values += [p.read_text().strip() for p in RUN_DIR.glob("drill-*-password")]
+    assert len(list(RUN_DIR.glob("drill-*-password"))) == 2
     code, out = lab("status")
     assert code == 0, out
     logs = [*(RUN_DIR / "logs").glob("*.log"), RUN_DIR / "master/root/var/log/salt/master",
