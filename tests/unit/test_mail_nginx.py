@@ -1,6 +1,6 @@
 """Unit tests of the native path's web server (salt_mailha.core.mail): which nodes get it, where
 it listens (the mail VIP's http/https services), its TLS files and web root, and the render
-registry entry. nginx itself loads these files in tests/integration/mail/test_mail_web.py."""
+registry entry. nginx itself loads these files in tests/integration/mail/test_mail_web.py (this file: the model side)."""
 import copy
 import re
 
