@@ -9,12 +9,18 @@ from salt_mailha.lab.util import StepFailed
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="mailha-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="build (or reuse) the base tree, boot every node, apply mailha")
+    up = sub.add_parser("up", help="build (or reuse) the base tree, boot every node, apply mailha")
+    up.add_argument("--balancers", choices=("container", "vm"), default=None,
+                    help="vm: the lb nodes run as qemu TCG VMs with Debian's kernel and real IPVS "
+                         "(slow: software emulation); container: nspawn like every other node, "
+                         "no IPVS here, the drill skips the VIP checks (default: what the running "
+                         "lab uses, else container)")
     sub.add_parser("status", help="table of nodes, minions and the last state.apply")
     drill = sub.add_parser("drill", help="fail each node in turn and check what survives")
-    drill.add_argument("--mode", choices=("link", "kill"), default="link",
-                       help="link: cut the node's cables at the bridge (default); "
-                            "kill: SIGKILL the container's init (a power cut), then boot it again")
+    drill.add_argument("--mode", choices=("kill", "link"), default="kill",
+                       help="kill: a power cut (SIGKILL the container's init or the VM's qemu; "
+                            "the node's network state is reset), then boot it again (default); "
+                            "link: cut the node's cables at the bridge")
     drill.add_argument("--nodes", help="comma-separated subset of nodes (default: all)")
     drill.add_argument("--failover-timeout", type=float, default=30.0,
                        help="seconds a check may take to pass again while the node is down")
@@ -29,7 +35,7 @@ def main(argv=None):
     try:
         with locked():
             if args.command == "up":
-                return lab.up()
+                return lab.up(balancers=args.balancers)
             if args.command == "status":
                 print(lab.status_text())
                 return 0

@@ -12,7 +12,7 @@ import signal
 
 import yaml
 
-from salt_mailha.core.errors import CommandFailed
+from salt_mailha.core.errors import CommandFailed, Refused
 from salt_mailha.lab import network
 from salt_mailha.lab import pillar as labpillar
 from salt_mailha.lab.base import BaseTree
@@ -20,8 +20,11 @@ from salt_mailha.lab.master import Master, minion_example
 from salt_mailha.lab.nodes import Node
 from salt_mailha.lab.report import summarize_state_return, table
 from salt_mailha.lab.util import CACHE_DIR, PREFIX, RUN_DIR, Progress, run
+from salt_mailha.lab.vm import NODE_INIT, NODE_MODULES, Boot, VmNode, build_boot
 
 REQUIRED_TOOLS = ("debootstrap", "systemd-nspawn", "ip", "nsenter", "mount", "chroot")
+VM_TOOLS = ("qemu-system-x86_64", "mkfs.ext4", "apt-get", "apt-cache", "dpkg-deb")
+BALANCERS = ("container", "vm")  # how the lb nodes run: nspawn (no IPVS here) or qemu TCG
 LOCK = pathlib.Path("/run/lock/mailha-lab.lock")
 BOOT_TIMEOUT = 120
 MINION_TIMEOUT = 180
@@ -46,6 +49,7 @@ class Lab:
         self.example = pathlib.Path(example)
         self.out = out
         self.base = BaseTree(self.cache_dir)
+        self.vm_cache = self.cache_dir / "vm"
 
     # ------------------------------------------------------------------ model
     def pillar(self):
@@ -72,7 +76,33 @@ class Lab:
             nets.append((name, net, labpillar.gateway(net)))
         return nets
 
+    def saved(self):
+        """What ``up`` recorded in the run dir (lab.json), or {} when the lab is down."""
+        try:
+            return json.loads((self.run_dir / "lab.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def balancers(self):
+        """``vm`` or ``container``: how the running lab runs its balancers."""
+        return self.saved().get("balancers", "container")
+
+    @staticmethod
+    def vm_nodes(pillar, balancers):
+        """The nodes that run as qemu VMs: the balancers (role lb), when asked for."""
+        if balancers == "container":
+            return []
+        if balancers != "vm":
+            raise CommandFailed(f"--balancers {balancers!r}: choose one of {', '.join(BALANCERS)}")
+        return [n for n, spec in pillar["mailha"]["nodes"].items() if "lb" in spec["roles"]]
+
     def node(self, name):
+        saved = self.saved()
+        if name in saved.get("vm_nodes", ()):
+            boot = saved.get("vm_boot")
+            return VmNode(name, self.run_dir, self.base.root,
+                          Boot(pathlib.Path(boot["kernel"]), pathlib.Path(boot["initrd"]),
+                               tuple(boot["modules"])) if boot else None)
         return Node(name, self.run_dir, self.base.root)
 
     def binds(self, pillar, name):
@@ -99,19 +129,17 @@ class Lab:
         return Master(self.run_dir, gw)
 
     def _saved_gateway(self):
-        try:
-            return json.loads((self.run_dir / "lab.json").read_text())["gateway"]
-        except (OSError, ValueError, KeyError):
-            return None
+        return self.saved().get("gateway")
 
     @staticmethod
     def identity(pillar, gw, name):
         top = pillar["mailha"]
         domain = top["domain"]
         lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
-        for name, node in top["nodes"].items():
+        for other, node in top["nodes"].items():
             for i, addr in enumerate(node["addresses"].values()):
-                lines.append(f"{addr} {name}.{domain} {name}" if i == 0 else f"{addr} {name}-{i}")
+                lines.append(f"{addr} {other}.{domain} {other}" if i == 0
+                             else f"{addr} {other}-{i}")
         for vip in top.get("vips", {}).values():
             lines.append(f"{vip['address']} {vip['hostname']}.{domain} {vip['hostname']}")
         dns = [s["address"] for s in top.get("dns", {}).get("servers", [])]
@@ -121,15 +149,30 @@ class Lab:
                   + "options timeout:1 attempts:1\n")
         # the beacons of examples/minion.d go to the balancers, which probe the real servers
         extra = minion_example() if "lb" in top["nodes"][name]["roles"] else None
+        # a VM configures its own addresses (a container's are set from outside by plug)
+        nics = []
+        for i, (net_name, cidr) in enumerate(top["networks"].items()):
+            addr = top["nodes"][name]["addresses"].get(net_name)
+            if addr is not None:
+                net = ipaddress.ip_network(cidr)
+                nics.append((i, addr, net.prefixlen, gw if i == 0 else None))
         return {"hosts": "\n".join(lines) + "\n", "resolv": resolv, "master": gw,
-                "minion_extra": extra}
+                "minion_extra": extra, "nics": nics}
 
     # ------------------------------------------------------------------ up
-    def up(self):
+    def up(self, balancers=None):
+        """``balancers``: ``vm``, ``container`` or None (what the running lab uses, else
+        ``container``)."""
         p = Progress(self.run_dir / "logs", out=self.out)
         p.say(f"mailha-lab up (run dir {self.run_dir}, cache {self.cache_dir})")
+        running = [n for n in self.node_names() if self.node(n).running()]
+        was = self.balancers()
+        balancers = balancers or (was if running else "container")
+        if running and balancers != was:
+            raise Refused(f"the lab is up with --balancers {was}; run 'mailha-lab down' before "
+                          f"'up --balancers {balancers}'")
         with p.step("preflight") as log:
-            self._preflight(log)
+            self._preflight(log, balancers)
         with p.step("lab pillar from pillar.example"):
             pillar = self.pillar()
             nets = self.lab_nets(pillar)
@@ -137,27 +180,38 @@ class Lab:
             master = self.master(pillar)
             pillar_file = labpillar.write_pillar_roots(pillar, master.pillar_dir)
             names = list(pillar["mailha"]["nodes"])
-            (self.run_dir / "lab.json").write_text(json.dumps(
-                {"gateway": gw, "nodes": names, "networks": [(n, str(c), g) for n, c, g in nets]}))
-        p.say(f"lab pillar: {pillar_file} ({len(names)} nodes: {', '.join(names)})")
-        in_use = any(self.node(n).running() for n in self.node_names())
-        cold = self.base.ensure(p, in_use=in_use)
+            vms = self.vm_nodes(pillar, balancers)
+            saved = {"gateway": gw, "nodes": names, "balancers": balancers, "vm_nodes": vms,
+                     "networks": [(n, str(c), g) for n, c, g in nets]}
+            (self.run_dir / "lab.json").write_text(json.dumps(saved))
+        p.say(f"lab pillar: {pillar_file} ({len(names)} nodes: {', '.join(names)}; balancers "
+              f"as {balancers}s{': ' + ', '.join(vms) if vms else ''})")
+        cold = self.base.ensure(p, in_use=bool(running))
+        if vms:
+            with p.step("qemu kernel and initramfs (apt-get download, cached)"):
+                boot = build_boot(NODE_INIT, NODE_MODULES, self.vm_cache)
+                saved["vm_boot"] = {"kernel": str(boot.kernel), "initrd": str(boot.initrd),
+                                    "modules": list(boot.modules)}
+                (self.run_dir / "lab.json").write_text(json.dumps(saved))
         with p.step("network namespaces and bridges") as log:
             network.ensure_bridges(nets, log)
             network.plug(network.CLIENT, {
                 name: labpillar.client_address(net) for name, net, _ in nets}, nets, log)
-        with p.step(f"start {len(names)} nspawn nodes") as log:
+        kinds = f"{len(names) - len(vms)} nspawn" + (f" + {len(vms)} qemu" if vms else "")
+        with p.step(f"start {kinds} nodes") as log:
             started = []
-            for name in names:
+            for name in sorted(names, key=lambda n: n not in vms):  # slow VMs boot first
                 node = self.node(name)
                 if node.running():
                     continue
-                network.plug(name, pillar["mailha"]["nodes"][name]["addresses"], nets, log)
+                if node.kind == "container":
+                    network.plug(name, pillar["mailha"]["nodes"][name]["addresses"], nets, log)
                 node.prepare(self.identity(pillar, gw, name), log)
                 node.start(log, self.binds(pillar, name))
                 started.append(name)
             for name in names:
-                self.node(name).wait_booted(BOOT_TIMEOUT)
+                node = self.node(name)
+                node.wait_booted(max(BOOT_TIMEOUT, node.boot_timeout))
         p.say(f"nodes: {len(started)} started, {len(names) - len(started)} already running")
         with p.step("salt-master in the bridge namespace") as log:
             source = master.configure()
@@ -181,13 +235,18 @@ class Lab:
               + (f" (details above; log {log})" if failed else ""))
         return 2 if failed else 0
 
-    def _preflight(self, log):
+    def _preflight(self, log, balancers="container"):
         if os.geteuid() != 0:
             raise CommandFailed("mailha-lab needs root (namespaces, mounts, systemd-nspawn)")
         missing = [t for t in REQUIRED_TOOLS if not shutil.which(t)]
         if missing:
             raise CommandFailed(f"missing tools: {', '.join(missing)}; run scripts/setup-host.sh "
                                 "(Debian packages debootstrap, systemd-container, iproute2)")
+        missing = [t for t in VM_TOOLS if not shutil.which(t)] if balancers == "vm" else []
+        if missing:
+            raise CommandFailed(f"--balancers vm needs {', '.join(missing)}; run "
+                                "scripts/setup-host.sh (Debian packages qemu-system-x86, "
+                                "e2fsprogs) or use --balancers container")
         for stale in (n for n in self.node_names() if not self.node(n).running()):
             self.node(stale).unmount(log)  # a node whose nspawn died: re-mount cleanly
 
@@ -213,9 +272,9 @@ class Lab:
                 sysstate = proc.stdout.strip() if proc else "?"
             verdict, detail = applied.get(name, ("-", "not applied yet"))
             rows.append([name, ",".join(spec["roles"]), ",".join(spec["addresses"].values()),
-                         "running" if up else "stopped", sysstate,
+                         node.kind, "running" if up else "stopped", sysstate,
                          "up" if minions.get(name) is True else "down", verdict, detail])
-        text = table(["node", "roles", "addresses", "container", "systemd", "minion",
+        text = table(["node", "roles", "addresses", "kind", "container", "systemd", "minion",
                       "state.apply", "detail"], rows)
         text += "\nmaster: " + (f"pid {master.pid()} on {master.interface}" if master.pid()
                                 else "stopped")
@@ -252,12 +311,16 @@ class Lab:
                 Master(self.run_dir, None).stop()
         names = self.node_names()
         with p.step(f"stop {len(names)} nodes"):
-            for name in names:
-                node = self.node(name)
-                if node.pid():
+            nodes = [self.node(name) for name in names]
+            for node in nodes:
+                if node.kind == "vm":
+                    node.request_stop()  # monitor quit: the run dir and its disks go anyway
+                elif node.pid():
                     os.kill(node.pid(), signal.SIGTERM)  # all at once: shutdowns overlap
-            for name in names:
-                self.node(name).stop(log)
+            for node in nodes:
+                node.stop(log)
+                if node.kind == "vm":
+                    node.unplug(log)
         with p.step("kill leftovers in lab namespaces, unmount, delete namespaces"):
             ours = sorted(n for n in network.existing_netns() if n.startswith(PREFIX + "-"))
             for ns in ours:

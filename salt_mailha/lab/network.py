@@ -3,7 +3,8 @@
 ``mhlab-net`` holds one bridge per site network (``br0`` public, ``br1`` private, in the
 pillar's order) with the gateway address .1 (the salt-master listens there). Each node gets
 namespace ``mhlab-<node>`` with ``eth<i>`` veths plugged into ``br<i>``; the drill's client gets
-``mhlab-client`` at .250. Addresses are configured from outside, before the node boots.
+``mhlab-client`` at .250. A container's addresses are configured from outside, before it boots;
+a VM node (vm.py) gets taps with the same names in ``mhlab-net`` and configures itself.
 """
 import ipaddress
 import os
@@ -70,8 +71,26 @@ def plug(node, addresses, lab_nets, log, gateway_net=0):
             run(["ip", "-n", ns, "route", "replace", "default", "via", gw], log=log)
 
 
+def ensure_tap(node, index, log):
+    """The tap of a VM node's ``eth<index>`` (named like a container's host-side veth, so
+    ``set_link`` cuts it the same way), plugged into ``br<index>``."""
+    dev = host_veth(node, index)
+    ip = ["ip", "-n", BRIDGE_NS]
+    shown = run([*ip, "-d", "link", "show", "dev", dev], capture=True, check=False)
+    if shown.returncode == 0 and "tun type tap" not in shown.stdout:
+        run([*ip, "link", "del", dev], log=log)  # a container's veth left from another run
+    if shown.returncode != 0 or "tun type tap" not in shown.stdout:
+        run([*ip, "tuntap", "add", "dev", dev, "mode", "tap"], log=log)
+    run([*ip, "link", "set", dev, "master", f"br{index}", "up"], log=log)
+
+
+def delete_link(dev, log):
+    run(["ip", "-n", BRIDGE_NS, "link", "del", dev], log=log, check=False)
+
+
 def set_link(node, up, lab_nets):
-    """Cut (or restore) a node's cables at the bridge: its own interfaces keep their config."""
+    """Cut (or restore) a node's cables at the bridge (a container's veth or a VM's tap): its
+    own interfaces keep their config."""
     for i, _net in enumerate(lab_nets):
         dev = host_veth(node, i)
         run(["ip", "-n", BRIDGE_NS, "link", "set", dev, "up" if up else "down"], check=False)

@@ -14,13 +14,35 @@ import time
 import uuid
 
 from salt_mailha import PACKAGE_ROOT
+from salt_mailha.core.errors import CommandFailed
 from salt_mailha.lab import network
 from salt_mailha.lab.util import mounted, pid_alive, pid_from_file, run
 
 GUEST_PKG_DIR = "/opt/salt-mailha"
 
 
+def package_files(base_root, version):
+    """Files (path relative to the node's root -> text) that make the checkout shared at
+    ``GUEST_PKG_DIR`` an installed distribution in the node's /opt/salt (Salt's loader finds the
+    extension through its entry point), and a glob of older versions' metadata to remove."""
+    site = sorted((pathlib.Path(base_root) / "opt/salt/lib").glob("python3*/site-packages"))
+    if not site:
+        raise CommandFailed(f"no opt/salt/lib/python3*/site-packages under {base_root}; rebuild "
+                            "the base tree ('mailha-lab down', then 'up')")
+    rel = site[-1].relative_to(base_root)
+    info = rel / f"salt_mailha-{version}.dist-info"
+    return {
+        str(info / "METADATA"): f"Metadata-Version: 2.1\nName: salt-mailha\nVersion: {version}\n",
+        str(info / "entry_points.txt"): "[salt.loader]\nsalt_mailha = salt_mailha\n",
+        str(info / "top_level.txt"): "salt_mailha\n",
+        str(rel / "salt_mailha_lab.pth"): GUEST_PKG_DIR + "\n",
+    }, str(rel / "salt_mailha-*.dist-info")
+
+
 class Node:
+    kind = "container"
+    boot_timeout = 120
+
     def __init__(self, name, run_dir, base_root):
         self.name = name
         self.dir = pathlib.Path(run_dir) / "nodes" / name
@@ -85,17 +107,12 @@ class Node:
     @staticmethod
     def _register_package(root):
         """Make the bind-mounted source importable and visible to Salt's entry-point scan."""
-        site = sorted((root / "opt/salt/lib").glob("python3*/site-packages"))[-1]
-        version = importlib.metadata.version("salt-mailha")
-        for old in site.glob("salt_mailha-*.dist-info"):
+        files, old_info = package_files(root, importlib.metadata.version("salt-mailha"))
+        for old in root.glob(old_info):
             shutil.rmtree(old)
-        info = site / f"salt_mailha-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: salt-mailha\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text("[salt.loader]\nsalt_mailha = salt_mailha\n")
-        (info / "top_level.txt").write_text("salt_mailha\n")
-        (site / "salt_mailha_lab.pth").write_text(GUEST_PKG_DIR + "\n")
+        for rel, text in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
         (root / GUEST_PKG_DIR.lstrip("/") / "salt_mailha").mkdir(parents=True, exist_ok=True)
 
     def start(self, log, binds=()):

@@ -69,14 +69,14 @@ class Progress:
         self.say(f"{name}: done in {time.monotonic() - started:.1f}s")
 
 
-def run(argv, log=None, check=True, timeout=900, env=None, input=None, capture=False):
+def run(argv, log=None, check=True, timeout=900, env=None, input=None, capture=False, cwd=None):
     """Run ``argv`` (a list, never a shell). Output goes to ``log`` (appended) unless
     ``capture``; a non-zero exit raises :class:`CommandFailed` naming the command and log."""
     argv = [str(a) for a in argv]
     full_env = None if env is None else {**os.environ, **env}
     if capture:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env,
-                              input=input, check=False)
+                              input=input, check=False, cwd=cwd)
         if log:
             with open(log, "a") as fh:
                 fh.write(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
@@ -85,7 +85,7 @@ def run(argv, log=None, check=True, timeout=900, env=None, input=None, capture=F
             fh.write(f"$ {' '.join(argv)}\n")
             fh.flush()
             proc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout,
-                                  env=full_env, input=input, text=True, check=False)
+                                  env=full_env, input=input, text=True, check=False, cwd=cwd)
     if check and proc.returncode != 0:
         where = f"; see {log}" if log else ""
         tail = (proc.stderr or "").strip().splitlines()[-3:] if capture else []
