@@ -1,10 +1,8 @@
 {#- The master's presence_events: minions appeared or disappeared (salt/presence/change).
-    One reaction, no logic: mailha.presence re-checks the real servers among them. -#}
+    One reaction, no logic: mailha.presence re-checks the real servers among them (called
+    directly, as in health.sls: an orchestration around one runner step only adds its cost). -#}
 mailha_presence_changed:
-  runner.state.orchestrate:
+  runner.mailha.presence:
     - args:
-      - mods: mailha.orch.presence
-      - pillar:
-          mailha_event:
-            new: {{ data.get('new', []) | json }}
-            lost: {{ data.get('lost', []) | json }}
+      - new: {{ data.get('new', []) | json }}
+      - lost: {{ data.get('lost', []) | json }}

@@ -23,10 +23,19 @@ Rules, each one tested in ``tests/unit/test_remediation.py``:
   ``mailha.reconcile`` schedule) finds the window clear.
 * **Last MX.** The MX of a mail node is not withdrawn when no other mail node's MX is in service:
   a domain without MX makes senders fall back to its A record.
+* **One re-check at a time per node** (``NodeGate``): a report about a node that is already being
+  re-checked queues at most one follow-up re-check; every further report folds into that queued
+  one, which begins after them and so sees what they saw. A flood of N reports costs a number of
+  re-checks bounded by how long the flood lasts, not by N, and the last report is never lost.
 """
 
+import contextlib
 import dataclasses
+import fcntl
+import os
 import re
+import threading
+import time
 
 from salt_mailha.core.errors import Refused
 
@@ -287,3 +296,88 @@ def assert_applied(plan, results):
               for i, (ok, detail) in sorted(results.items()) if not ok]
     if failed:
         raise Refused("; ".join(failed))
+
+
+# ----------------------------------------------------------------------------- coalescing
+
+
+RUN = "run"  # NodeGate.enter: this report re-checks the node now
+QUEUED = "queued"  # ... after waiting for the re-check that was running when it came
+FOLDED = "folded"  # ... does not re-check: a queued re-check that begins later covers it
+
+
+class NodeGate:
+    """At most one re-check of a node at a time, and at most one queued behind it.
+
+    Two ``flock`` files per node under ``directory``: ``<site>-<node>.run`` is held by the report
+    re-checking the node, ``<site>-<node>.queue`` by the one report waiting to re-check after it.
+    A report that finds both taken is *folded*: the queued report releases the queue lock only
+    once it holds the run lock, just before its re-check begins, so every folded report came
+    before that re-check (which sees the node as it is after the report). A report that comes
+    after that finds the queue free and queues itself: a change during a running re-check is
+    always followed by one more.
+
+    File locks, because the reactor runs reactions in threads of one process while the schedule
+    and ``salt-run`` are other processes (and other masters when the state directory is shared);
+    the kernel drops a dead process's locks, so a crash never wedges a node. Folded reports are
+    counted per process (``take_folded``), for the report of the re-check that covers them.
+    """
+
+    _folded = {}
+    _folded_lock = threading.Lock()
+
+    def __init__(self, directory, site_name, poll=0.01):
+        self.directory, self.site, self.poll = directory, site_name, poll
+
+    def _path(self, node, kind):
+        # node ids are checked (check_node) before they name a file
+        return os.path.join(self.directory, f"gate-{self.site}-{node}.{kind}")
+
+    @contextlib.contextmanager
+    def enter(self, node, timeout=120.0):
+        """Yield ``RUN``, ``QUEUED`` (the caller re-checks; the gate is held until the block
+        ends) or ``FOLDED`` (the caller does nothing). Raises ``Refused`` when a queued report
+        waited ``timeout`` seconds for the running re-check."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        with open(self._path(node, "run"), "a+") as run:
+            if _try_lock(run):
+                try:
+                    yield RUN
+                finally:
+                    fcntl.flock(run, fcntl.LOCK_UN)
+                return
+            with open(self._path(node, "queue"), "a+") as queue:
+                if not _try_lock(queue):
+                    with self._folded_lock:
+                        key = (self.site, node)
+                        self._folded[key] = self._folded.get(key, 0) + 1
+                    yield FOLDED
+                    return
+                try:
+                    deadline = time.monotonic() + timeout
+                    while not _try_lock(run):
+                        if time.monotonic() > deadline:
+                            raise Refused(f"a re-check of {node} held {self._path(node, 'run')} "
+                                          f"for {timeout:g} s; this report gave up (the "
+                                          "reconcile schedule will look again)")
+                        time.sleep(self.poll)
+                finally:
+                    fcntl.flock(queue, fcntl.LOCK_UN)
+            try:
+                yield QUEUED
+            finally:
+                fcntl.flock(run, fcntl.LOCK_UN)
+
+    def take_folded(self, node):
+        """How many reports this process folded into the re-check beginning now (and reset)."""
+        with self._folded_lock:
+            return self._folded.pop((self.site, node), 0)
+
+
+def _try_lock(fh):
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+

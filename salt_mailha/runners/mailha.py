@@ -2,36 +2,42 @@
 
 Remediation (``remediate``, ``presence``, ``reconcile``, ``drain``, ``undrain``, ``status``)
 --------------------------------------------------------------------------------------------
-The reactor (``reactor/*.sls``) hands every health or presence event to an orchestration
-(``states/mailha/orch/*.sls``) that calls :func:`remediate`. The event is only a trigger:
+The reactor (``reactor/*.sls``) calls :func:`remediate` (:func:`presence`) directly for every
+health (presence) event. The event is only a trigger:
 
 1. every field is validated against the site model (the node must be a node id of
    ``mailha:nodes``; the reporter a minion id); nothing from an event reaches a command otherwise;
 2. a report about a node counts only if it comes from a load balancer, from the node itself or
    from the master (``salt_mailha.core.remediation.assess_claim``): a mail minion claiming that
    another mail node is down changes nothing;
-3. the node is re-probed from every load balancer (``mailha_health.probe`` through
+3. one re-check per node at a time (``salt_mailha.core.remediation.NodeGate``): a report that
+   comes while the node is re-checked queues one follow-up re-check; any further report is
+   folded into that queued one and returns at once (outcome ``coalesced``, no event; the
+   covering decision counts it in ``folded``). A flood of events costs one cheap runner call
+   each and a few re-checks in all, and a change during a re-check is never lost;
+4. the node is re-probed from every load balancer (``mailha_health.probe`` through
    ``LocalClient``): the balancers are authoritative for reachability;
-4. ``salt_mailha.core.remediation.plan_remediation`` decides (hysteresis, rate limit, operator
+5. ``salt_mailha.core.remediation.plan_remediation`` decides (hysteresis, rate limit, operator
    drains, last MX) and returns a reason sentence; the plan is applied: ``mailha_ipvs.drain`` /
    ``undrain`` on every balancer (ldirectord's maintenance mechanism) and
    ``mailha_dns.withdraw_mx`` / ``restore_mx`` on the DNS updater minion;
-5. every decision is logged and fired as an event ``mailha/remediation/<node>/<outcome>`` with
+6. every decision is logged and fired as an event ``mailha/remediation/<node>/<outcome>`` with
    its reason (outcome: ``drained``, ``restored``, ``noop``, ``ignored``, ``planned``,
-   ``failed``, ``refused``, ``coalesced``; ``<node>`` is ``invalid`` when the event named no
-   valid node id). Payload (also the runner's return)::
+   ``failed``, ``refused``; ``<node>`` is ``invalid`` when the event named no valid node id).
+   Payload (also the runner's return)::
 
        {"node": "mail1", "result": True, "outcome": "drained", "verdict": "down",
         "reason": "mail1 failed the re-check (...); draining it on lb1, lb2 and withdrawing its MX",
         "actions": [{"kind": "drain", "node": "mail1", "target": "lb1", "ok": True,
                      "detail": "..."}, ...],
         "test": False, "master": "master1", "reporter": "lb2", "claimed": "down",
-        "source": "event", "seconds": 0.84}
+        "source": "event", "folded": 0, "seconds": 0.84}
+
+   ``folded``: reports this master process folded into this re-check (see 3).
 
 What was done (who drained a node, when, the automatic actions of the rate-limit window) is kept
 in ``<cachedir>/mailha/remediation-<site>.json`` on the master, under an exclusive ``flock`` so
-concurrent reactions (the reactor runs them in parallel threads) apply one at a time; a reaction
-that waited while another one re-checked the same node is coalesced instead of probing again.
+concurrent reactions (the reactor runs them in parallel threads) apply one at a time.
 
 Several masters: only one may act. Either point ``mailha_state_dir`` of every master at one
 shared directory (the lock and the state are then shared: the first master takes the lock and
@@ -54,6 +60,7 @@ import tempfile
 import time
 
 import salt.client
+import salt.config
 import salt.pillar
 import salt.utils.event
 
@@ -98,10 +105,17 @@ def _site():
     return site
 
 
+_CLIENT_OPTS = {}
+
+
 def _client():
     # From the master's config file, as Salt's own runners do: inside the reactor the runner's
-    # __opts__ do not authenticate a LocalClient (AuthenticationError).
-    return salt.client.get_local_client(__opts__["conf_file"])
+    # __opts__ do not authenticate a LocalClient (AuthenticationError). The file is parsed once
+    # per process: a reaction makes two clients and parsing cost more than the publish.
+    conf = __opts__["conf_file"]
+    if conf not in _CLIENT_OPTS:
+        _CLIENT_OPTS[conf] = salt.config.client_config(conf)
+    return salt.client.get_local_client(mopts=dict(_CLIENT_OPTS[conf]))
 
 
 def _fire(tag, data):
@@ -154,12 +168,11 @@ def _load_state(site):
                       "fix or remove it (drains recorded there will be forgotten)") from None
     records = {n: rem.NodeRecord.from_dict(r) for n, r in (raw.get("nodes") or {}).items()
                if site.has_node(n)}
-    return {"nodes": records, "checked": dict(raw.get("checked") or {})}
+    return {"nodes": records}
 
 
 def _save_state(site, state):
-    data = {"nodes": {n: r.as_dict() for n, r in sorted(state["nodes"].items())},
-            "checked": state["checked"]}
+    data = {"nodes": {n: r.as_dict() for n, r in sorted(state["nodes"].items())}}
     fd, tmp = tempfile.mkstemp(dir=_state_dir(), prefix=".remediation-")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
@@ -285,7 +298,7 @@ def _record_after(old, plan, results):
 
 
 def _outcome(plan, test, results):
-    if plan.verdict in ("ignored", "coalesced"):
+    if plan.verdict == "ignored":
         return plan.verdict
     if test:
         return "planned" if plan.actions else "noop"
@@ -358,7 +371,8 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
     test
         Plan only: re-check and decide, change nothing.
 
-    Returns ``{"node", "result", "outcome", "verdict", "reason", "actions", "test", ...}``.
+    Returns ``{"node", "result", "outcome", "verdict", "reason", "actions", "test", ...}``;
+    outcome ``coalesced`` when the report was folded into a queued re-check of the same node.
 
     CLI Example:
 
@@ -387,26 +401,18 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
         test, note = _acting(test)
         if note:
             extra["note"] = note
-        # A report a beacon already held down needs one confirming round; a bare trigger
-        # (presence, schedule, the node's own word) gets the full hold-down from the balancers.
-        attempts = 1 if reporter in lbs else site.remediation.down_after
-        with _locked(site):
-            state = _load_state(site)
-            if state["checked"].get(node, 0) >= started:
-                return _report(site, node, rem.Plan(
-                    (), f"a re-check of {node} finished while this report waited; nothing more "
-                        "to do", state["nodes"].get(node, rem.NodeRecord()), "coalesced"),
-                    test, **extra)
-            observations = _recheck(site, node, attempts)
-            snapshot = _snapshot(site, state, node, observations)
-            plan = rem.plan_remediation(snapshot, _policy(site))
-            if test:
-                return _report(site, node, plan, True, **extra)
-            results = _apply(site, plan) if plan.actions else []
-            state["nodes"][node] = _record_after(snapshot.record, plan, results)
-            state["checked"][node] = time.time()
-            _save_state(site, state)
-            out = _report(site, node, plan, False, results, **extra)
+        gate = rem.NodeGate(_state_dir(), site.name)
+        with gate.enter(node) as turn:
+            if turn == rem.FOLDED:
+                # No event and no log above debug: in a flood this path runs once per event.
+                log.debug("mailha remediation of %s: report folded into the queued re-check",
+                          node)
+                return {"node": node, "result": True, "outcome": "coalesced", "verdict": "none",
+                        "reason": f"a re-check of {node} is running and another is queued "
+                                  "behind it; this report is folded into the queued one",
+                        "actions": [], "test": test, "master": __opts__["id"],
+                        **{k: v for k, v in extra.items() if k != "started"}}
+            out, plan = _remediate_turn(site, node, reporter, test, gate, extra)
     except MailhaError as exc:
         return _refused(node, exc, reporter=str(reporter)[:64] if reporter else None)
     except Exception as exc:  # noqa: BLE001 - the reaction's boundary: a failed outcome, logged
@@ -414,12 +420,33 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
         return _refused(node, f"remediation of {str(node)[:64]} failed: "
                               f"{type(exc).__name__}: {exc}", outcome="failed")
     # Held back by the hysteresis: the beacon already said "up" and will not say it again, so
-    # look again once the hold is over (outside the lock; bounded, the schedule does the rest).
+    # look again once the hold is over (outside the gate, so reports meanwhile re-check;
+    # bounded, the schedule does the rest).
     if plan.retry_after is not None and plan.retry_after <= _MAX_RETRY_WAIT and \
             source != "hysteresis":
         time.sleep(plan.retry_after + 0.05)
         return remediate(node, None, status, "hysteresis")
     return out
+
+
+def _remediate_turn(site, node, reporter, test, gate, extra):
+    """One re-check and decision of ``node``, with the node's gate held; ``(report, plan)``."""
+    # A report a beacon already held down needs one confirming round; a bare trigger
+    # (presence, schedule, the node's own word) gets the full hold-down from the balancers.
+    attempts = 1 if reporter in _balancers(site) else site.remediation.down_after
+    with _locked(site):
+        state = _load_state(site)
+        # taken as the re-check begins: every report folded so far came before it
+        extra["folded"] = gate.take_folded(node)
+        observations = _recheck(site, node, attempts)
+        snapshot = _snapshot(site, state, node, observations)
+        plan = rem.plan_remediation(snapshot, _policy(site))
+        if test:
+            return _report(site, node, plan, True, **extra), plan
+        results = _apply(site, plan) if plan.actions else []
+        state["nodes"][node] = _record_after(snapshot.record, plan, results)
+        _save_state(site, state)
+        return _report(site, node, plan, False, results, **extra), plan
 
 
 def presence(new=None, lost=None, test=False):

@@ -233,3 +233,108 @@ def test_failed_drains_keep_the_old_record_but_an_mx_change_that_happened_is_rec
     u1, u2, restore = back.actions
     record = runner._record_after(DRAINED, back, [(u1, False, "x"), (u2, False, "x"), (restore, True, "ok")])
     assert record.drained_by == r.AUTO and record.mx_withdrawn is False
+
+
+# ------------------------------------------------------- one re-check at a time per node (gate)
+# Real flock on files under tmp_path, real threads and a real second process: no fakes.
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+
+def _hold(gate, node, entered, release, seen):
+    with gate.enter(node) as turn:
+        seen.append((turn, time.monotonic()))
+        entered.set()
+        release.wait(10)
+
+
+def _start(gate, node, seen):
+    entered, release = threading.Event(), threading.Event()
+    t = threading.Thread(target=_hold, args=(gate, node, entered, release, seen), daemon=True)
+    t.start()
+    return t, entered, release
+
+
+def test_gate_runs_one_queues_one_folds_the_rest(tmp_path):
+    gate = r.NodeGate(str(tmp_path), "site")
+    seen_run, seen_queued = [], []
+    runner, entered, release_run = _start(gate, "mail1", seen_run)
+    assert entered.wait(5) and seen_run[0][0] == r.RUN
+    queued, q_entered, release_queued = _start(gate, "mail1", seen_queued)
+    time.sleep(0.1)
+    assert not q_entered.is_set(), "the second report waits for the running re-check"
+    folded_at = []
+    for _ in range(5):  # every further report returns at once without a re-check
+        with gate.enter("mail1") as turn:
+            assert turn == r.FOLDED
+            folded_at.append(time.monotonic())
+    # another node is not held back by mail1
+    with gate.enter("mail2") as turn:
+        assert turn == r.RUN
+    release_run.set()
+    assert q_entered.wait(5) and seen_queued[0][0] == r.QUEUED
+    # the queued re-check begins after every report folded into it, and counts them
+    assert seen_queued[0][1] > max(folded_at)
+    assert gate.take_folded("mail1") == 5 and gate.take_folded("mail1") == 0
+    # a report while the queued one re-checks queues again: that change is not lost
+    third, t_entered, release_third = _start(gate, "mail1", [])
+    time.sleep(0.1)
+    assert not t_entered.is_set()
+    release_queued.set()
+    assert t_entered.wait(5)
+    release_third.set()
+    for t in (runner, queued, third):
+        t.join(5)
+    with gate.enter("mail1") as turn:
+        assert turn == r.RUN, "the gate is free again"
+
+
+def test_gate_of_a_dead_process_is_released(tmp_path):
+    """A master process killed during a re-check never leaves the node gated (flock)."""
+    code = ("import sys, time\n"
+            "from salt_mailha.core.remediation import NodeGate\n"
+            "with NodeGate(sys.argv[1], 'site').enter('mail1') as turn:\n"
+            "    print(turn, flush=True)\n"
+            "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == r.RUN
+        gate = r.NodeGate(str(tmp_path), "site")
+        queued = []
+        t = threading.Thread(target=lambda: queued.append(
+            gate.enter("mail1", timeout=30).__enter__()), daemon=True)
+        t.start()
+        time.sleep(0.2)
+        assert queued == [], "held by the other process"
+        proc.kill()
+        t.join(10)
+        assert queued == [r.QUEUED]
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_gate_queued_report_gives_up_with_a_reason(tmp_path):
+    gate = r.NodeGate(str(tmp_path), "site")
+    seen = []
+    t, entered, release = _start(gate, "mail1", seen)
+    assert entered.wait(5)
+    try:
+        with pytest.raises(Refused, match=r"a re-check of mail1 held .*gate-site-mail1.run for "
+                                          r"0.2 s; this report gave up"):
+            with gate.enter("mail1", timeout=0.2):
+                pass
+        # the queue slot was released: the next report queues rather than folds
+        q = []
+        t2, q_entered, q_release = _start(gate, "mail1", q)
+        time.sleep(0.1)
+        assert not q_entered.is_set()
+    finally:
+        release.set()
+    assert q_entered.wait(5) and q[0][0] == r.QUEUED
+    q_release.set()
+    t.join(5)
+    t2.join(5)

@@ -1,4 +1,5 @@
-{#- Orchestration for one health report (from reactor/health.sls). The runner holds every
+{#- Orchestration for one health report, for operators' own orchestrations and by hand (the
+    reactor calls mailha.remediate directly: see reactor/health.sls). The runner holds every
     decision: it validates the node id, ignores reports that are not authoritative, re-checks
     from the load balancers, then drains/withdraws or restores, and fires
     mailha/remediation/<node>/<outcome> with the reason.
