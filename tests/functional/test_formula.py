@@ -27,7 +27,7 @@ EXPECTED = {
     "lb1": {"/etc/keepalived/keepalived.conf": "0640", "/etc/ha.d/ldirectord.cf": "0600"},
     "db1": {},
     "filer1": {},
-    "mail1": {"/etc/ldap/slapd.conf": "0640", "/etc/default/slapd": "0644"},
+    "mail1": {"/etc/ldap/slapd.conf": "0640", "/etc/default/slapd": "0644", "/etc/nginx/conf.d/mailha.conf": "0644"},
 }
 # files the tiers' states must write in the same rehearsal
 DR_FILES = ["/etc/network/interfaces.d/mailha-lo0", "/etc/sysctl.d/90-mailha-dr.conf"]
