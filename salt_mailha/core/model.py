@@ -254,8 +254,13 @@ class IredmailSpec:
 
 @dataclass(frozen=True)
 class MailTls:
+    """The certificate the mail nodes serve. ``ca``: the PEM bundle that signs ``cert`` when the
+    balancers' trust store does not (a private CA, a self-signed certificate); ldirectord's https
+    checks and the health beacon then verify the chain against it alone. None: the system store
+    (a certificate from a public CA needs nothing)."""
     cert: str = "/etc/ssl/certs/iRedMail.crt"
     key: str = "/etc/ssl/private/iRedMail.key"
+    ca: str | None = None
 
 
 @dataclass(frozen=True)
@@ -947,7 +952,10 @@ def _parse_mail(top):
     t = s.section("tls", {})
     tls = MailTls()
     if t is not None:
-        tls = MailTls(_abs_path(t, "cert", MailTls.cert, MailTls.cert), _abs_path(t, "key", MailTls.key, MailTls.key))
+        tls = MailTls(_abs_path(t, "cert", MailTls.cert, MailTls.cert), _abs_path(t, "key", MailTls.key, MailTls.key),
+                      _abs_path(t, "ca", None, "/etc/ssl/certs/mailha-ca.pem"))
+        if tls.ca is not None and tls.ca == tls.key:
+            t.problem("ca", f"{tls.ca!r} is the private key; name the CA certificate (PEM) that signs cert")
         t.done()
     lk = s.section("lookup", {})
     lookup = MailLookup()

@@ -116,6 +116,11 @@ BAD = [
     ("service-unknown-vip", _set("services:mysql:vip", "database"), "mailha:services:mysql:vip", "unknown VIP"),
     ("nfs-server-not-filer", _set("mail:vmail:nfs_server", "db1"), "mailha:mail:vmail:nfs_server", "role filer"),
     ("missing-required", _set("galera:cluster_name", DELETE), "mailha:galera:cluster_name", "required"),
+    ("tls-ca-relative", _set("mail:tls", {"ca": "certs/ca.pem"}), "mailha:mail:tls:ca", "must be an absolute path"),
+    ("tls-ca-dotdot", _set("mail:tls", {"ca": "/etc/ssl/../shadow"}), "mailha:mail:tls:ca", "absolute path"),
+    ("tls-ca-not-a-string", _set("mail:tls", {"ca": ["/etc/ssl/a.pem"]}), "mailha:mail:tls:ca", "absolute path"),
+    ("tls-ca-is-the-key", _set("mail:tls", {"key": "/etc/ssl/private/m.pem", "ca": "/etc/ssl/private/m.pem"}),
+     "mailha:mail:tls:ca", "is the private key"),
 ]
 
 
@@ -203,3 +208,18 @@ def test_formula_includes_dns_on_the_updater_even_without_the_role():
     assert formula_for(site, site.node("lb1")) == ["lb", "dns"]
     assert formula_for(site, site.node("lb2")) == ["lb"]
     assert formula_for(site, site.node("ns1")) == ["dns"]
+
+
+@pytest.mark.parametrize(
+    "tls,ca",
+    [(None, None), ({}, None), ({"cert": "/etc/ssl/certs/m.pem", "key": "/etc/ssl/private/m.key"}, None),
+     ({"ca": None}, None), ({"ca": "/etc/ssl/certs/ssl-cert-snakeoil.pem"}, "/etc/ssl/certs/ssl-cert-snakeoil.pem"),
+     ({"ca": "/usr/local/share/ca-certificates/site_CA+2.crt"}, "/usr/local/share/ca-certificates/site_CA+2.crt")],
+    ids=["no-tls", "empty-tls", "cert-key-only", "ca-null", "snakeoil", "local-ca"])
+def test_mail_tls_ca(tls, ca):
+    data = example()
+    if tls is not None:
+        data["mail"]["tls"] = tls
+    site = parse_site(data)
+    assert site.mail.tls.ca == ca
+    assert site.mail.tls.cert == (tls or {}).get("cert", "/etc/ssl/certs/iRedMail.crt")
