@@ -49,11 +49,13 @@ class ProbeResult:
         return {"ok": self.ok, "detail": self.detail}
 
 
-def probe(host, port, check="connect", timeout=1.0, http_path="/", http_expect=None):
+def probe(host, port, check="connect", timeout=1.0, http_path="/", http_expect=None, ca_file=None):
     """Probe ``host:port`` the way ldirectord's ``check`` would; never raises for a dead peer.
 
     ``host`` must already be a validated IP address string and ``port`` an int: this function
-    only opens a socket, it runs no command.
+    only opens a socket, it runs no command. ``ca_file`` (a TLS check): verify the server's
+    certificate chain against that PEM bundle alone, not its host name, as ldirectord's https
+    check does with ``PERL_LWP_SSL_CA_FILE``; None: no verification.
     """
     if check not in _CHECKS:
         raise ValueError(f"unknown check type {check!r}; use one of {', '.join(CHECK_TYPES)}")
@@ -65,10 +67,16 @@ def probe(host, port, check="connect", timeout=1.0, http_path="/", http_expect=N
     try:
         sock.settimeout(timeout)
         if tls:
-            ctx = ssl.create_default_context()
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             # A balancer probes real servers by address; their certificates name the service.
             ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
+            if not ca_file:
+                ctx.verify_mode = ssl.CERT_NONE
+            else:
+                try:
+                    ctx.load_verify_locations(cafile=ca_file)  # as IO::Socket::SSL's SSL_ca_file
+                except (OSError, ssl.SSLError) as exc:
+                    return ProbeResult(False, f"CA {ca_file} unusable: {getattr(exc, 'reason', None) or _oserror(exc)}")
             sock = ctx.wrap_socket(sock)
         if expect is None:
             return ProbeResult(True, f"connected to {host}:{port}")
@@ -80,6 +88,9 @@ def probe(host, port, check="connect", timeout=1.0, http_path="/", http_expect=N
         if data.startswith(expect):
             return ProbeResult(True, f"greeting {expect.decode()!r} received")
         return ProbeResult(False, f"unexpected greeting {data[:40]!r} (wanted {expect.decode()!r})")
+    except ssl.SSLCertVerificationError as exc:
+        return ProbeResult(False, f"{check} probe of {host}:{port} failed: certificate verify failed "
+                                  f"({exc.verify_message}) against CA {ca_file}")
     except (OSError, ssl.SSLError) as exc:
         return ProbeResult(False, f"{check} probe of {host}:{port} failed: {_oserror(exc)}")
     finally:
@@ -294,13 +305,14 @@ def probe_all(site, endpoints, timeout=1.0, attempts=1, interval=0.0):
     expect = site.ldirectord.health_content
 
     galera = site.galera.monitor if site.galera is not None else None
+    ca = site.mail.tls.ca if site.mail is not None else None  # ldirectord's https checks trust it
 
     def check(t):
         if t.check == "mysql" and galera is not None:
             result = galera_synced(t.address, t.port, galera, timeout)
             if result is not None:
                 return result
-        return probe(t.address, t.port, t.check, timeout, path, expect)
+        return probe(t.address, t.port, t.check, timeout, path, expect, ca if t.check == "https" else None)
 
     def one(t):
         result = None

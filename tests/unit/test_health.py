@@ -12,6 +12,7 @@ import pytest
 
 from salt_mailha.core import health
 from salt_mailha.core.health import DOWN, UNKNOWN, UP, HealthState, HealthTracker, HoldDown
+from tests.support import tls
 
 DATA = pathlib.Path(__file__).parent / "data" / "health"
 
@@ -207,3 +208,51 @@ def test_probe_http(http_server, path, expect, ok, detail):
     result = health.probe("127.0.0.1", http_server, "http", timeout=2, http_path=path,
                           http_expect=expect)
     assert result.ok is ok and detail in result.detail
+
+
+# ------------------------------------------------------------------------ https and the site CA
+
+
+@pytest.fixture(scope="module")
+def snakeoil_https(tmp_path_factory):
+    """A real TLS server with a snakeoil-style certificate (self-signed, CA:FALSE, named "vm", probed
+    as 127.0.0.1), plus another self-signed certificate that did not sign it."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = tls.snakeoil(d)
+    other, _ = tls.snakeoil(d, name="other")
+    srv = tls.HttpsServer(cert, key, {"/ldirectord.txt": "ldirectord\n"})
+    yield srv.port, cert, other, d
+    srv.close()
+
+
+@pytest.mark.parametrize(
+    "ca,ok,detail",
+    [(None, True, "http 200"), ("cert", True, "http 200"),
+     ("other", False, "certificate verify failed (self-signed certificate) against CA"),
+     ("missing", False, "unusable: No such file or directory"),
+     ("junk", False, "unusable: NO_CERTIFICATE_OR_CRL_FOUND")],
+    ids=["no-ca-no-verification", "own-ca-verified-host-name-not", "other-ca", "missing-ca", "not-pem"])
+def test_probe_https_against_site_ca(snakeoil_https, ca, ok, detail):
+    port, cert, other, d = snakeoil_https
+    (d / "junk.pem").write_text("not a certificate\n")
+    ca_file = {None: None, "cert": cert, "other": other, "missing": d / "missing.pem", "junk": d / "junk.pem"}[ca]
+    result = health.probe("127.0.0.1", port, "https", timeout=5, http_path="/ldirectord.txt",
+                          http_expect="ldirectord", ca_file=None if ca_file is None else str(ca_file))
+    assert result.ok is ok and detail in result.detail, result
+
+
+def test_probe_all_verifies_https_only_against_the_site_ca(snakeoil_https):
+    """The beacon's round (probe_all) passes mail:tls:ca to https checks, as the balancers'
+    ldirectord drop-in does; the same server over imaps-style TLS is not verified (ldirectord's
+    PERL_LWP_SSL_CA_FILE reaches its http/https checks only)."""
+    from salt_mailha.core.model import parse_site
+    from tests.support.example import example_pillar
+
+    port, cert, other, _ = snakeoil_https
+    targets = [health.Target("https", "127.0.0.1", port, "https"), health.Target("tls", "127.0.0.1", port, "connect")]
+    pillar = example_pillar()["mailha"]
+    for ca, https_ok in ((None, True), (str(cert), True), (str(other), False)):
+        pillar["mail"]["tls"] = {} if ca is None else {"ca": ca}
+        got = health.probe_all(parse_site(pillar), targets, timeout=5)
+        assert got["https"].ok is https_ok, (ca, got["https"])
+        assert got["tls"].ok
