@@ -8,6 +8,8 @@ Renderers (pure, deterministic; registered in ``core.render.ARTIFACTS``):
   ``mailha/keepalived/<vip>/<master|backup|fault|stop>`` Salt events.
 - ``render_ldirectord_cf(site, node)``: every service of the pillar; real servers are the nodes
   holding the VIP, by direct routing (``gate``); drain/undrain through ``maintenancedir``.
+- ``render_ldirectord_ca_dropin(site, node)``: the systemd drop-in that points ldirectord's https
+  checks at the site CA (``mail:tls:ca``); ``check_ca_bundle`` vets that file on the balancer.
 - ``render_dr_loopback(site, node)`` / ``render_dr_sysctl(site, node)``: the VIPs on ``lo`` and
   ``arp_ignore``/``arp_announce`` for reboots (ifupdown stanza, /etc/sysctl.d).
 
@@ -19,12 +21,13 @@ import json
 import re
 
 from salt_mailha.core import galera, ipvs
-from salt_mailha.core.errors import ParseError, ValidationError
+from salt_mailha.core.errors import MailhaError, ParseError, ValidationError
 
 NOTIFY_SCRIPT = "/etc/keepalived/mailha-notify.sh"
 SALT_CALL = "/usr/bin/salt-call"
 MAINTENANCE_DIR = "/etc/ldirectord.maintenance"
 LDIRECTORD_LOG = "/var/log/ldirectord.log"
+LDIRECTORD_CA_DROPIN = "/etc/systemd/system/ldirectord.service.d/mailha-ca.conf"
 #: sysctls of a DR real server: (key, value). ``all`` covers every interface (the kernel uses
 #: the max of ``all`` and the device value); ``lo`` is set too, as the guide does.
 DR_SYSCTLS = (
@@ -138,6 +141,52 @@ def render_ldirectord_cf(site, node, maintenancedir=MAINTENANCE_DIR, logfile=LDI
     return _render("ldirectord.cf.j2", site=site, node=node, ld=site.ldirectord,
                    virtuals=_ldirectord_virtuals(site), maintenancedir=maintenancedir,
                    logfile=logfile)
+
+
+def site_ca(site):
+    """The CA bundle the balancers' https checks trust (``mail:tls:ca``), None: the system store."""
+    return site.mail.tls.ca if site.mail is not None else None
+
+
+def render_ldirectord_ca_dropin(site, node):
+    """Drop-in of ldirectord.service: ``PERL_LWP_SSL_CA_FILE`` = the site CA, which LWP (ldirectord's
+    http/https checks) then uses instead of the system store. Rendered without a CA too (no
+    setting), so removing ``mail:tls:ca`` from the pillar takes the variable away again."""
+    _require_lb(node)
+    ca = site_ca(site)
+    # again here: the value lands unquoted in a unit file (no spaces, quotes or % specifiers)
+    if ca is not None and not re.fullmatch(r"/[A-Za-z0-9._/+-]+", ca):
+        raise ValidationError([("mailha:mail:tls:ca", f"{ca!r} is not an absolute path")])
+    return _render("ldirectord-ca.conf.j2", site=site, node=node, ca=ca)
+
+
+def check_ca_bundle(path, key="mailha:mail:tls:ca"):
+    """Vet the CA bundle at ``path`` (on this node) before ldirectord is pointed at it.
+
+    Returns the number of certificates OpenSSL loads from it; raises ``MailhaError`` naming the
+    file and pillar ``key`` when it is missing or unreadable, holds no PEM certificate, or holds a
+    private key (the bundle is public: a key there is a mistake).
+    """
+    import ssl
+
+    what = f"CA bundle {path} (pillar {key})"
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise MailhaError(f"{what}: {exc.strerror}; put the PEM CA certificate that signs "
+                          "mail:tls:cert there on every balancer, or remove ca from the pillar to "
+                          "trust the system store") from None
+    if b"PRIVATE KEY-----" in data:
+        raise MailhaError(f"{what} holds a private key; point ca at the CA certificate only")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.load_verify_locations(cafile=path)  # what IO::Socket::SSL does with SSL_ca_file
+    except (ssl.SSLError, OSError) as exc:
+        raise MailhaError(f"{what} holds no certificate OpenSSL can load "
+                          f"({getattr(exc, 'reason', None) or exc}); it must be PEM "
+                          "(-----BEGIN CERTIFICATE-----)") from None
+    return ctx.cert_store_stats()["x509"]
 
 
 def desired_table(site, weight=1):

@@ -69,6 +69,10 @@ ARTIFACTS = (
     # /etc/ha.d: Debian's ldirectord.service runs `ldirectord start`, which reads only /etc/ha.d/ldirectord.cf.
     Artifact("ldirectord", "/etc/ha.d/ldirectord.cf", "0600", ("lb",), "lb:render_ldirectord_cf", "lb",
              secret=True),
+    # The CA ldirectord's https checks trust (mail:tls:ca); written without a CA too, so removing it
+    # from the pillar removes the setting. lb.sls reloads systemd when it changes.
+    Artifact("ldirectord-ca", "/etc/systemd/system/ldirectord.service.d/mailha-ca.conf", "0644", ("lb",),
+             "lb:render_ldirectord_ca_dropin", "lb"),
     Artifact("dr-loopback", "/etc/network/interfaces.d/mailha-lo0", "0644", ("db", "mail"),
              "lb:render_dr_loopback", "realserver"),
     Artifact("dr-sysctl", "/etc/sysctl.d/90-mailha-dr.conf", "0644", ("db", "mail"),

@@ -14,6 +14,14 @@ mailha-keepalived-notify:
 mailha-ldirectord-maintenance:
   mailha_ldirectord.maintenance_dir:
     - name: /etc/ldirectord.maintenance
+
+{#- The site CA (mail:tls:ca) ldirectord's https checks trust: the operator puts the file on the
+    balancers; a missing or bad one fails here, before the drop-in points ldirectord at it. #}
+mailha-ldirectord-ca:
+  mailha_ldirectord.ca_present:
+    - name: mail:tls:ca
+    - require_in:
+      - mailha_site: mailha-file-ldirectord-ca
 {%- if not rehearsal %}
 
 mailha-service-keepalived:
@@ -24,12 +32,23 @@ mailha-service-keepalived:
       - mailha_site: mailha-file-keepalived
       - mailha_keepalived: mailha-keepalived-notify
 
+{#- systemd 252 (Debian 12) does not flag a unit whose drop-in directory is new as needing a
+    reload (systemd#31752), so Salt's provider would restart ldirectord with the old environment. #}
+mailha-ldirectord-unit-reload:
+  module.run:
+    - service.systemctl_reload: []
+    - onchanges:
+      - mailha_site: mailha-file-ldirectord-ca
+
 mailha-service-ldirectord:
   service.running:
     - name: ldirectord
     - enable: True
     - require:
       - mailha_ldirectord: mailha-ldirectord-maintenance
+      - mailha_ldirectord: mailha-ldirectord-ca
+      - module: mailha-ldirectord-unit-reload
     - watch:
       - mailha_site: mailha-file-ldirectord
+      - mailha_site: mailha-file-ldirectord-ca
 {%- endif %}

@@ -24,7 +24,8 @@ SECRETS = [s.reveal() for s in parse_site(EXAMPLE["mailha"]).secrets()]
 # node -> files its roles get from the render registry (mailha_site.rendered), with their modes;
 # the tiers' own states (galera.cnf, the mail files, the vmail share ...) come on top.
 EXPECTED = {
-    "lb1": {"/etc/keepalived/keepalived.conf": "0640", "/etc/ha.d/ldirectord.cf": "0600"},
+    "lb1": {"/etc/keepalived/keepalived.conf": "0640", "/etc/ha.d/ldirectord.cf": "0600",
+            "/etc/systemd/system/ldirectord.service.d/mailha-ca.conf": "0644"},
     "db1": {},
     "filer1": {},
     "mail1": {"/etc/ldap/slapd.conf": "0640", "/etc/default/slapd": "0644", "/etc/nginx/conf.d/mailha.conf": "0644"},

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from salt_mailha.core import lb
-from salt_mailha.core.errors import ValidationError
+from salt_mailha.core.errors import MailhaError, ValidationError
 from salt_mailha.core.model import load_site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -259,3 +259,89 @@ def test_ip_argv_validates(site):
         "/proc/sys/net/ipv4/conf/all/arp_ignore"
     with pytest.raises(ValidationError):
         lb.sysctl_proc_path("../../etc/passwd")
+
+
+# --------------------------------------------------------------------------------------------
+# the site CA of ldirectord's https checks (mail:tls:ca)
+
+
+def site_with_ca(pillar, ca):
+    p = copy.deepcopy(pillar)
+    if ca is not None:
+        p["mailha"]["mail"]["tls"] = {"ca": ca}
+    return load_site(p)
+
+
+@pytest.mark.parametrize("ca", [None, "/etc/ssl/certs/ssl-cert-snakeoil.pem"], ids=["system-store", "site-ca"])
+def test_ldirectord_ca_dropin(pillar, ca):
+    s = site_with_ca(pillar, ca)
+    text = lb.render_ldirectord_ca_dropin(s, s.node("lb2"))
+    assert text.startswith("# Managed by salt-mailha (site example, node lb2)")
+    settings = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert settings == ["[Service]"] + ([f"Environment=PERL_LWP_SSL_CA_FILE={ca}"] if ca else [])
+    assert text == lb.render_ldirectord_ca_dropin(s, s.node("lb2"))
+    with pytest.raises(ValidationError, match="not a load balancer"):
+        lb.render_ldirectord_ca_dropin(s, s.node("mail1"))
+
+
+def test_ldirectord_ca_dropin_is_registered_for_balancers_only(pillar):
+    from salt_mailha.core import render
+
+    s = site_with_ca(pillar, None)
+    for n in s.nodes:
+        ids = {a.id for a in render.artifacts_for(s, n)}
+        assert ("ldirectord-ca" in ids) is n.has("lb"), n.id
+    art = render.artifact("ldirectord-ca")
+    assert (art.path, art.mode, art.sls, art.secret) == (lb.LDIRECTORD_CA_DROPIN, "0644", "lb", False)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze missing: apt-get install systemd")
+@pytest.mark.skipif(not Path("/lib/systemd/system/ldirectord.service").exists(),
+                    reason="ldirectord missing: run scripts/setup-host.sh")
+@pytest.mark.parametrize("ca", [None, "/usr/local/share/ca-certificates/site_CA+2.crt"], ids=["system-store", "site-ca"])
+def test_ldirectord_ca_dropin_parses_in_systemd(pillar, tmp_path, ca):
+    """systemd's own parser (systemd-analyze verify) reads Debian's unit plus the rendered drop-in
+    and names no problem in the drop-in (it does name an unknown key there: checked first)."""
+    s = site_with_ca(pillar, ca)
+    units = tmp_path / "units"
+    (units / "ldirectord.service.d").mkdir(parents=True)
+    shutil.copy("/lib/systemd/system/ldirectord.service", units)
+    dropin = units / "ldirectord.service.d" / "mailha-ca.conf"
+
+    def verify(text):
+        dropin.write_text(text)
+        proc = subprocess.run(["systemd-analyze", "verify", "ldirectord.service"], capture_output=True, text=True,
+                              env={"SYSTEMD_UNIT_PATH": f"{units}:", "PATH": "/usr/bin:/bin"}, timeout=60)
+        return [line for line in (proc.stdout + proc.stderr).splitlines() if "mailha-ca.conf" in line]
+
+    assert verify("[Service]\nEnvironmen=X=1\n"), "systemd-analyze should name a bad drop-in"
+    assert verify(lb.render_ldirectord_ca_dropin(s, s.node("lb1"))) == []
+
+
+def test_check_ca_bundle(tmp_path):
+    from tests.support import tls
+
+    cert, key = tls.snakeoil(tmp_path)
+    other, _ = tls.snakeoil(tmp_path, name="other")
+    files = {
+        "bundle.pem": cert.read_text() + other.read_text(),
+        "empty.pem": "",
+        "junk.pem": "hello\n",
+        "combined.pem": cert.read_text() + key.read_text(),  # make-ssl-cert's manual mode writes both
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "der.crt").write_bytes(__import__("ssl").PEM_cert_to_DER_cert(cert.read_text()))
+    assert lb.check_ca_bundle(str(cert)) == 1
+    assert lb.check_ca_bundle(str(tmp_path / "bundle.pem")) == 2
+    for name, words in (("missing.pem", "No such file or directory; put the PEM CA certificate"),
+                        (".", "Is a directory"),
+                        ("empty.pem", "holds no certificate OpenSSL can load"),
+                        ("junk.pem", "holds no certificate OpenSSL can load"),
+                        ("der.crt", "it must be PEM"),
+                        ("combined.pem", "holds a private key; point ca at the CA certificate only"),
+                        (key.name, "holds a private key")):
+        path = str(tmp_path / name)
+        with pytest.raises(MailhaError) as exc:
+            lb.check_ca_bundle(path)
+        assert f"CA bundle {path} (pillar mailha:mail:tls:ca)" in str(exc.value) and words in str(exc.value)
