@@ -128,6 +128,14 @@ mailha:
       nfs_server: filer1
       export: /srv/var/vmail
       options: [vers=3, noatime, nodiratime, noexec]
+    # The certificate the mail nodes serve (these are the defaults). ca: the PEM CA bundle that
+    # signs cert, for a private CA or a self-signed cert (its own CA); the balancers' ldirectord
+    # https checks and health beacon then trust it alone. Put the file on every balancer; a public
+    # CA needs no ca.
+    # tls:
+    #   cert: /etc/ssl/certs/iRedMail.crt
+    #   key: /etc/ssl/private/iRedMail.key
+    #   ca: /etc/ssl/certs/mailha-ca.pem
     # Without an iredmail section, mail nodes run Debian's Postfix + Dovecot configured by
     # salt-mailha (what the lab and the tests run). With it, iRedMail's installer runs once per
     # node from one shared config; put its tarball on the Salt fileserver first:

@@ -95,8 +95,11 @@ def lab_pillar(example, rng=None):
         out["mail"]["vmail"]["fstype"] = "bind"
     if isinstance(out.get("mail"), dict) and "tls" not in out["mail"]:
         # The site's certificate is the operator's to supply; the lab serves Debian's snakeoil pair.
+        # It is self-signed (its own CA) and the same file on every node (one shared base tree),
+        # so the balancers' https checks trust it as the site CA.
         out["mail"]["tls"] = {"cert": "/etc/ssl/certs/ssl-cert-snakeoil.pem",
-                              "key": "/etc/ssl/private/ssl-cert-snakeoil.key"}
+                              "key": "/etc/ssl/private/ssl-cert-snakeoil.key",
+                              "ca": "/etc/ssl/certs/ssl-cert-snakeoil.pem"}
     return {"mailha": out}
 
 

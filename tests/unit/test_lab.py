@@ -99,6 +99,12 @@ def test_lab_pillar_is_a_valid_site(lab):
     assert site.node("lb1").address("public") == "10.99.0.13"
 
 
+def test_lab_pillar_serves_and_trusts_the_snakeoil_certificate(lab):
+    tls = load_site(lab).mail.tls
+    assert (tls.cert, tls.key) == ("/etc/ssl/certs/ssl-cert-snakeoil.pem", "/etc/ssl/private/ssl-cert-snakeoil.key")
+    assert tls.ca == tls.cert  # self-signed: the balancers trust the certificate itself
+
+
 def test_lab_pillar_is_deterministic_for_one_seed(example):
     a = labpillar.lab_pillar(example, rng=random.Random("seed"))
     b = labpillar.lab_pillar(example, rng=random.Random("seed"))
