@@ -173,6 +173,18 @@ def prepare_balancer(root, lb, site):
             "MAILHA_FAKE_IPVS": str(state)}
 
 
+def ldirectord_restores(root, lb, address, weight=1):
+    """Do what ldirectord does once a real server's maintenance file is gone and its check
+    passes: give it its weight back (there is no ldirectord here, see the module docstring)."""
+    state = pathlib.Path(root) / lb / "ipvs.json"
+    table = json.loads(state.read_text())
+    for vs in table:
+        for r in vs["reals"]:
+            if r["addr"] == address:
+                r["weight"] = weight
+    state.write_text(json.dumps(table))
+
+
 def maintenance_files(root, lb):
     d = pathlib.Path(root) / lb / MAINTENANCE
     return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
