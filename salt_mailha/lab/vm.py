@@ -51,7 +51,7 @@ NODE_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "9pn
 AGENT_PORT = "mailha.agent"
 AGENT_PATH = "/usr/local/lib/mailha-lab/agent.py"
 # TCG: a 96 MB translation cache (the 1 GiB default doubles a VM's RSS), one vCPU each.
-MEMORY_MB = 384
+MEMORY_MB = 1024
 STATE_DISK_SIZE = "2G"
 
 # /init of a lab VM node. The identity share is copied over the upper layer at every boot (the
@@ -385,7 +385,8 @@ class VmNode:
 
     # ------------------------------------------------------------------ state
     def pid(self):
-        return pid_from_file(self.pidfile)
+        pid = pid_from_file(self.pidfile)
+        return None if pid is None or _gone(pid) else pid
 
     def leader(self):
         """No host-visible init: the guest's processes live in its own kernel."""
@@ -609,19 +610,34 @@ class VmNode:
         self.stop(log, timeout=5)
 
     def unplug(self, log):
-        for n in self.nics():
-            network.delete_link(network.host_veth(self.name, n.index), log)
+        """Remove the node's taps (``down``; deleting the bridge namespace would too)."""
+        try:
+            indexes = [n.index for n in self.nics()]
+        except CommandFailed:  # never prepared: no taps either
+            return
+        for index in indexes:
+            network.delete_link(network.host_veth(self.name, index), log)
 
     def unmount(self, log):
         """Nothing is mounted on the host for a VM."""
 
 
+def _gone(pid):
+    """Exited: no such process, or a zombie (a qemu whose parent was an earlier ``up`` is
+    reaped by the host's init only now and then)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return not pid_alive(pid)
+
+
 def _wait_gone(pid, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if not pid_alive(pid):
+        if _gone(pid):
             return True
         time.sleep(0.2)
-    return not pid_alive(pid)
+    return _gone(pid)
