@@ -99,6 +99,13 @@ def test_up_again_is_idempotent(up_lab):
     assert code == 0, out
     assert "base tree: cached" in out
     assert "0 started, 8 already running" in out
+    # the formula converged the first time: the second state.apply changes nothing anywhere
+    rows = status_rows(out)
+    assert len(rows) == 8
+    for row in rows.values():
+        assert row["state.apply"] == "ok", out
+    assert all(", 0 changed, 0 failed" in line for line in out.splitlines()
+               if line.split(" ", 1)[0] in rows and "states," in line), out
 
 
 def drill_rows(text):
