@@ -4,7 +4,7 @@ state.apply mailha.lb`` inside, and ldirectord's own process environment read fr
 
 It starts like a balancer of the previous formula version: ldirectord running, no drop-in
 directory. systemd 252 does not flag a unit whose drop-in directory is new as needing a reload
-(systemd#31752; measured here: NeedDaemonReload=no), so without lb.sls's explicit daemon-reload
+(systemd#31752; measured on this image: NeedDaemonReload=no), so without lb.sls's explicit daemon-reload
 Salt's provider would restart ldirectord with the old environment. Then: ``mail:tls:ca`` set
 (test=True changes nothing; apply restarts ldirectord with PERL_LWP_SSL_CA_FILE; again: no
 change), a CA file missing (the check fails, ldirectord is neither reconfigured nor restarted),
