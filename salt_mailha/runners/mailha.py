@@ -31,9 +31,12 @@ health (presence) event. The event is only a trigger:
         "actions": [{"kind": "drain", "node": "mail1", "target": "lb1", "ok": True,
                      "detail": "..."}, ...],
         "test": False, "master": "master1", "reporter": "lb2", "claimed": "down",
-        "source": "event", "folded": 0, "seconds": 0.84}
+        "source": "event", "folded": 0, "seconds": 0.84,
+        "phases": {"site": 0.0, "wait": 0.01, "recheck": 0.35, "apply": 0.47}}
 
-   ``folded``: reports this master process folded into this re-check (see 3).
+   ``folded``: reports this master process folded into this re-check (see 3); ``phases``: where
+   the ``seconds`` went (the site model, compiled from the pillar when the cache expired;
+   waiting for the gate and the state lock; re-check; actions).
 
 What was done (who drained a node, when, the automatic actions of the rate-limit window) is kept
 in ``<cachedir>/mailha/remediation-<site>.json`` on the master, under an exclusive ``flock`` so
@@ -384,13 +387,14 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
     started = time.time()
     try:
         site = _site()
+        loaded = time.time()
         node = rem.check_node(node, {n.id for n in site.nodes})
         reporter = rem.check_minion_id(reporter)
         claim = str(status)[:8] if status is not None else None
         lbs = _balancers(site)
         recheck, why = rem.assess_claim(reporter, node, lbs)
         extra = {"reporter": reporter, "claimed": claim, "source": str(source)[:32],
-                 "started": started}
+                 "started": started, "phases": {"site": round(loaded - started, 3)}}
         if not recheck:
             return _report(site, node, rem.Plan((), why, rem.NodeRecord(), "ignored"), test,
                            **extra)
@@ -411,7 +415,7 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
                         "reason": f"a re-check of {node} is running and another is queued "
                                   "behind it; this report is folded into the queued one",
                         "actions": [], "test": test, "master": __opts__["id"],
-                        **{k: v for k, v in extra.items() if k != "started"}}
+                        **{k: v for k, v in extra.items() if k not in ("started", "phases")}}
             out, plan = _remediate_turn(site, node, reporter, test, gate, extra)
     except MailhaError as exc:
         return _refused(node, exc, reporter=str(reporter)[:64] if reporter else None)
@@ -438,12 +442,19 @@ def _remediate_turn(site, node, reporter, test, gate, extra):
         state = _load_state(site)
         # taken as the re-check begins: every report folded so far came before it
         extra["folded"] = gate.take_folded(node)
+        began = time.time()
         observations = _recheck(site, node, attempts)
+        checked = time.time()
         snapshot = _snapshot(site, state, node, observations)
         plan = rem.plan_remediation(snapshot, _policy(site))
+        # where the reaction's time went: site model, waiting (gate, state lock), re-check, actions
+        phases = extra["phases"]
+        phases["wait"] = round(began - extra["started"] - phases["site"], 3)
+        phases["recheck"] = round(checked - began, 3)
         if test:
             return _report(site, node, plan, True, **extra), plan
         results = _apply(site, plan) if plan.actions else []
+        extra["phases"]["apply"] = round(time.time() - checked, 3)
         state["nodes"][node] = _record_after(snapshot.record, plan, results)
         _save_state(site, state)
         return _report(site, node, plan, False, results, **extra), plan
