@@ -563,23 +563,37 @@ class VmNode:
 
     # ------------------------------------------------------------------ stop
     def monitor_command(self, command, timeout=5):
-        """One human-monitor command (``quit``, ``system_powerdown``...); False if unreachable."""
+        """One human-monitor command (``quit``, ``system_powerdown``...); returns its output, or
+        None if the monitor is unreachable. Waits for the next prompt (or qemu closing the
+        socket, as ``quit`` does): the monitor reads input byte by byte and drops what is
+        still unread when the client hangs up."""
+        deadline = time.monotonic() + timeout
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(timeout)
                 s.connect(str(self.monitor))
-                s.recv(4096)  # the banner
+                buf = b""
+                while not buf.endswith(b"(qemu) "):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        return None
+                    buf += chunk
                 s.sendall(command.encode() + b"\n")
-                with contextlib.suppress(OSError):
-                    s.recv(4096)
-            return True
+                out = b""
+                while b"\n(qemu) " not in out and time.monotonic() < deadline:
+                    s.settimeout(max(0.1, deadline - time.monotonic()))
+                    chunk = s.recv(4096)
+                    if not chunk:  # qemu closed the monitor: quit
+                        break
+                    out += chunk
+            return out.decode(errors="replace")
         except OSError:
-            return False
+            return None
 
     def request_stop(self):
         """Begin stopping without waiting (``down`` stops every node at once)."""
         if self.running():
-            self.monitor_command("quit", timeout=2)
+            self.monitor_command("quit")
 
     def stop(self, log, timeout=15):
         """Monitor ``quit``, then SIGTERM, then SIGKILL by pid; taps stay (``unplug`` removes
