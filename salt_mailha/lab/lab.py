@@ -28,6 +28,7 @@ BALANCERS = ("container", "vm")  # how the lb nodes run: nspawn (no IPVS here) o
 LOCK = pathlib.Path("/run/lock/mailha-lab.lock")
 BOOT_TIMEOUT = 120
 MINION_TIMEOUT = 180
+VM_MINION_TIMEOUT = 480  # a minion under TCG starts and authenticates in minutes on a loaded host
 APPLY_TIMEOUT = 900
 
 
@@ -218,12 +219,14 @@ class Lab:
             master.start(log)
         p.say(f"reactor and schedule: {'from ' + source if source else 'none (no master config example)'}")
         with p.step("minions answer test.ping") as log:
-            answered = master.wait_minions(names, MINION_TIMEOUT, log=log)
+            wait = VM_MINION_TIMEOUT if vms else MINION_TIMEOUT
+            answered = master.wait_minions(names, wait, log=log)
             missing = sorted(set(names) - answered)
             if missing:
                 raise CommandFailed(f"no test.ping answer from {', '.join(missing)} within "
-                                    f"{MINION_TIMEOUT}s; minion logs: <node>/var/log/salt/minion "
-                                    f"under {self.run_dir}/nodes/<node>/upper")
+                                    f"{wait}s; minion logs: <node>/var/log/salt/minion under "
+                                    f"{self.run_dir}/nodes/<node>/upper (a VM's: debugfs -R "
+                                    "'cat /upper/var/log/salt/minion' <node>/state.img)")
         with p.step("salt '*' state.apply mailha") as log:
             ret = master.salt("*", "state.apply", "mailha", timeout=APPLY_TIMEOUT, log=log)
             results = {n: summarize_state_return(ret.get(n)) for n in names}

@@ -494,7 +494,6 @@ class VmNode:
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         # ip netns exec execs qemu: same pid; written now so a failed start is still stoppable
         self.pidfile.write_text(str(proc.pid))
-        self._proc = proc
         return proc.pid
 
     def wait_booted(self, timeout=None):
