@@ -10,6 +10,7 @@ isolates it, and ``down`` leaves no qemu, tap or namespace. Slow: TCG, minutes.
 import json
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -57,6 +58,7 @@ def in_client(*argv, timeout=30):
 
 def test_up_runs_the_balancers_as_vms_and_converges(up_vms, site):
     code, out = up_vms
+    print(out)  # the step timings (pytest -rP shows them)
     assert code == 0, out
     saved = json.loads((RUN_DIR / "lab.json").read_text())
     assert saved["balancers"] == "vm" and saved["vm_nodes"] == ["lb1", "lb2"]
@@ -119,7 +121,7 @@ def test_client_reaches_a_mail_node_through_the_vip(up_vms, site, service, tls):
     mail_names = {n.fqdn or f"{n.id}.{site.domain}" for n in site.real_servers(vip.name)}
     deadline, proc = time.monotonic() + 60, None
     while time.monotonic() < deadline:  # the VIP moves to the VRRP master within seconds
-        proc = in_client("python3", "-c", GREETING, vip.address, str(svc.port), tls)
+        proc = in_client(sys.executable, "-c", GREETING, vip.address, str(svc.port), tls)
         if proc.returncode == 0 and proc.stdout.startswith("220 "):
             break
         time.sleep(2)
