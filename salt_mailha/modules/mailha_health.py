@@ -4,7 +4,17 @@ The ``mailha`` runner calls :func:`probe` on every load balancer before it drain
 node: what a balancer sees is authoritative for reachability, what a node says about another is
 not. Probes are a TCP connect plus the protocol greeting (``salt_mailha.core.health``); nothing
 runs a command, and the node id is checked against the site model before any socket opens.
+
+The probes run in a freshly executed interpreter (``python -m salt_mailha.modules.mailha_health``,
+the site on stdin), not in the job process: the minion forks job processes from a process whose
+threads use OpenSSL, and a forked child can inherit a held OpenSSL lock and hang forever in its
+first TLS handshake (openssl/openssl#19066). A hung re-check held the master's remediation lock;
+exec starts OpenSSL clean.
 """
+
+import json
+import subprocess
+import sys
 
 from salt.exceptions import CommandExecutionError
 
@@ -14,6 +24,7 @@ from salt_mailha.core.errors import MailhaError
 from salt_mailha.core.remediation import check_node
 
 __virtualname__ = "mailha_health"
+WORKER = "salt_mailha.modules.mailha_health"  # this file, run as the probing interpreter
 
 
 def __virtual__():
@@ -40,7 +51,7 @@ def _report(site, node_id, prober, timeout, attempts, interval):
         raise CommandExecutionError(
             f"{node_id} holds no VIP, so no balancer forwards to it: nothing to probe"
         )
-    results = health.probe_all(site, endpoints, timeout, attempts, interval)
+    results = _probe_isolated(node_id, timeout, attempts, interval)
     by_target = {t.service: t for t in endpoints}
     services = {
         name: {**res.as_dict(), "address": by_target[name].address, "port": by_target[name].port,
@@ -50,6 +61,32 @@ def _report(site, node_id, prober, timeout, attempts, interval):
     failing = [name for name, res in services.items() if not res["ok"]]
     return {"node": node_id, "prober": prober, "ok": not failing, "failing": failing,
             "services": services}
+
+
+def _probe_isolated(node_id, timeout, attempts, interval):
+    """``health.probe_all`` of ``node_id`` in a new interpreter, bounded by a hard deadline."""
+    request = {"mailha": __pillar__["mailha"], "node": node_id, "timeout": timeout,  # noqa: F821
+               "attempts": attempts, "interval": interval}
+    deadline = (timeout * 3 + 1) * attempts + interval * (attempts - 1) + 10  # TLS: connect + handshake + read
+    try:
+        proc = subprocess.run([sys.executable, "-m", WORKER], input=json.dumps(request, default=str),
+                              capture_output=True, text=True, timeout=deadline, check=False)
+    except subprocess.TimeoutExpired:
+        raise CommandExecutionError(f"probing {node_id} did not finish within {deadline:.0f} s") from None
+    try:
+        answer = json.loads(proc.stdout)
+    except ValueError:
+        raise CommandExecutionError(f"probing {node_id} failed: {proc.stderr.strip()[-300:]}") from None
+    return {name: health.ProbeResult(r["ok"], r["detail"]) for name, r in answer.items()}
+
+
+def _worker(stream):
+    """The new interpreter's side: the request on ``stream``, ``{service: {ok, detail}}`` out."""
+    request = json.load(stream)
+    site = glue.site_from_pillar({"mailha": request["mailha"]})
+    results = health.probe_all(site, health.targets(site, request["node"]), request["timeout"],
+                               request["attempts"], request["interval"])
+    return {name: {"ok": r.ok, "detail": r.detail} for name, r in results.items()}
 
 
 def probe(node, timeout=1.0, attempts=1, interval=None):
@@ -100,3 +137,7 @@ def local(timeout=1.0):
     site = _site()
     me = glue.this_node(site, __opts__).id  # noqa: F821
     return _report(site, me, me, _number(timeout, "timeout", 0.05, 60), 1, 0)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(sys.stdin)))
