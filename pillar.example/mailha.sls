@@ -129,9 +129,9 @@ mailha:
       export: /srv/var/vmail
       options: [vers=3, noatime, nodiratime, noexec]
     # The certificate the mail nodes serve (these are the defaults). ca: the PEM CA bundle that
-    # signs cert, for a private CA or a self-signed cert (its own CA); the balancers' ldirectord
-    # https checks and health beacon then trust it alone. Put the file on every balancer; a public
-    # CA needs no ca.
+    # signs cert, for a private CA or a self-signed cert (its own CA); ldirectord's https checks
+    # and the health beacons then trust it alone. Put the file on every balancer and mail node
+    # (the formula checks it on the balancers); a certificate from a public CA needs no ca.
     # tls:
     #   cert: /etc/ssl/certs/iRedMail.crt
     #   key: /etc/ssl/private/iRedMail.key
