@@ -345,3 +345,17 @@ def test_check_ca_bundle(tmp_path):
         with pytest.raises(MailhaError) as exc:
             lb.check_ca_bundle(path)
         assert f"CA bundle {path} (pillar mailha:mail:tls:ca)" in str(exc.value) and words in str(exc.value)
+
+
+@pytest.mark.parametrize("ca", ["/etc/ssl/a b.pem", "/etc/ssl/%n.pem", "etc/ssl/ca.pem", '/etc/"ca".pem'],
+                         ids=["space", "specifier", "relative", "quote"])
+def test_ldirectord_ca_dropin_revalidates_the_path(pillar, ca):
+    """The model refuses these already; the renderer checks again because the value lands
+    unquoted in a unit file (a site built without parse_site must not get one through)."""
+    import dataclasses
+
+    s = site_with_ca(pillar, None)
+    tls = dataclasses.replace(s.mail.tls, ca=ca)
+    s = dataclasses.replace(s, mail=dataclasses.replace(s.mail, tls=tls))
+    with pytest.raises(ValidationError, match="mailha:mail:tls:ca"):
+        lb.render_ldirectord_ca_dropin(s, s.node("lb1"))
