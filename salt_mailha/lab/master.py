@@ -145,14 +145,17 @@ class Master:
         return proc.returncode, proc.stdout, proc.stderr
 
     def wait_minions(self, names, timeout, log=None):
-        """Until every minion in ``names`` answers test.ping; returns the set that did."""
+        """Until every minion in ``names`` answers test.ping; returns the set that did. Each
+        round waits longer for returns (5 s, doubling to 30 s): a minion in a TCG VM on a
+        loaded host can take longer than 5 s to answer even once it is connected."""
         deadline = time.monotonic() + timeout
-        answered = set()
+        answered, wait = set(), 5
         while time.monotonic() < deadline:
-            ret = self.salt("*", "test.ping", timeout=5, log=log)
-            answered = {m for m, v in ret.items() if v is True}
+            ret = self.salt("*", "test.ping", timeout=wait, log=log)
+            answered |= {m for m, v in ret.items() if v is True}
             if set(names) <= answered:
                 break
+            wait = min(wait * 2, 30)
             time.sleep(1)
         return answered
 
