@@ -36,6 +36,8 @@ import tempfile
 import time
 import uuid
 
+import yaml
+
 from salt_mailha import PACKAGE_ROOT
 from salt_mailha.core.errors import CommandFailed, Refused
 from salt_mailha.lab import network
@@ -53,6 +55,7 @@ AGENT_PATH = "/usr/local/lib/mailha-lab/agent.py"
 # TCG: a 96 MB translation cache (the 1 GiB default doubles a VM's RSS), one vCPU each.
 MEMORY_MB = 1024
 STATE_DISK_SIZE = "2G"
+TCG_PROBE_TIMEOUT = 3.0  # seconds: a balancer VM's beacon probes (see tcg_beacons)
 
 # /init of a lab VM node. The identity share is copied over the upper layer at every boot (the
 # container nodes get theirs written into the mounted overlay by Node.prepare); NICs are renamed
@@ -338,6 +341,19 @@ def qemu_argv(name, boot, paths, nics, memory_mb=MEMORY_MB):
     return argv
 
 
+def tcg_beacons(minion_conf, floor=TCG_PROBE_TIMEOUT):
+    """The minion config example with every beacon ``timeout`` raised to at least ``floor``:
+    under TCG a probe's TLS handshake alone can take longer than the example's 0.5 s, and a
+    timed-out probe is a "down" event the reactor drains on."""
+    conf = yaml.safe_load(minion_conf) or {}
+    for items in (conf.get("beacons") or {}).values():
+        for item in items if isinstance(items, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("timeout"), (int, float)):
+                item["timeout"] = max(item["timeout"], floor)
+    return ("# examples/minion.d/mailha.conf, probe timeouts raised for a qemu TCG guest\n"
+            + yaml.safe_dump(conf, sort_keys=False))
+
+
 def agent_request(argv, timeout, input=None, rid=None):
     """One request line for the guest agent (argv validated: a list of strings)."""
     if not isinstance(argv, (list, tuple)) or not argv or \
@@ -432,7 +448,7 @@ class VmNode:
         }
         delete = []
         if identity.get("minion_extra"):
-            files["etc/salt/minion.d/mailha.conf"] = identity["minion_extra"]
+            files["etc/salt/minion.d/mailha.conf"] = tcg_beacons(identity["minion_extra"])
         else:
             delete.append("/etc/salt/minion.d/mailha.conf")
         pkg, old_info = package_files(self.base, importlib.metadata.version("salt-mailha"))

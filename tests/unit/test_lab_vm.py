@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from salt_mailha.core.errors import CommandFailed, Refused
 from salt_mailha.lab import pillar as labpillar
@@ -135,6 +136,15 @@ def test_interfaces_text_configures_each_nic():
     assert "auto eth1\niface eth1 inet static\n    address 10.99.1.13/24\n" in text
     assert text.count("gateway") == 1
     assert "iface lo inet loopback" in text
+
+
+def test_balancer_vm_beacons_get_a_tcg_probe_timeout():
+    example = ("# comment\nbeacons:\n  mailha_health:\n    - interval: 1\n    - timeout: 0.5\n"
+               "  other:\n    - timeout: 10\n")
+    conf = yaml.safe_load(vm.tcg_beacons(example))
+    assert conf["beacons"]["mailha_health"] == [{"interval": 1}, {"timeout": vm.TCG_PROBE_TIMEOUT}]
+    assert conf["beacons"]["other"] == [{"timeout": 10}]  # already longer: kept
+    assert yaml.safe_load(vm.tcg_beacons("{}")) == {}
 
 
 # ------------------------------------------------------------------ qemu command line
