@@ -246,6 +246,8 @@ class Lab:
             raise CommandFailed(f"missing tools: {', '.join(missing)}; run scripts/setup-host.sh "
                                 "(Debian packages debootstrap, systemd-container, iproute2)")
         missing = [t for t in VM_TOOLS if not shutil.which(t)] if balancers == "vm" else []
+        if balancers == "vm" and not os.path.exists("/dev/net/tun"):
+            missing.append("/dev/net/tun (the tun module/device for the VMs' taps)")
         if missing:
             raise CommandFailed(f"--balancers vm needs {', '.join(missing)}; run "
                                 "scripts/setup-host.sh (Debian packages qemu-system-x86, "
