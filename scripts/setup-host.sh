@@ -12,7 +12,7 @@ debs=(
   mariadb-server mariadb-client galera-4 galera-arbitrator-4 mariadb-backup
   slapd ldap-utils
   bind9 bind9-utils bind9-dnsutils
-  keepalived ldirectord ipvsadm libdbd-mysql-perl iputils-ping arping openssl e2fsprogs
+  keepalived ldirectord liblwp-protocol-https-perl ipvsadm libdbd-mysql-perl iputils-ping arping openssl e2fsprogs
   postfix postfix-ldap dovecot-imapd dovecot-pop3d dovecot-ldap dovecot-lmtpd nginx-light
   qemu-system-x86 cpio busybox-static kmod
   debootstrap systemd-container
