@@ -1,7 +1,8 @@
 """Timings of the lab: ``up`` (cold with --cold: the cached base tree is removed first), ``up``
 again on a running lab, a drill, ``down``. Prints one line per phase; asserts nothing.
 
-    sudo .venv/bin/python bench/lab.py [--cold] [--drill-nodes lb2,mail2] [--mode link|kill]
+    sudo .venv/bin/python bench/lab.py [--cold] [--balancers container|vm] [--drill-nodes lb2,mail2]
+                                       [--mode kill|link]
 """
 import argparse
 import shutil
@@ -28,7 +29,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cold", action="store_true", help="remove the cached base tree first")
     ap.add_argument("--drill-nodes", default="", help="comma-separated; empty: every node")
-    ap.add_argument("--mode", default="link", choices=("link", "kill"))
+    ap.add_argument("--mode", default="kill", choices=("kill", "link"))
+    ap.add_argument("--balancers", default="container", choices=("container", "vm"))
     ap.add_argument("--no-drill", action="store_true")
     args = ap.parse_args()
     timed("down")
@@ -36,7 +38,7 @@ def main():
         for p in ("base", "base.new", "base.stamp.json"):
             path = CACHE_DIR / p
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    timed("up")
+    timed("up", "--balancers", args.balancers)
     timed("up")
     if not args.no_drill:
         extra = ["--nodes", args.drill_nodes] if args.drill_nodes else []
