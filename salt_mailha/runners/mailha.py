@@ -405,7 +405,8 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
         test, note = _acting(test)
         if note:
             extra["note"] = note
-        gate = rem.NodeGate(_state_dir(), site.name)
+        # plan-only reports queue apart: a real report folded into a plan would never be acted on
+        gate = rem.NodeGate(_state_dir(), f"{site.name}.plan" if test else site.name)
         with gate.enter(node) as turn:
             if turn == rem.FOLDED:
                 # No event and no log above debug: in a flood this path runs once per event.

@@ -270,8 +270,10 @@ def test_gate_runs_one_queues_one_folds_the_rest(tmp_path):
         with gate.enter("mail1") as turn:
             assert turn == r.FOLDED
             folded_at.append(time.monotonic())
-    # another node is not held back by mail1
+    # another node is not held back by mail1, nor are plan-only reports (their own gate name)
     with gate.enter("mail2") as turn:
+        assert turn == r.RUN
+    with r.NodeGate(str(tmp_path), "site.plan").enter("mail1") as turn:
         assert turn == r.RUN
     release_run.set()
     assert q_entered.wait(5) and seen_queued[0][0] == r.QUEUED
