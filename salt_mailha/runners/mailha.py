@@ -259,7 +259,11 @@ def _apply(site, plan):
                 continue
             else:
                 targets = [site.dns.updater]
-            pub = client.run_job(targets, _CALLS[kind], [node], tgt_type="list", timeout=wait)
+            # listen: subscribe to the job's returns before publishing; without it a return
+            # that comes while the answers of another action are awaited is dropped, and an
+            # MX withdrawal that happened was recorded as failed (never restored)
+            pub = client.run_job(targets, _CALLS[kind], [node], tgt_type="list", timeout=wait,
+                                 listen=True)
             jobs.append((actions, targets, pub))
         for actions, targets, pub in jobs:
             ret = {}
