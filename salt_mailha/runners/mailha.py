@@ -431,8 +431,9 @@ def remediate(node, reporter=None, status=None, source="event", test=False):
     # Held back by the hysteresis: the beacon already said "up" and will not say it again, so
     # look again once the hold is over (outside the gate, so reports meanwhile re-check;
     # bounded, the schedule does the rest).
+    # A plan-only call answers now: it must not wait, and its follow-up must not act.
     if plan.retry_after is not None and plan.retry_after <= _MAX_RETRY_WAIT and \
-            source != "hysteresis":
+            source != "hysteresis" and not test:
         time.sleep(plan.retry_after + 0.05)
         return remediate(node, None, status, "hysteresis")
     return out

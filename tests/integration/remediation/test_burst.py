@@ -98,3 +98,24 @@ def test_burst_of_reports_ends_drained_then_restored(rem_cluster, event_listener
         "restoring it on lb1, lb2 and restoring its MX"), [d["reason"] for d in rechecks]
     for lb in ("lb1", "lb2"):  # ldirectord's part, for the tests that look at weights next
         cluster.ldirectord_restores(c.roots, lb, cluster.node_address(c.pillar, "mail2"))
+
+
+def test_plan_only_recheck_held_by_hysteresis_returns_the_plan(rem_cluster):
+    """test=True on a node drained moments ago: the hysteresis plan comes back at once; the
+    runner neither waits for the hold nor follows up with a real (acting) re-check."""
+    c = rem_cluster
+    imap = c.services["mail2"]["imap"]
+    imap.stop()
+    try:
+        wait_until(lambda: c.drained("mail2") == {"lb1", "lb2"}, 30, what="mail2 drained")
+    finally:
+        imap.start()
+    ret = c.run("mailha.remediate", "mail2", test=True)
+    assert ret["test"] is True and ret["source"] == "event" and ret["outcome"] == "noop", ret
+    assert ret["reason"].endswith("(hysteresis)"), ret["reason"]
+    # leave mail2 in service (the rate limit may hold its automatic restore back)
+    ret = c.run("mailha.undrain", "mail2")
+    assert ret["outcome"] == "restored", ret
+    assert c.drained("mail2") == set() and c.mx_of("mail2")
+    for lb in ("lb1", "lb2"):
+        cluster.ldirectord_restores(c.roots, lb, cluster.node_address(c.pillar, "mail2"))
