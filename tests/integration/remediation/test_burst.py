@@ -119,3 +119,35 @@ def test_plan_only_recheck_held_by_hysteresis_returns_the_plan(rem_cluster):
     assert c.drained("mail2") == set() and c.mx_of("mail2")
     for lb in ("lb1", "lb2"):
         cluster.ldirectord_restores(c.roots, lb, cluster.node_address(c.pillar, "mail2"))
+
+
+HOSTILE = ["mail1; reboot", "mail1\n      - fun: cmd.run", "{{ 7 * 7 }}", {"node": "mail1"},
+           "../../etc/passwd"]
+
+
+def test_hostile_event_fields_reach_the_runner_only_as_refused_data(rem_cluster, event_listener):
+    """Beacon-shaped events with hostile node ids go through the reactor's direct runner call
+    as plain data: each one refused by the runner, nothing drained, no DNS update."""
+    import salt.utils.event
+
+    c = rem_cluster
+    since = time.time()
+    updates_before = c.named.applied_updates()
+    with salt.utils.event.get_master_event(c.master.config, c.master.config["sock_dir"],
+                                           listen=False) as bus:
+        for node in HOSTILE:
+            bus.fire_event({"id": "lb1", "node": node, "status": "down"},
+                           "salt/beacon/lb1/mailha_health/mailha/health/x/down")
+    def refused_events():
+        return [e.data for e in event_listener.get_events(
+            [(c.master.id, "mailha/remediation/invalid/refused")], after_time=since)]
+
+    wait_until(lambda: len(refused_events()) >= len(HOSTILE), 60, what="every event refused")
+    time.sleep(1)
+    refused = refused_events()
+    assert len(refused) == len(HOSTILE), refused
+    assert all(r["result"] is False and r["reason"].endswith("is not a node id (lower-case "
+                                                            "letters, digits and '-'); nothing done")
+               for r in refused), [r["reason"] for r in refused]
+    assert c.drained("mail1") == set() and c.drained("mail2") == set()
+    assert c.named.applied_updates() == updates_before
