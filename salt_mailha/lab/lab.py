@@ -262,7 +262,9 @@ class Lab:
             return "lab is down (nothing under " + str(self.run_dir) + ")"
         master = self.master(pillar)
         top = pillar["mailha"]
-        minions = master.salt("*", "test.ping", timeout=5) if master.pid() else {}
+        # a minion under TCG can need more than 5 s to answer even when it is fine
+        wait = 20 if self.saved().get("vm_nodes") else 5
+        minions = master.salt("*", "test.ping", timeout=wait) if master.pid() else {}
         try:
             applied = json.loads((self.run_dir / "last-apply.json").read_text())
         except (OSError, ValueError):

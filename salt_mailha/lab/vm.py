@@ -445,6 +445,10 @@ class VmNode:
                 "log_level_logfile: info\n"),
             AGENT_PATH.lstrip("/"): AGENT,
             "etc/systemd/system/mailha-lab-agent.service": AGENT_UNIT,
+            # software emulation runs 10-50x slower: ldirectord's perl start alone outlasted
+            # systemd's default 90 s on a loaded host
+            "etc/systemd/system.conf.d/mailha-lab-tcg.conf":
+                "[Manager]\nDefaultTimeoutStartSec=600s\nDefaultTimeoutStopSec=120s\n",
         }
         delete = []
         if identity.get("minion_extra"):

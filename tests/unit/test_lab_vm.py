@@ -227,6 +227,8 @@ def test_prepare_writes_identity_share_and_keeps_the_state_disk(tmp_path, lab_pi
         pathlib.Path("/dev/null")
     assert (root / "opt/salt/lib/python3.11/site-packages/salt_mailha_lab.pth").read_text() == \
         "/opt/salt-mailha\n"
+    assert "DefaultTimeoutStartSec=600s" in \
+        (root / "etc/systemd/system.conf.d/mailha-lab-tcg.conf").read_text()
     assert (node.ident / "nics").read_text() == "52:54:0a:63:00:0d eth0\n52:54:0a:63:01:0d eth1\n"
     assert "/opt/salt/lib/python3.11/site-packages/salt_mailha-*.dist-info" in \
         (node.ident / "delete").read_text()

@@ -119,8 +119,9 @@ def test_client_reaches_a_mail_node_through_the_vip(up_vms, site, service, tls):
     key = f"tcp:{vip.address}:{svc.port}"
     before = _vip_conns(key)
     mail_names = {n.fqdn or f"{n.id}.{site.domain}" for n in site.real_servers(vip.name)}
-    deadline, proc = time.monotonic() + 60, None
-    while time.monotonic() < deadline:  # the VIP moves to the VRRP master within seconds
+    # ldirectord in a TCG guest may still be raising weights from 0 (quiescent) right after up
+    deadline, proc = time.monotonic() + 180, None
+    while time.monotonic() < deadline:
         proc = in_client(sys.executable, "-c", GREETING, vip.address, str(svc.port), tls)
         if proc.returncode == 0 and proc.stdout.startswith("220 "):
             break
