@@ -100,7 +100,7 @@ ARTIFACTS = (
 
 # Debian packages each formula file needs on a node (installed before its files and services).
 PACKAGES = {
-    "lb": ("keepalived", "ldirectord", "ipvsadm", "libdbd-mysql-perl"),
+    "lb": ("keepalived", "ldirectord", "liblwp-protocol-https-perl", "ipvsadm", "libdbd-mysql-perl"),
     "realserver": ("iproute2", "ifupdown"),
     "galera": ("mariadb-server", "galera-4", "rsync", "socat", "pv", "mariadb-backup"),
     "garbd": ("galera-arbitrator-4",),
