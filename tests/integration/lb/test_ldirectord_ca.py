@@ -15,7 +15,6 @@ ldirectord is started as systemd would start it: a clean environment (PATH) plus
 import copy
 import json
 import os
-import pathlib
 import shlex
 import shutil
 import subprocess
@@ -24,12 +23,11 @@ import sys
 import pytest
 
 from salt_mailha.core import lb
-from salt_mailha.core import mail as core_mail
 from salt_mailha.core.model import load_site
 from tests.integration.lb.conftest import lab_pillar
 from tests.integration.lb.test_ldirectord_checks import verdicts
 from tests.integration.mail.conftest import _traversable_dir
-from tests.integration.mail.test_mail_web import NGINX, nginx_main_conf
+from tests.integration.mail.test_mail_web import NGINX, health_page_servers
 from tests.support import netns, tls
 from tests.support.daemon import Daemon, wait_until
 
@@ -77,19 +75,7 @@ def lan():
         net = netns.Lan("ca", bridge_address=f"{NET}.254/24")
         for n in ("lb1", "mail1", "mail2"):
             net.add_host(n, f"{site.node(n).address('public')}/24")
-        for n, page in (("mail1", site.ldirectord.health_content), ("mail2", "maintenance")):
-            d = base / n
-            d.mkdir()
-            node_pillar = copy.deepcopy(pillar)
-            node_pillar["mailha"]["mail"]["web_root"] = str(d / "www")
-            node_site = load_site(node_pillar)
-            path, _ = core_mail.health_page(node_site)
-            os.makedirs(os.path.dirname(path))
-            pathlib.Path(path).write_text(page + "\n")
-            (d / "mailha.conf").write_text(core_mail.render_nginx_site(node_site, node_site.node(n)))
-            conf = nginx_main_conf(d, d / "mailha.conf")
-            procs.append(Daemon(f"nginx-{n}", net.argv(n, [NGINX, "-e", d / "error.log", "-c", conf, "-g",
-                                                           "daemon off;"]), d / "nginx.stdout").start())
+        procs += health_page_servers(net, pillar, base)
         yield net, pillar, base, cert, other
     finally:
         for p in reversed(procs):

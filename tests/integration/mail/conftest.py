@@ -161,14 +161,7 @@ class MailNode:
     def apply(self, test=False):
         argv = [str(SALT_CALL), "--local", "-c", str(self.conf), "--out", "json", "-l", "quiet", "--skip-grains",
                 "state.apply", "mailnode"] + (["test=True"] if test else [])
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
-        self.outputs.append(proc.stdout + proc.stderr)
-        try:
-            ret = json.loads(proc.stdout)["local"]
-        except (ValueError, KeyError):
-            raise AssertionError(f"salt-call gave no JSON (rc={proc.returncode}): {proc.stdout}{proc.stderr}") from None
-        assert isinstance(ret, dict), ret
-        return {v["__id__"]: v for v in ret.values()}
+        return state_results(argv, self.outputs)
 
     def up(self):
         """Apply the node's states and wait for its ports; fail with the logs if it does not come up."""
@@ -204,6 +197,18 @@ class MailNode:
                 wait_until(lambda p=pid: not pid_alive(p), 30, what=f"pid {pid} exit")
 
 
+
+
+def state_results(argv, outputs):
+    """Run a ``salt-call --out json state.*`` ``argv``; its states by id (output kept in ``outputs``)."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+    outputs.append(proc.stdout + proc.stderr)
+    try:
+        ret = json.loads(proc.stdout)["local"]
+    except (ValueError, KeyError):
+        raise AssertionError(f"salt-call gave no JSON (rc={proc.returncode}): {proc.stdout}{proc.stderr}") from None
+    assert isinstance(ret, dict), ret
+    return {v["__id__"]: v for v in ret.values()}
 
 
 def _pid_alive(pidfile):

@@ -17,7 +17,6 @@ node serving the health page is up for http and https, the one serving other con
 """
 import copy
 import http.client
-import json
 import os
 import pathlib
 import shutil
@@ -41,6 +40,7 @@ from tests.integration.mail.conftest import (
     _pid_alive,
     _traversable_dir,
     mount_tmpfs,
+    state_results,
     umount,
 )
 from tests.support import netns
@@ -174,14 +174,7 @@ class WebNode:
     def apply(self, test=False):
         argv = [str(SALT_CALL), "--local", "-c", str(self.base / "conf"), "--out", "json", "-l", "quiet",
                 "--skip-grains", "state.apply", "web"] + (["test=True"] if test else [])
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
-        self.outputs.append(proc.stdout + proc.stderr)
-        try:
-            ret = json.loads(proc.stdout)["local"]
-        except (ValueError, KeyError):
-            raise AssertionError(f"salt-call gave no JSON (rc={proc.returncode}): {proc.stdout}{proc.stderr}") from None
-        assert isinstance(ret, dict), ret
-        return {v["__id__"]: v for v in ret.values()}
+        return state_results(argv, self.outputs)
 
     def nginx_pid(self):
         return _pid_alive(self.pidfile)
@@ -317,6 +310,27 @@ def test_nginx_serves_the_health_page_over_http_and_https(web_node):
 NET = "10.99.79"
 
 
+def health_page_servers(lan, pillar, base):
+    """Real nginx on mail1 (serving the health page) and mail2 (a page with other content) in
+    ``lan``, each with the site's rendered nginx site: the Daemons, started."""
+    site = load_site(pillar)
+    procs = []
+    for n, page in (("mail1", site.ldirectord.health_content), ("mail2", "maintenance")):
+        d = base / n
+        d.mkdir()
+        node_pillar = copy.deepcopy(pillar)
+        node_pillar["mailha"]["mail"]["web_root"] = str(d / "www")
+        node_site = load_site(node_pillar)
+        path, _ = core_mail.health_page(node_site)
+        os.makedirs(os.path.dirname(path))
+        pathlib.Path(path).write_text(page + "\n")
+        (d / "mailha.conf").write_text(core_mail.render_nginx_site(node_site, node_site.node(n)))
+        conf = nginx_main_conf(d, d / "mailha.conf")
+        procs.append(Daemon(f"nginx-{n}", lan.argv(n, [NGINX, "-e", d / "error.log", "-c", conf, "-g",
+                                                       "daemon off;"]), d / "nginx.stdout").start())
+    return procs
+
+
 def nginx_main_conf(base, site_conf):
     """Debian's nginx.conf stand-in for one real server: pid, logs and temp dirs in ``base``."""
     tmp = base / "nginx-tmp"
@@ -363,21 +377,8 @@ def test_ldirectord_marks_the_rendered_nginx_up():
         site = load_site(pillar)
         for n in ("lb1", "mail1", "mail2"):
             lan.add_host(n, f"{site.node(n).address('public')}/24")
-        reals = {}
-        for n, page in (("mail1", site.ldirectord.health_content), ("mail2", "maintenance")):
-            d = base / n
-            d.mkdir()
-            node_pillar = copy.deepcopy(pillar)
-            node_pillar["mailha"]["mail"]["web_root"] = str(d / "www")
-            node_site = load_site(node_pillar)
-            path, _ = core_mail.health_page(node_site)
-            os.makedirs(os.path.dirname(path))
-            pathlib.Path(path).write_text(page + "\n")
-            (d / "mailha.conf").write_text(core_mail.render_nginx_site(node_site, node_site.node(n)))
-            conf = nginx_main_conf(d, d / "mailha.conf")
-            procs.append(Daemon(f"nginx-{n}", lan.argv(n, [NGINX, "-e", d / "error.log", "-c", conf, "-g",
-                                                           "daemon off;"]), d / "nginx.stdout").start())
-            reals[n] = site.node(n).address("public")
+        procs += health_page_servers(lan, pillar, base)
+        reals = {n: site.node(n).address("public") for n in ("mail1", "mail2")}
         cf = base / "ldirectord.cf"
         cf.write_text(lb.render_ldirectord_cf(site, site.node("lb1"), maintenancedir=str(base / "maint"),
                                               logfile=str(base / "ldirectord.log")))
