@@ -357,6 +357,19 @@ def config_path(node=None):
     return _ctx(node)[3].config
 
 
+def launcher():
+    """How this site starts mariadbd (``galera:launcher``): ``systemd`` or ``direct``, for the
+    formula (only a systemd member is enabled at boot).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'db*' mailha_galera.launcher
+    """
+    return _ctx()[2].launcher
+
+
 def prepare(node=None):
     """Create the instance's directories (owned by ``galera:user``) and, when the datadir is
     empty, initialize it with ``mariadb-install-db``. Needs the rendered galera.cnf in place.

@@ -14,6 +14,8 @@ mailha-galera-synced:
     - require:
       - mailha_galera: mailha-galera-cnf
 
+{%- if salt['mailha_galera.launcher']() == 'systemd' %}
+
 mailha-galera-boot:
   # a member that reboots rejoins by itself (IST); after a whole-cluster outage no member can
   # form a Primary alone, so booting never bootstraps: mailha.galera_recover does that
@@ -21,6 +23,7 @@ mailha-galera-boot:
     - name: mariadb
     - require:
       - mailha_galera: mailha-galera-synced
+{%- endif %}
 
 mailha-galera-monitor:
   mailha_galera.monitor_present:
