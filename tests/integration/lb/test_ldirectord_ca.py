@@ -25,11 +25,10 @@ import pytest
 from salt_mailha.core import lb
 from salt_mailha.core.model import load_site
 from tests.integration.lb.conftest import lab_pillar
-from tests.integration.lb.test_ldirectord_checks import verdicts
+from tests.integration.lb.test_ldirectord_checks import judged
 from tests.integration.mail.conftest import _traversable_dir
 from tests.integration.mail.test_mail_web import NGINX, health_page_servers
 from tests.support import netns, tls
-from tests.support.daemon import Daemon, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -107,17 +106,9 @@ def test_ldirectord_and_beacon_agree_on_https(lan, ca, mail1_https):
     vip = site.vips["mail"].address
     want = {(f"{reals['mail1']}:80", f"{vip}:80"): "up", (f"{reals['mail2']}:80", f"{vip}:80"): "down",
             (f"{reals['mail1']}:443", f"{vip}:443"): mail1_https, (f"{reals['mail2']}:443", f"{vip}:443"): "down"}
-    ld = Daemon("ldirectord", net.argv("lb1", ["ldirectord", "-d", cf, "start"]), run / "ldirectord.out",
-                env={"PATH": SYSTEMD_PATH, **env}).start()
-    try:
-        wait_until(lambda: all(verdicts(ld).get(k) == v for k, v in want.items()), 60, interval=0.5,
-                   what="ldirectord's verdict on both real servers")
-    except TimeoutError:
-        pytest.fail(f"{verdicts(ld)}\n{ld.log()[-4000:]}")
-    finally:
-        ld.stop()
+    log = judged(net, cf, run / "ldirectord.out", {"PATH": SYSTEMD_PATH, **env}, want)
     if mail1_https == "down":
-        assert f"Can't connect to {reals['mail1']}:443 (certificate verify failed)" in ld.log()
+        assert f"Can't connect to {reals['mail1']}:443 (certificate verify failed)" in log
 
     # the beacon's probe round, from the same LAN, with the same site
     targets = [[f"{n} {s.name}", reals[n], s.port, s.check] for n in reals for s in site.services]

@@ -108,6 +108,20 @@ def verdicts(ld):
             for m in _VERDICT.finditer(ld.log())}
 
 
+def judged(lan, cf, log, env, want):
+    """Run real ldirectord with config ``cf`` on lan host lb1 until its verdicts match ``want``
+    (60 s, else fail with its log); stop it and return its log."""
+    ld = Daemon("ldirectord", lan.argv("lb1", ["ldirectord", "-d", cf, "start"]), log, env=env).start()
+    try:
+        wait_until(lambda: all(verdicts(ld).get(k) == v for k, v in want.items()), 60, interval=0.5,
+                   what="ldirectord's verdict on both real servers")
+    except TimeoutError:
+        pytest.fail(f"{verdicts(ld)}\n{ld.log()[-4000:]}")
+    finally:
+        ld.stop()
+    return ld.log()
+
+
 def test_health_checks_of_rendered_config(lab):
     ld, password, tmp_path = lab
     want = {(f"{DB1}:3306", f"{DB_VIP}:3306"): "up", (f"{DB2}:3306", f"{DB_VIP}:3306"): "down",

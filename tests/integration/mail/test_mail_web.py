@@ -32,7 +32,7 @@ from salt_mailha.core import health, lb
 from salt_mailha.core import mail as core_mail
 from salt_mailha.core.model import load_site, parse_site
 from tests.integration.lb.conftest import lab_pillar
-from tests.integration.lb.test_ldirectord_checks import verdicts
+from tests.integration.lb.test_ldirectord_checks import judged as ldirectord_judged
 from tests.integration.mail.conftest import (
     MODULES,
     OPENSSL,
@@ -387,16 +387,7 @@ def test_ldirectord_marks_the_rendered_nginx_up():
         vip = site.vips["mail"].address
 
         def judged(want, env, log):
-            ld = Daemon("ldirectord", lan.argv("lb1", ["ldirectord", "-d", cf, "start"]), log, env=env).start()
-            procs.append(ld)
-            try:
-                wait_until(lambda: all(verdicts(ld).get(k) == v for k, v in want.items()), 60, interval=0.5,
-                           what="ldirectord's verdict on both real servers")
-            except TimeoutError:
-                pytest.fail(f"{verdicts(ld)}\n{ld.log()[-4000:]}")
-            finally:
-                ld.stop()
-            return ld.log()
+            return ldirectord_judged(lan, cf, log, env, want)
 
         # ldirectord's https check verifies the chain (only the host name check is off): a
         # certificate the balancer does not trust (self-signed, Debian's snakeoil) is "down" ...
