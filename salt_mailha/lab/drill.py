@@ -32,7 +32,6 @@ class Check:
     request: dict  # probe request (may hold secrets: goes to the probe's stdin only)
     needs: tuple = ()  # node ids the check talks to; a downed one is left out
     skip: str = ""  # a reason known up front (e.g. no IPVS)
-    expect: object = None  # for "mx": the expected set is computed per failure
 
 
 @dataclasses.dataclass(frozen=True)
