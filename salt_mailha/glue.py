@@ -9,14 +9,32 @@ from __future__ import annotations
 
 import difflib
 import grp
+import inspect
 import os
 import tempfile
 
+import salt.modules.pillar
 from salt.exceptions import CommandExecutionError
 
 from salt_mailha.core.errors import MailhaError
 from salt_mailha.core.model import load_site
 from salt_mailha.core.secret import redact
+
+# Salt 3008.0 masks secrets in what ``pillar.get`` returns (``**********``) unless it is called
+# with ``unmask=True``; 3006 and 3007 neither mask nor accept that argument (TypeError). Decided
+# once, from the signature of the very function the loader will call.
+PILLAR_GET_MASKS = "unmask" in inspect.signature(salt.modules.pillar.get).parameters
+
+
+def pillar_get(salt_funcs, key, default=None):
+    """``pillar.get(key, default)`` with the real (unmasked) values on every supported Salt.
+
+    ``salt_funcs`` is the caller's ``__salt__``. Salt 3008 masks pillar values returned by
+    ``pillar.get`` unless asked not to; 3006 and 3007 return them as they are and refuse the
+    ``unmask`` keyword."""
+    if PILLAR_GET_MASKS:
+        return salt_funcs["pillar.get"](key, default, unmask=True)
+    return salt_funcs["pillar.get"](key, default)
 
 
 def site_from_pillar(pillar):

@@ -36,6 +36,7 @@ re-probes from every balancer before acting.
 
 import logging
 
+from salt_mailha import glue
 from salt_mailha.core import health
 from salt_mailha.core.errors import MailhaError
 from salt_mailha.core.model import load_site
@@ -57,7 +58,7 @@ def validate(config):
 
 
 def _site():
-    return load_site({"mailha": __salt__["pillar.get"]("mailha", {}, unmask=True)})  # noqa: F821
+    return load_site({"mailha": glue.pillar_get(__salt__, "mailha", {})})  # noqa: F821
 
 
 def _tracker(site):

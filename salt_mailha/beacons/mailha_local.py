@@ -25,6 +25,7 @@ Tag ``salt/beacon/<minion id>/mailha_local/mailha/local/<node>/<status>``, ``<st
 
 import logging
 
+from salt_mailha import glue
 from salt_mailha.core import health
 from salt_mailha.core.errors import MailhaError
 from salt_mailha.core.model import load_site
@@ -49,7 +50,7 @@ def beacon(config):
     """Probe this node's own services once; an event if its state changed."""
     merged = health.beacon_options(config)
     try:
-        site = load_site({"mailha": __salt__["pillar.get"]("mailha", {}, unmask=True)})  # noqa: F821
+        site = load_site({"mailha": glue.pillar_get(__salt__, "mailha", {})})  # noqa: F821
     except MailhaError as exc:
         if _STATE.get("error") != str(exc):
             _STATE["error"] = str(exc)

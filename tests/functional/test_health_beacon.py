@@ -1,10 +1,15 @@
-"""The mailha_health and mailha_local beacons, called directly (they import no Salt), probing
-real loopback listeners: documented tags and payloads, hold-down, one event per change."""
-import importlib
+"""The mailha_health and mailha_local beacons loaded by Salt's own loader, with Salt's real
+``pillar`` execution module as their ``__salt__`` (no stand-in: a lambda accepting ``unmask`` once
+hid that Salt 3006 and 3007 refuse that argument), probing real loopback listeners: documented
+tags and payloads, hold-down, one event per change, secrets unmasked on every Salt line."""
 import logging
 
 import pytest
+import salt.config
+import salt.loader
+import salt.version
 
+from salt_mailha import glue
 from tests.integration.remediation import cluster
 from tests.support.named import free_port
 
@@ -35,12 +40,31 @@ def site():
             listener.stop()
 
 
-def load(name, pillar, minion_id):
-    mod = importlib.import_module(f"salt_mailha.beacons.{name}")
-    mod = importlib.reload(mod)  # fresh hold-down memory per test
-    mod.__salt__ = {"pillar.get": lambda key, default=None, unmask=False: pillar.get(key, default)}
-    mod.__opts__ = {"id": minion_id}
-    return mod
+class Loaded:
+    """One beacon as the minion runs it: ``salt.loader.beacons`` over the real execution modules
+    (a new loader per call: fresh hold-down memory per test)."""
+
+    def __init__(self, name, pillar, minion_id, cachedir):
+        opts = salt.config.minion_config(None)
+        opts.update(id=minion_id, pillar=pillar, grains={}, file_client="local",
+                    cachedir=str(cachedir))
+        funcs = salt.loader.minion_mods(opts, whitelist=["pillar", "config"])
+        self.funcs = funcs
+        self.loaded = salt.loader.beacons(opts, funcs)
+        self.name = name
+
+    def beacon(self, config):
+        return self.loaded[f"{self.name}.beacon"](config)
+
+    def validate(self, config):
+        return self.loaded[f"{self.name}.validate"](config)
+
+
+@pytest.fixture
+def load(tmp_path):
+    def make(name, pillar, minion_id):
+        return Loaded(name, pillar, minion_id, tmp_path / f"cache-{name}-{minion_id}")
+    return make
 
 
 CONFIG = [{"interval": 1}, {"timeout": 0.5}]
@@ -58,13 +82,27 @@ CONFIG = [{"interval": 1}, {"timeout": 0.5}]
     ],
     ids=["ok", "not-a-list", "unknown-key", "zero-timeout", "text-timeout"],
 )
-def test_validate(name, config, ok, message):
-    mod = importlib.import_module(f"salt_mailha.beacons.{name}")
-    valid, text = mod.validate(config)
+def test_validate(load, name, config, ok, message):
+    valid, text = load(name, {}, "lb1").validate(config)
     assert valid is ok and message in text
 
 
-def test_balancer_beacon_reports_each_change_once(site):
+def test_pillar_get_fallback_matches_this_salt(load, site):
+    """The beacons read the site through glue.pillar_get: with ``unmask=True`` exactly on the
+    Salt lines that mask pillar values (3008+), and the TSIG secret comes back as it is."""
+    pillar, _ = site
+    funcs = load("mailha_health", pillar, "lb1").funcs
+    assert glue.PILLAR_GET_MASKS is (salt.version.__saltstack_version__.info >= (3008,))
+    got = glue.pillar_get(funcs, "mailha", {})
+    assert got["dns"]["tsig"]["secret"] == FakeNamed.secret
+    if glue.PILLAR_GET_MASKS:  # what the fallback protects against on 3008: a masked secret
+        assert funcs["pillar.get"]("mailha", {})["dns"]["tsig"]["secret"] != FakeNamed.secret
+    else:  # and on 3006/3007: the keyword the beacons once passed is refused
+        with pytest.raises(TypeError, match="unmask"):
+            funcs["pillar.get"]("mailha", {}, unmask=True)
+
+
+def test_balancer_beacon_reports_each_change_once(load, site):
     pillar, listeners = site
     beacon = load("mailha_health", pillar, "lb1")
     assert beacon.beacon(CONFIG) == []  # one success is below up_after
@@ -86,7 +124,7 @@ def test_balancer_beacon_reports_each_change_once(site):
     assert [e["tag"] for e in beacon.beacon(CONFIG)] == ["mailha/health/mail1/up"]
 
 
-def test_local_beacon_reports_only_its_own_node(site):
+def test_local_beacon_reports_only_its_own_node(load, site):
     pillar, listeners = site
     local = load("mailha_local", pillar, "mail2")
     local.beacon(CONFIG)
@@ -100,24 +138,11 @@ def test_local_beacon_reports_only_its_own_node(site):
     assert load("mailha_local", pillar, "lb1").beacon(CONFIG) == []  # not a real server
 
 
-class Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-def test_bad_pillar_makes_the_beacon_idle(site):
+def test_bad_pillar_makes_the_beacon_idle(load, site, caplog):
     pillar, _ = site
     broken = {"mailha": dict(pillar["mailha"], remediation={"down_after": 0})}
     beacon = load("mailha_health", broken, "lb1")
-    records = Records()
-    beacon.log.addHandler(records)
-    try:
+    with caplog.at_level(logging.ERROR):
         assert beacon.beacon(CONFIG) == [] and beacon.beacon(CONFIG) == []
-    finally:
-        beacon.log.removeHandler(records)
-    errors = [m for m in records.messages if "mailha_health beacon idle" in m]
+    errors = [r.getMessage() for r in caplog.records if "mailha_health beacon idle" in r.getMessage()]
     assert len(errors) == 1 and "mailha:remediation:down_after" in errors[0]
