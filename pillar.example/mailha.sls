@@ -136,6 +136,7 @@ mailha:
     #   cert: /etc/ssl/certs/iRedMail.crt
     #   key: /etc/ssl/private/iRedMail.key
     #   ca: /etc/ssl/certs/mailha-ca.pem
+    #   name: imap.example.net        # the name clients use: the balancers' imaps/pops checks verify it
     # Without an iredmail section, mail nodes run Debian's Postfix + Dovecot configured by
     # salt-mailha (what the lab and the tests run). With it, iRedMail's installer runs once per
     # node from one shared config; put its tarball on the Salt fileserver first:

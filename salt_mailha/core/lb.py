@@ -28,6 +28,20 @@ SALT_CALL = "/usr/bin/salt-call"
 MAINTENANCE_DIR = "/etc/ldirectord.maintenance"
 LDIRECTORD_LOG = "/var/log/ldirectord.log"
 LDIRECTORD_CA_DROPIN = "/etc/systemd/system/ldirectord.service.d/mailha-ca.conf"
+#: our TLS checks (checktype=external) that replace Debian's imaps/pops checks: pillar check ->
+#: (script path, protocol, greeting regex, greeting as documented, logout command)
+TLS_CHECKS = {
+    "imaps": ("/etc/ha.d/mailha-check-imaps", "IMAP", r"^\* (OK|PREAUTH)", "* OK", "a LOGOUT"),
+    "pops": ("/etc/ha.d/mailha-check-pops", "POP3", r"^\+OK", "+OK", "QUIT"),
+}
+#: why each replaces ldirectord's own check (Debian 12's ldirectord 4.12), for the script's header
+_TLS_CHECK_WHY = {
+    "imaps": ("Net::IMAP::Simple::SSL connects by the real\n# server's address and IO::Socket::SSL "
+              "then verifies the certificate's host name against\n# that address, which no mail "
+              "certificate names: every real server was marked down."),
+    "pops": ("Mail::POP3Client returns an object even when the\n# connection or the TLS handshake "
+             "fails, so every real server was marked up."),
+}
 #: sysctls of a DR real server: (key, value). ``all`` covers every interface (the kernel uses
 #: the max of ``all`` and the device value); ``lo`` is set too, as the guide does.
 DR_SYSCTLS = (
@@ -110,13 +124,18 @@ def render_keepalived_notify(site, node, salt_call=SALT_CALL):
                    salt_call=salt_call)
 
 
-def _ldirectord_virtuals(site):
+def _ldirectord_virtuals(site, ld, check_paths):
     out = []
     g = site.galera
     for s in site.services:
         vip = site.vips[s.vip]
         v = {"service": s, "vip": vip, "check": s.check,
-             "reals": [n.address(vip.network) for n in site.real_servers(vip.name)]}
+             "reals": [n.address(vip.network) for n in site.real_servers(vip.name)],
+             # sh with quiescent servers: a client hashed to a weight-0 server gets no server at
+             # all (ip_vs_sh returns none, the connection times out) unless the scheduler falls
+             # back to the next available one (ipvsadm -b sh-fallback, kernel 3.18+)
+             "schedflags": "sh-fallback" if s.scheduler == "sh" and ld.quiescent else None,
+             "checkcommand": check_paths.get(s.check)}
         if s.check == "mysql":
             if g is None or g.monitor is None:
                 raise ValidationError([("mailha:galera:monitor",
@@ -132,15 +151,55 @@ def _ldirectord_virtuals(site):
     return out
 
 
-def render_ldirectord_cf(site, node, maintenancedir=MAINTENANCE_DIR, logfile=LDIRECTORD_LOG):
-    """ldirectord.cf of lb ``node``: holds the Galera monitor password (mode 0600)."""
+def render_ldirectord_cf(site, node, maintenancedir=MAINTENANCE_DIR, logfile=LDIRECTORD_LOG,
+                         check_paths=None):
+    """ldirectord.cf of lb ``node``: holds the Galera monitor password (mode 0600).
+
+    imaps and pops services are checked by our TLS checks (``render_ldirectord_tls_check``, at
+    ``check_paths[check]``, default ``TLS_CHECKS``); ``sh`` services of a quiescent site get
+    ``schedflags=sh-fallback``."""
     _require_lb(node)
-    for key, value in (("maintenancedir", maintenancedir), ("logfile", logfile)):
+    paths = {c: spec[0] for c, spec in TLS_CHECKS.items()}
+    paths.update(check_paths or {})
+    for key, value in (("maintenancedir", maintenancedir), ("logfile", logfile), *paths.items()):
         if not _PATH_RE.match(value):
             raise ValidationError([(key, f"{value!r} is not an absolute path")])
     return _render("ldirectord.cf.j2", site=site, node=node, ld=site.ldirectord,
-                   virtuals=_ldirectord_virtuals(site), maintenancedir=maintenancedir,
-                   logfile=logfile)
+                   virtuals=_ldirectord_virtuals(site, site.ldirectord, paths),
+                   maintenancedir=maintenancedir, logfile=logfile)
+
+
+def tls_name(site):
+    """The host name the TLS checks verify in the real servers' certificates (``mail:tls:name``),
+    None: the chain only."""
+    return site.mail.tls.name if site.mail is not None else None
+
+
+def render_ldirectord_tls_check(site, node, check="imaps", path=None):
+    """The external check ldirectord runs for the ``check`` services (imaps or pops): TLS to the
+    real server's address, the chain verified against ``mail:tls:ca`` (or the system store), the
+    host name against ``mail:tls:name`` when set, then the protocol's greeting."""
+    _require_lb(node)
+    if check not in TLS_CHECKS:
+        raise ValidationError([("check", f"{check!r} has no TLS check; one of {', '.join(TLS_CHECKS)}")])
+    default_path, proto, greeting, greeting_text, logout = TLS_CHECKS[check]
+    ca, name = site_ca(site), tls_name(site)
+    # again here: both land in single-quoted Perl strings
+    if ca is not None and not re.fullmatch(r"/[A-Za-z0-9._/+-]+", ca):
+        raise ValidationError([("mailha:mail:tls:ca", f"{ca!r} is not an absolute path")])
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9.-]+", name):
+        raise ValidationError([("mailha:mail:tls:name", f"{name!r} is not a DNS name")])
+    return _render("ldirectord-tls-check.pl.j2", site=site, node=node, path=path or default_path,
+                   why=_TLS_CHECK_WHY[check], proto=proto, greeting=greeting, greeting_text=greeting_text, logout=logout,
+                   ca=ca, name=name, timeout=site.ldirectord.checktimeout)
+
+
+def render_ldirectord_imaps_check(site, node):
+    return render_ldirectord_tls_check(site, node, "imaps")
+
+
+def render_ldirectord_pops_check(site, node):
+    return render_ldirectord_tls_check(site, node, "pops")
 
 
 def site_ca(site):

@@ -31,6 +31,8 @@ LDAP_FORMATS = ("slapd.conf", "cn=config")
 VRRP_AUTH_MAX = 8  # keepalived silently cuts auth_pass to 8 characters
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DN_RDN = re.compile(r"^[A-Za-z][A-Za-z0-9-]*=.+$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 
 def _frozen(mapping):
@@ -261,6 +263,9 @@ class MailTls:
     cert: str = "/etc/ssl/certs/iRedMail.crt"
     key: str = "/etc/ssl/private/iRedMail.key"
     ca: str | None = None
+    # the DNS name clients connect to, which the balancers' imaps/pops checks verify in the
+    # certificate (they connect to each real server by address); None: the chain only
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -953,7 +958,9 @@ def _parse_mail(top):
     tls = MailTls()
     if t is not None:
         tls = MailTls(_abs_path(t, "cert", MailTls.cert, MailTls.cert), _abs_path(t, "key", MailTls.key, MailTls.key),
-                      _abs_path(t, "ca", None, "/etc/ssl/certs/mailha-ca.pem"))
+                      _abs_path(t, "ca", None, "/etc/ssl/certs/mailha-ca.pem"),
+                      t.str("name", None, pattern=_DNS_NAME,
+                            hint=": the DNS name clients connect to, e.g. imap.example.net"))
         if tls.ca is not None and tls.ca == tls.key:
             t.problem("ca", f"{tls.ca!r} is the private key; name the CA certificate (PEM) that signs cert")
         t.done()

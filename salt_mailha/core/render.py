@@ -73,6 +73,11 @@ ARTIFACTS = (
     # from the pillar removes the setting. lb.sls reloads systemd when it changes.
     Artifact("ldirectord-ca", "/etc/systemd/system/ldirectord.service.d/mailha-ca.conf", "0644", ("lb",),
              "lb:render_ldirectord_ca_dropin", "lb"),
+    # ldirectord's checks of the imaps and pops services (checktype=external): TLS as a client does it.
+    Artifact("ldirectord-check-imaps", "/etc/ha.d/mailha-check-imaps", "0755", ("lb",),
+             "lb:render_ldirectord_imaps_check", "lb"),
+    Artifact("ldirectord-check-pops", "/etc/ha.d/mailha-check-pops", "0755", ("lb",),
+             "lb:render_ldirectord_pops_check", "lb"),
     Artifact("dr-loopback", "/etc/network/interfaces.d/mailha-lo0", "0644", ("db", "mail"),
              "lb:render_dr_loopback", "realserver"),
     Artifact("dr-sysctl", "/etc/sysctl.d/90-mailha-dr.conf", "0644", ("db", "mail"),

@@ -164,9 +164,15 @@ def test_ldirectord_every_service_with_gate_reals(site):
                  'database="monitoring"', 'scheduler=wrr', 'checktype=negotiate'):
         assert f"\t{line}\n" in mysql
     assert '\trequest="ldirectord.txt"\n\treceive="ldirectord"\n' in blocks["192.0.2.21:443"]
-    assert "\tservice=pops\n" in blocks["192.0.2.21:995"]
+    # imaps and pops: our TLS checks, never ldirectord's (see test_ldirectord_tls_checks)
+    for port, check in (("993", "imaps"), ("995", "pops")):
+        assert f"\tchecktype=external\n\tcheckcommand=\"/etc/ha.d/mailha-check-{check}\"\n" in blocks[f"192.0.2.21:{port}"]
+        assert "service=" not in blocks[f"192.0.2.21:{port}"]
     assert "\tchecktype=connect\n" in blocks["192.0.2.21:465"]
-    assert "\tscheduler=sh\n" in blocks["192.0.2.21:80"]
+    # sh with quiescent servers falls back to another server when the hashed one has weight 0
+    for port in ("80", "443"):
+        assert "\tscheduler=sh\n\tschedflags=sh-fallback\n" in blocks[f"192.0.2.21:{port}"]
+    assert "schedflags" not in blocks["192.0.2.21:993"] and "schedflags" not in blocks["192.0.2.22:3306"]
     for line in ("checktimeout=3", "checkinterval=5", "failurecount=3", "quiescent=yes",
                  "maintenancedir=/etc/ldirectord.maintenance"):
         assert f"\n{line}\n" in text
@@ -359,3 +365,71 @@ def test_ldirectord_ca_dropin_revalidates_the_path(pillar, ca):
     s = dataclasses.replace(s, mail=dataclasses.replace(s.mail, tls=tls))
     with pytest.raises(ValidationError, match="mailha:mail:tls:ca"):
         lb.render_ldirectord_ca_dropin(s, s.node("lb1"))
+
+
+def test_sh_without_quiescent_needs_no_fallback(pillar):
+    """quiescent=no removes a failed server from the table: sh rehashes, no flag needed."""
+    p = copy.deepcopy(pillar)
+    p["mailha"]["ldirectord"]["quiescent"] = False
+    s = load_site(p)
+    assert "schedflags" not in lb.render_ldirectord_cf(s, s.node("lb1"))
+
+
+# --------------------------------------------------------------------------------------------
+# the imaps/pops checks (checktype=external): TLS as a client does it
+
+
+def site_with_tls(pillar, **tls):
+    p = copy.deepcopy(pillar)
+    p["mailha"]["mail"]["tls"] = tls
+    return load_site(p)
+
+
+@pytest.mark.parametrize("tls,ca_line,name_lines", [
+    ({}, None, ["    SSL_verifycn_scheme => 'none',"]),
+    ({"ca": "/etc/ssl/certs/site-ca.pem"}, "    SSL_ca_file     => '/etc/ssl/certs/site-ca.pem',",
+     ["    SSL_verifycn_scheme => 'none',"]),
+    ({"ca": "/etc/ssl/certs/site-ca.pem", "name": "imap.example.net"},
+     "    SSL_ca_file     => '/etc/ssl/certs/site-ca.pem',",
+     ["    SSL_hostname        => 'imap.example.net',", "    SSL_verifycn_name   => 'imap.example.net',",
+      "    SSL_verifycn_scheme => 'default',"]),
+], ids=["system-store", "site-ca", "site-ca-and-name"])
+@pytest.mark.parametrize("check,greeting", [("imaps", "/^\\* (OK|PREAUTH)/"), ("pops", "/^\\+OK/")])
+def test_ldirectord_tls_checks(pillar, tmp_path, tls, ca_line, name_lines, check, greeting):
+    s = site_with_tls(pillar, **tls)
+    text = lb.render_ldirectord_tls_check(s, s.node("lb1"), check)
+    assert text.startswith("#!/usr/bin/perl\n# Managed by salt-mailha (site example, node lb1)")
+    lines = text.splitlines()
+    assert ("    SSL_verify_mode => SSL_VERIFY_PEER," in lines)
+    assert (ca_line in lines) if ca_line else not any("SSL_ca_file" in line for line in lines)
+    assert [line for line in lines if "SSL_hostname" in line or "SSL_verifycn" in line] == name_lines
+    assert greeting in text and "my $timeout = 3;" in text
+    assert text == getattr(lb, f"render_ldirectord_{check}_check")(s, s.node("lb1"))
+    script = tmp_path / "check"
+    script.write_text(text)
+    if shutil.which("perl"):  # the script compiles (IO::Socket::SSL comes with ldirectord)
+        proc = subprocess.run(["perl", "-c", str(script)], capture_output=True, text=True)
+        if "Can't locate IO/Socket/SSL.pm" not in proc.stderr:
+            assert proc.returncode == 0, proc.stderr
+    with pytest.raises(ValidationError, match="not a load balancer"):
+        lb.render_ldirectord_tls_check(s, s.node("mail1"), check)
+
+
+def test_tls_name_is_validated_by_the_model(pillar):
+    for bad in ("imap example.net", "imap.example.net'", "-imap.example.net", ""):
+        with pytest.raises(ValidationError) as err:
+            site_with_tls(pillar, name=bad)
+        assert "mailha:mail:tls:name" in str(err.value)
+    assert site_with_tls(pillar, name="imap.example.net").mail.tls.name == "imap.example.net"
+
+
+def test_tls_checks_are_registered_for_balancers_only(pillar):
+    from salt_mailha.core import render
+
+    s = site_with_tls(pillar)
+    for n in s.nodes:
+        ids = {a.id for a in render.artifacts_for(s, n)}
+        assert ({"ldirectord-check-imaps", "ldirectord-check-pops"} <= ids) is n.has("lb"), n.id
+    for check in ("imaps", "pops"):
+        art = render.artifact(f"ldirectord-check-{check}")
+        assert (art.path, art.mode, art.sls, art.secret) == (lb.TLS_CHECKS[check][0], "0755", "lb", False)
