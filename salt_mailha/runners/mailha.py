@@ -568,25 +568,34 @@ def _call(client, tgt, fun, args=(), timeout=5):
     return ret or {}
 
 
-def _cell(value):
-    return "-" if value in (None, "", [], {}) else str(value)
-
-
 def status():
-    """One table of every node: roles, service health, Galera state, LDAP agreement, IPVS weight
-    on each balancer, MX present, drained by whom.
+    """Every node: roles, service health, Galera state, LDAP agreement, IPVS weight on each
+    balancer, MX present, drained by whom.
 
-    Cells read from minions that did not answer show ``?``; ``-`` means not applicable.
+    Returns data, printed as one table by the ``mailha_status`` outputter (Salt's runner
+    convention: ``{"data": ..., "outputter": ...}``, which ``salt-run`` unwraps); ``--out=json``
+    or ``--out=yaml`` print the data itself::
+
+        {"site": "example",
+         "columns": ["roles", "health", "galera", "ldap", "weight@lb1", "weight@lb2", "mx",
+                     "drained_by"],
+         "nodes": {"mail1": {"roles": "mail", "health": "ok", "ldap": "agree",
+                             "weight@lb1": "1", "weight@lb2": "1", "mx": "yes",
+                             "drained_by": "-"}, ...}}
+
+    A column a node has no value for is left out of its row (``-`` in the table); ``?`` means
+    the minion that knows did not answer.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run mailha.status
+        salt-run mailha.status --out=json
     """
     site = _site()
     with _client() as client:
-        return _status(site, client)
+        return {"data": _status(site, client), "outputter": "mailha_status"}
 
 
 def _status(site, client):
@@ -639,12 +648,7 @@ def _status(site, client):
         rows[n.id] = row
     columns = ["roles", "health", "galera", "ldap"] + [f"weight@{lb}" for lb in lbs] + \
         ["mx", "drained_by"]
-    table = [["node"] + columns] + [[nid] + [_cell(r.get(c)) for c in columns]
-                                     for nid, r in rows.items()]
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in table)
-    return redact({"site": site.name, "nodes": rows, "table": text}, site.secrets())
+    return redact({"site": site.name, "columns": columns, "nodes": rows}, site.secrets())
 
 
 # ----------------------------------------------------------------------------- Galera recovery

@@ -1,0 +1,1 @@
+"""Salt loader folder (fileserver backends); a package so pip installs it."""

@@ -1,0 +1,1 @@
+"""Salt loader folder (outputters); a package so pip installs it."""
