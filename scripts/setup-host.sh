@@ -16,6 +16,7 @@ debs=(
   postfix postfix-ldap dovecot-imapd dovecot-pop3d dovecot-ldap dovecot-lmtpd nginx-light
   qemu-system-x86 cpio busybox-static kmod
   debootstrap systemd-container
+  patchelf
 )
 missing=()
 for p in "${debs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done

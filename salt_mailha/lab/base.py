@@ -110,9 +110,32 @@ class BaseTree:
 
     def current(self, wanted):
         try:
-            return self.root.is_dir() and json.loads(self.stamp.read_text()) == wanted
+            stamp = json.loads(self.stamp.read_text())
         except (OSError, ValueError):
             return False
+        stamp.pop("uml", None)  # what the tree's UML modules came from: see install_uml
+        return self.root.is_dir() and stamp == wanted
+
+    def install_uml(self, kernel, in_use):
+        """Put the UML kernel's modules into the tree (the balancers ``modprobe ip_vs`` there)
+        and record the packages' versions in the stamp. Returns True when it changed the tree."""
+        from salt_mailha.lab import uml
+
+        stamp = json.loads(self.stamp.read_text())
+        have = (self.root / "lib/modules" / kernel.release / "modules.dep").exists()
+        if have and stamp.get("uml") == kernel.versions:
+            return False
+        if in_use:
+            raise Refused(f"UML kernel {kernel.versions} is new to the base tree but lab nodes "
+                          "still overlay it; run 'mailha-lab down' first")
+        modules = self.root / "lib/modules"
+        for old in (modules.iterdir() if modules.is_dir() else ()):
+            if old.name != kernel.release and (old / uml.MARKER).exists():
+                shutil.rmtree(old)
+        uml.install_modules(kernel, self.root)
+        stamp["uml"] = dict(kernel.versions)
+        self.stamp.write_text(json.dumps(stamp, indent=1, sort_keys=True))
+        return True
 
     def ensure(self, progress, in_use):
         """Build the tree unless the cached one matches. Returns True when it (re)built."""

@@ -10,15 +10,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="mailha-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="build (or reuse) the base tree, boot every node, apply mailha")
-    up.add_argument("--balancers", choices=("container", "vm"), default=None,
-                    help="vm: the lb nodes run as qemu TCG VMs with Debian's kernel and real IPVS "
-                         "(slow: software emulation); container: nspawn like every other node, "
-                         "no IPVS here, the drill skips the VIP checks (default: what the running "
-                         "lab uses, else container)")
+    up.add_argument("--balancers", choices=("uml", "container"), default=None,
+                    help="uml: the lb nodes run as User-mode Linux machines (Debian testing's "
+                         "kernel) with real IPVS; container: nspawn like every other node, no "
+                         "IPVS on this host, the drill skips the VIP checks (default: what the "
+                         "running lab uses, else uml)")
     sub.add_parser("status", help="table of nodes, minions and the last state.apply")
     drill = sub.add_parser("drill", help="fail each node in turn and check what survives")
     drill.add_argument("--mode", choices=("kill", "link"), default="kill",
-                       help="kill: a power cut (SIGKILL the container's init or the VM's qemu; "
+                       help="kill: a power cut (SIGKILL the container's init or the UML process group; "
                             "the node's network state is reset), then boot it again (default); "
                             "link: cut the node's cables at the bridge")
     drill.add_argument("--nodes", help="comma-separated subset of nodes (default: all)")

@@ -1,7 +1,8 @@
 """``mailha-lab drill``: fail each node in turn, check from a client what the site still serves.
 
-Every check first runs on the healthy lab (the baseline). A check that fails there is reported
-once as ``skipped: <reason>`` (its tier is not built or not working yet), never as a pass. Then,
+Every check first runs on the healthy lab (the baseline). A check that fails there is a drill
+failure (``FAIL: baseline``), reported once and left out of the per-node rounds; only a check
+known up front not to apply (VIPs with container balancers: no IPVS) is ``skipped``. Then,
 per node: fail it (cut its cables at the bridge, or stop its container), poll each remaining
 check until it passes or ``failover_timeout`` runs out (the time is the "recovered in" column),
 bring the node back, wait for its minion, and check again.
@@ -21,8 +22,11 @@ from salt_mailha.lab.util import run
 
 DRILL_DB_USER = "labdrill"
 DRILL_MAILBOX = "labdrill"  # uid and local part of the drill's mailbox
-# the host kernel has no IPVS; qemu VMs bring their own
-IPVS_REASON = "needs IPVS: balancers are containers here (mailha-lab up --balancers vm)"
+# the host kernel has no IPVS; UML balancers bring their own
+IPVS_REASON = "needs IPVS: balancers are containers here (mailha-lab up --balancers uml)"
+DR_CHECK = "vip replies bypass the director (IPVS-DR)"
+# ports whose ldirectord check is a bare connect but whose service speaks TLS first
+TLS_GREETING = {993: "* OK", 995: "+OK", 465: "220"}
 
 
 @dataclasses.dataclass
@@ -57,6 +61,26 @@ def mailbox_for(site, password):
                    password)
 
 
+def vip_request(svc, address, drill_db_password=None):
+    """The client's probe of one ldirectord service on its VIP: the service's own protocol (an
+    SQL write, an HTTP GET, a TLS greeting, SMTP EHLO), a bare connect only when unknown."""
+    base = {"hosts": [address], "port": svc.port}
+    if svc.check == "mysql" and drill_db_password:
+        return {**base, "kind": "sql_write", "user": DRILL_DB_USER,
+                "password": drill_db_password, "database": DRILL_DB_USER}
+    if svc.check in ("http", "https"):
+        return {**base, "kind": "http", "tls": svc.check == "https"}
+    if svc.check in ("smtp", "submission"):
+        return {**base, "kind": "smtp"}
+    if svc.check == "imap":
+        return {**base, "kind": "imap"}
+    greeting = {"imaps": "* OK", "pops": "+OK", "pop3s": "+OK"}.get(svc.check) \
+        or TLS_GREETING.get(svc.port)
+    if greeting:
+        return {**base, "kind": "tls_greeting", "expect": greeting}
+    return {**base, "kind": "tcp"}
+
+
 def build_checks(site, drill_db_password=None, ipvs=False, mailbox=None):
     """The checks this site's topology calls for (pure: from the model, whether the balancers
     have IPVS, and the drill's own database account and mailbox, which the formula does not
@@ -65,11 +89,13 @@ def build_checks(site, drill_db_password=None, ipvs=False, mailbox=None):
     pub = lambda n: n.address("public") or next(iter(n.addresses.values()))  # noqa: E731
     for vip in site.vips.values():
         for svc in site.services_on(vip.name):
-            kind = {"smtp": "smtp", "submission": "smtp", "imap": "imap", "imaps": "tcp"}.get(
-                svc.check, "tcp")
             checks.append(Check(f"vip {vip.name} {svc.name}:{svc.port}", "lb",
-                                {"kind": kind, "hosts": [vip.address], "port": svc.port},
+                                vip_request(svc, vip.address, drill_db_password),
                                 skip="" if ipvs else IPVS_REASON))
+    balancers = tuple(n.id for n in site.nodes_with("lb"))
+    if site.vips and balancers:
+        checks.append(Check(DR_CHECK, "lb", {"kind": "dr"}, needs=balancers,
+                            skip="" if ipvs else IPVS_REASON))
     mail = site.nodes_with("mail")
     if mail:
         checks.append(Check("smtp:25 on a mail node", "mail",
@@ -114,7 +140,34 @@ def expected_mx(site, down):
     return sorted(site.node(n).fqdn or f"{n}.{site.domain}" for n in site.dns.mx if n != down)
 
 
-def evaluate(check, site, down, only=None):
+def dr_verdict(stats):
+    """``{balancer: parse_stats(...)}`` -> (ok, detail): replies went straight from the real
+    servers to the client when the directors saw packets in and none out (pure)."""
+    if not stats:
+        return False, "no balancer's IPVS table could be read"
+    parts, tin, tout = [], 0, 0
+    for name, services in sorted(stats.items()):
+        pin = sum(s["inpkts"] for s in services.values())
+        pout = sum(s["outpkts"] for s in services.values())
+        tin, tout = tin + pin, tout + pout
+        parts.append(f"{name} in {pin} out {pout}")
+    return tin > 0 and tout == 0, "IPVS " + "; ".join(parts)
+
+
+def director_stats(lab, names):
+    """``{balancer: parse_stats}`` of every balancer in ``names`` whose table can be read."""
+    from salt_mailha.core.ipvs import parse_stats
+
+    out = {}
+    for name in names:
+        proc = lab.node(name).exec(["ipvsadm", "-Ln", "--stats", "--exact"], check=False,
+                                   timeout=20)
+        if proc is not None and proc.returncode == 0:
+            out[name] = parse_stats(proc.stdout)
+    return out
+
+
+def evaluate(check, site, down, only=None, lab=None):
     """One probe of ``check`` with node ``down`` out of service -> (ok, detail); ok is None when
     the check cannot apply: every node it needs is the one that is down (the pillar has no
     second, a single point of failure the table reports). With ``only`` (a node the check talks
@@ -122,6 +175,8 @@ def evaluate(check, site, down, only=None):
     req = dict(check.request)
     if check.needs and all(n == down for n in check.needs):
         return None, f"{down} is the only {check.tier} node of this check in the pillar"
+    if req["kind"] == "dr":
+        return dr_verdict(director_stats(lab, [n for n in check.needs if n != down]))
     if check.needs and "hosts" in req:
         req["hosts"] = [h for h, n in zip(req["hosts"], check.needs, strict=True)
                         if n != down and (only is None or n == only or only not in check.needs)]
@@ -153,26 +208,32 @@ class Drill:
         unknown = sorted(set(only or ()) - set(names))
         if unknown:
             raise CommandFailed(f"--nodes {','.join(unknown)}: not a lab node ({', '.join(names)})")
-        ipvs = self._balancers() == "vm"
+        ipvs = self._balancers() == "uml"
         checks = build_checks(site, self._drill_db_account(site), ipvs, self._drill_mailbox(site))
         active, rows = [], []
         self.say(f"baseline: {len(checks)} checks on the healthy lab")
-        for c in checks:
-            if c.skip:
-                rows.append(["*", c.name, f"skipped: {c.skip}", "-", "-"])
-                continue
-            ok, detail = evaluate(c, site, None)
+        runnable = [c for c in checks if not c.skip]
+        rows += [["*", c.name, f"skipped: {c.skip}", "-", "-"] for c in checks if c.skip]
+        # all at once, each retried for failover_timeout (ldirectord may still be raising
+        # weights; the DR check needs the VIP checks' traffic)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(runnable))) as pool:
+            futures = [(c, pool.submit(self._until_pass, c, site, None, time.monotonic()))
+                       for c in runnable]
+            verdicts = [(c, f.result()) for c, f in futures]
+        for c, (ok, _took, detail) in verdicts:
             if ok:
                 active.append(c)
             else:
-                rows.append(["*", c.name, f"skipped: {c.tier} tier not working before the "
-                             f"drill ({detail[:90]})", "-", "-"])
-        self.say(f"baseline: {len(active)} active, {len(checks) - len(active)} skipped")
+                rows.append(["*", c.name, f"FAIL: baseline ({c.tier} tier not working on the "
+                             f"healthy lab: {detail[:90]})", "-", "-"])
+        baseline_failed = sum(1 for r in rows if r[2].startswith("FAIL"))
+        self.say(f"baseline: {len(active)} active, {baseline_failed} failed, "
+                 f"{len(checks) - len(active) - baseline_failed} skipped")
         singles = sorted({n for c in active for n in c.needs if set(c.needs) == {n}})
         if singles:
             self.say(f"single points of failure in this pillar: {', '.join(singles)} (while one is "
                      "down, the checks that need it report n/a)")
-        failures = 0
+        failures = baseline_failed
         for name in only or names:
             try:
                 failures += self._one_node(name, mode, site, nets, master, active, rows,
@@ -222,11 +283,8 @@ class Drill:
         return None
 
     def _balancers(self):
-        """How ``up`` ran the balancers (lab.json): ``vm`` (qemu, real IPVS) or ``container``."""
-        try:
-            return json.loads((self.lab.run_dir / "lab.json").read_text()).get("balancers", "container")
-        except (OSError, ValueError):
-            return "container"
+        """How ``up`` ran the balancers: ``uml`` (real IPVS) or ``container``."""
+        return self.lab.balancers()
 
     def _drill_mailbox(self, site):
         """The drill's mailbox, created (or re-passworded) on the first LDAP server that takes it
@@ -285,7 +343,7 @@ class Drill:
     def _until_pass(self, check, site, down, since, only=None):
         deadline = time.monotonic() + self.failover_timeout
         while True:
-            ok, detail = evaluate(check, site, down, only)
+            ok, detail = evaluate(check, site, down, only, lab=self.lab)
             if ok is not False or time.monotonic() >= deadline:
                 return ok, time.monotonic() - since, detail
             time.sleep(self.interval)

@@ -13,22 +13,20 @@ import signal
 import yaml
 
 from salt_mailha.core.errors import CommandFailed, Refused
-from salt_mailha.lab import network
+from salt_mailha.lab import network, uml
 from salt_mailha.lab import pillar as labpillar
 from salt_mailha.lab.base import BaseTree
 from salt_mailha.lab.master import Master, minion_example
-from salt_mailha.lab.nodes import Node
+from salt_mailha.lab.nodes import Node, UmlNode
 from salt_mailha.lab.report import summarize_state_return, table
 from salt_mailha.lab.util import CACHE_DIR, PREFIX, RUN_DIR, Progress, run
-from salt_mailha.lab.vm import NODE_INIT, NODE_MODULES, Boot, VmNode, build_boot
 
 REQUIRED_TOOLS = ("debootstrap", "systemd-nspawn", "ip", "nsenter", "mount", "chroot")
-VM_TOOLS = ("qemu-system-x86_64", "mkfs.ext4", "apt-get", "apt-cache", "dpkg-deb")
-BALANCERS = ("container", "vm")  # how the lb nodes run: nspawn (no IPVS here) or qemu TCG
+UML_TOOLS = ("patchelf", "busybox", "apt-get", "apt-cache", "dpkg-deb")
+BALANCERS = ("uml", "container")  # how the lb nodes run: User-mode Linux (real IPVS) or nspawn
 LOCK = pathlib.Path("/run/lock/mailha-lab.lock")
 BOOT_TIMEOUT = 120
 MINION_TIMEOUT = 180
-VM_MINION_TIMEOUT = 480  # a minion under TCG starts and authenticates in minutes on a loaded host
 APPLY_TIMEOUT = 900
 
 
@@ -50,7 +48,6 @@ class Lab:
         self.example = pathlib.Path(example)
         self.out = out
         self.base = BaseTree(self.cache_dir)
-        self.vm_cache = self.cache_dir / "vm"
 
     # ------------------------------------------------------------------ model
     def pillar(self):
@@ -85,25 +82,25 @@ class Lab:
             return {}
 
     def balancers(self):
-        """``vm`` or ``container``: how the running lab runs its balancers."""
-        return self.saved().get("balancers", "container")
+        """``uml`` or ``container``: how the running lab runs its balancers."""
+        return self.saved().get("balancers", BALANCERS[0])
 
     @staticmethod
-    def vm_nodes(pillar, balancers):
-        """The nodes that run as qemu VMs: the balancers (role lb), when asked for."""
+    def uml_nodes(pillar, balancers):
+        """The nodes that run as User-mode Linux machines: the balancers (role lb), unless
+        ``container`` is asked for."""
         if balancers == "container":
             return []
-        if balancers != "vm":
+        if balancers != "uml":
             raise CommandFailed(f"--balancers {balancers!r}: choose one of {', '.join(BALANCERS)}")
         return [n for n, spec in pillar["mailha"]["nodes"].items() if "lb" in spec["roles"]]
 
     def node(self, name):
         saved = self.saved()
-        if name in saved.get("vm_nodes", ()):
-            boot = saved.get("vm_boot")
-            return VmNode(name, self.run_dir, self.base.root,
-                          Boot(pathlib.Path(boot["kernel"]), pathlib.Path(boot["initrd"]),
-                               tuple(boot["modules"])) if boot else None)
+        if name in saved.get("uml_nodes", ()):
+            kernel = saved.get("uml_kernel")
+            return UmlNode(name, self.run_dir, self.base.root,
+                           uml.Kernel.from_json(kernel) if kernel else None)
         return Node(name, self.run_dir, self.base.root)
 
     def binds(self, pillar, name):
@@ -150,7 +147,7 @@ class Lab:
                   + "options timeout:1 attempts:1\n")
         # the beacons of examples/minion.d go to the balancers, which probe the real servers
         extra = minion_example() if "lb" in top["nodes"][name]["roles"] else None
-        # a VM configures its own addresses (a container's are set from outside by plug)
+        # a UML node configures its own addresses (a container's are set from outside by plug)
         nics = []
         for i, (net_name, cidr) in enumerate(top["networks"].items()):
             addr = top["nodes"][name]["addresses"].get(net_name)
@@ -162,13 +159,13 @@ class Lab:
 
     # ------------------------------------------------------------------ up
     def up(self, balancers=None):
-        """``balancers``: ``vm``, ``container`` or None (what the running lab uses, else
-        ``container``)."""
+        """``balancers``: ``uml``, ``container`` or None (what the running lab uses, else
+        ``uml``)."""
         p = Progress(self.run_dir / "logs", out=self.out)
         p.say(f"mailha-lab up (run dir {self.run_dir}, cache {self.cache_dir})")
         running = [n for n in self.node_names() if self.node(n).running()]
         was = self.balancers()
-        balancers = balancers or (was if running else "container")
+        balancers = balancers or (was if running else BALANCERS[0])
         if running and balancers != was:
             raise Refused(f"the lab is up with --balancers {was}; run 'mailha-lab down' before "
                           f"'up --balancers {balancers}'")
@@ -181,27 +178,31 @@ class Lab:
             master = self.master(pillar)
             pillar_file = labpillar.write_pillar_roots(pillar, master.pillar_dir)
             names = list(pillar["mailha"]["nodes"])
-            vms = self.vm_nodes(pillar, balancers)
-            saved = {"gateway": gw, "nodes": names, "balancers": balancers, "vm_nodes": vms,
+            umls = self.uml_nodes(pillar, balancers)
+            saved = {"gateway": gw, "nodes": names, "balancers": balancers, "uml_nodes": umls,
                      "networks": [(n, str(c), g) for n, c, g in nets]}
             (self.run_dir / "lab.json").write_text(json.dumps(saved))
         p.say(f"lab pillar: {pillar_file} ({len(names)} nodes: {', '.join(names)}; balancers "
-              f"as {balancers}s{': ' + ', '.join(vms) if vms else ''})")
+              f"as {balancers}{': ' + ', '.join(umls) if umls else ''})")
         cold = self.base.ensure(p, in_use=bool(running))
-        if vms:
-            with p.step("qemu kernel and initramfs (apt-get download, cached)"):
-                boot = build_boot(NODE_INIT, NODE_MODULES, self.vm_cache)
-                saved["vm_boot"] = {"kernel": str(boot.kernel), "initrd": str(boot.initrd),
-                                    "modules": list(boot.modules)}
+        if umls:
+            with p.step("UML kernel (Debian testing, cached) and its boot check") as log:
+                kernel = uml.ensure_kernel(self.cache_dir, log=log)
+                self.base.install_uml(kernel, in_use=bool(running))
+                took = uml.boot_check(kernel, log=log)
+                saved["uml_kernel"] = kernel.to_json()
                 (self.run_dir / "lab.json").write_text(json.dumps(saved))
+            versions = ", ".join(f"{k} {v}" for k, v in sorted(kernel.versions.items()))
+            p.say(f"UML kernel {kernel.release} ({versions}): booted and loaded ip_vs in "
+                  f"{took:.1f}s")
         with p.step("network namespaces and bridges") as log:
             network.ensure_bridges(nets, log)
             network.plug(network.CLIENT, {
                 name: labpillar.client_address(net) for name, net, _ in nets}, nets, log)
-        kinds = f"{len(names) - len(vms)} nspawn" + (f" + {len(vms)} qemu" if vms else "")
+        kinds = f"{len(names) - len(umls)} nspawn" + (f" + {len(umls)} UML" if umls else "")
         with p.step(f"start {kinds} nodes") as log:
             started = []
-            for name in sorted(names, key=lambda n: n not in vms):  # slow VMs boot first
+            for name in names:
                 node = self.node(name)
                 if node.running():
                     continue
@@ -219,14 +220,13 @@ class Lab:
             master.start(log)
         p.say(f"reactor and schedule: {'from ' + source if source else 'none (no master config example)'}")
         with p.step("minions answer test.ping") as log:
-            wait = VM_MINION_TIMEOUT if vms else MINION_TIMEOUT
+            wait = MINION_TIMEOUT
             answered = master.wait_minions(names, wait, log=log)
             missing = sorted(set(names) - answered)
             if missing:
                 raise CommandFailed(f"no test.ping answer from {', '.join(missing)} within "
                                     f"{wait}s; minion logs: <node>/var/log/salt/minion under "
-                                    f"{self.run_dir}/nodes/<node>/upper (a VM's: debugfs -R "
-                                    "'cat /upper/var/log/salt/minion' <node>/state.img)")
+                                    f"{self.run_dir}/nodes/<node>/upper")
         with p.step("salt '*' state.apply mailha") as log:
             ret = master.salt("*", "state.apply", "mailha", timeout=APPLY_TIMEOUT, log=log)
             results = {n: summarize_state_return(ret.get(n)) for n in names}
@@ -245,13 +245,13 @@ class Lab:
         if missing:
             raise CommandFailed(f"missing tools: {', '.join(missing)}; run scripts/setup-host.sh "
                                 "(Debian packages debootstrap, systemd-container, iproute2)")
-        missing = [t for t in VM_TOOLS if not shutil.which(t)] if balancers == "vm" else []
-        if balancers == "vm" and not os.path.exists("/dev/net/tun"):
-            missing.append("/dev/net/tun (the tun module/device for the VMs' taps)")
+        missing = [t for t in UML_TOOLS if not shutil.which(t)] if balancers == "uml" else []
+        if balancers == "uml" and not os.path.exists("/dev/net/tun"):
+            missing.append("/dev/net/tun (the tun device for the UML balancers' taps)")
         if missing:
-            raise CommandFailed(f"--balancers vm needs {', '.join(missing)}; run "
-                                "scripts/setup-host.sh (Debian packages qemu-system-x86, "
-                                "e2fsprogs) or use --balancers container")
+            raise CommandFailed(f"UML balancers need {', '.join(missing)}; run "
+                                "scripts/setup-host.sh (Debian packages patchelf, busybox-static)"
+                                " or use --balancers container")
         for stale in (n for n in self.node_names() if not self.node(n).running()):
             self.node(stale).unmount(log)  # a node whose nspawn died: re-mount cleanly
 
@@ -262,8 +262,7 @@ class Lab:
             return "lab is down (nothing under " + str(self.run_dir) + ")"
         master = self.master(pillar)
         top = pillar["mailha"]
-        # a minion under TCG can need more than 5 s to answer even when it is fine
-        wait = 20 if self.saved().get("vm_nodes") else 5
+        wait = 10 if self.saved().get("uml_nodes") else 5
         minions = master.salt("*", "test.ping", timeout=wait) if master.pid() else {}
         try:
             applied = json.loads((self.run_dir / "last-apply.json").read_text())
@@ -320,13 +319,13 @@ class Lab:
         with p.step(f"stop {len(names)} nodes"):
             nodes = [self.node(name) for name in names]
             for node in nodes:
-                if node.kind == "vm":
-                    node.request_stop()  # monitor quit: the run dir and its disks go anyway
+                if node.kind == "uml":
+                    node.request_stop()  # ctrl-alt-del: systemd powers the machine off
                 elif node.pid():
                     os.kill(node.pid(), signal.SIGTERM)  # all at once: shutdowns overlap
             for node in nodes:
                 node.stop(log)
-                if node.kind == "vm":
+                if node.kind == "uml":
                     node.unplug(log)
         with p.step("kill leftovers in lab namespaces, unmount, delete namespaces"):
             ours = sorted(n for n in network.existing_netns() if n.startswith(PREFIX + "-"))

@@ -73,7 +73,9 @@ class Master:
         self.interface = interface
         self.log = self.root / "var/log/salt/master"
 
-    def configure(self):
+    def configure(self, reactor=True):
+        """Write the master's config; ``reactor=False`` leaves out the example's reactor and
+        schedule (bench/failover.py's seed mode: ldirectord alone decides)."""
         for d in (self.etc, self.root, self.srv):
             d.mkdir(parents=True, exist_ok=True)
         link = self.srv / "reactor"
@@ -93,6 +95,8 @@ class Master:
             "timeout": 30,
             "keep_jobs_seconds": 3600,
         }
+        if not reactor:
+            extra = {k: v for k, v in extra.items() if k not in ("reactor", "schedule")}
         conf.update(extra)
         (self.etc / "master").write_text(yaml.safe_dump(conf, sort_keys=False))
         return source

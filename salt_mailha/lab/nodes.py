@@ -1,4 +1,5 @@
-"""One lab node: an overlay over the base tree booted by systemd-nspawn with real systemd.
+"""One lab node: an overlay over the base tree booted by systemd-nspawn (or, for :class:`UmlNode`,
+by User-mode Linux) with real systemd.
 
 The node's identity (hostname, hosts, machine-id, minion config) and the salt-mailha package
 (the repository's own tree, bind-mounted read-only and registered as an installed distribution
@@ -205,3 +206,161 @@ def _reap(pid):
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+# ---------------------------------------------------------------------- UML nodes
+def mac_for(address):
+    """A stable, locally administered unicast MAC from an IPv4 address (52:54:<4 bytes>): a
+    node that comes back after a power cut keeps the MAC its neighbours have cached."""
+    import ipaddress
+
+    return "52:54:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
+
+
+def nics_from_identity(identity):
+    """``[(index, address, prefixlen, gateway)]`` from ``Lab.identity()['nics']``, validated
+    (they reach the guest's network config)."""
+    import ipaddress
+
+    out = []
+    for index, address, prefixlen, gateway in identity.get("nics") or ():
+        if not isinstance(index, int) or not 0 <= index < 10:
+            raise CommandFailed(f"lab network index {index!r}: the lab has at most 10 networks")
+        ipaddress.IPv4Address(address)
+        if not isinstance(prefixlen, int) or not 8 <= prefixlen <= 30:
+            raise CommandFailed(f"prefix length {prefixlen!r} of {address}: expected 8..30")
+        if gateway is not None:
+            ipaddress.IPv4Address(gateway)
+        out.append((index, address, prefixlen, gateway))
+    if not out:
+        raise CommandFailed("a UML node needs an address on at least one site network")
+    return out
+
+
+def interfaces_text(nics):
+    """ifupdown config of a UML node (a container's addresses are set from outside instead)."""
+    lines = ["# written by mailha-lab at every boot"]
+    for index, address, prefixlen, gateway in nics:
+        lines += ["", f"auto eth{index}", f"iface eth{index} inet static",
+                  f"    address {address}/{prefixlen}"]
+        if gateway:
+            lines.append(f"    gateway {gateway}")
+    return "\n".join(lines) + "\n"
+
+
+class UmlNode(Node):
+    """A lab node as a User-mode Linux machine (salt_mailha.lab.uml): its own Linux kernel with
+    IPVS, the same overlay root as a container (served to the guest over hostfs), systemd as
+    init, NICs on taps ``mh-<node>-<i>`` in the bridge namespace (so ``network.set_link`` cuts
+    them like a container's veths); it configures its own addresses (ifupdown)."""
+
+    kind = "uml"
+    boot_timeout = 180
+
+    def __init__(self, name, run_dir, base_root, kernel=None):
+        super().__init__(name, run_dir, base_root)
+        self.kernel = kernel
+        self.nics_file = self.dir / "nics.json"
+        self.pkg_mount = self.merged / GUEST_PKG_DIR.lstrip("/") / "salt_mailha"
+
+    def nics(self):
+        import json
+
+        try:
+            return [tuple(n) for n in json.loads(self.nics_file.read_text())]
+        except (OSError, ValueError) as exc:
+            raise CommandFailed(f"node {self.name}: no NIC plan in {self.nics_file} ({exc})") \
+                from None
+
+    def machine(self):
+        from salt_mailha.lab import uml
+
+        try:
+            nics = self.nics()
+        except CommandFailed:
+            nics = []
+        width = max((n[0] for n in nics), default=-1) + 1
+        taps, macs = [None] * width, [None] * width
+        for index, address, _p, _g in nics:
+            taps[index] = network.host_veth(self.name, index)
+            macs[index] = mac_for(address)
+        return uml.Machine(self.name, self.kernel, self.merged, self.dir, taps=taps,
+                           netns=network.BRIDGE_NS, macs=macs)
+
+    def pid(self):
+        return self.machine().pid()
+
+    def leader(self):
+        """No host-visible init: the guest's processes live in its own kernel."""
+        return None
+
+    def prepare(self, identity, log):
+        import json
+
+        nics = nics_from_identity(identity)
+        super().prepare(identity, log)
+        self.nics_file.write_text(json.dumps(nics))
+        ifaces = self.merged / "etc/network/interfaces.d/mailha-lab"
+        ifaces.parent.mkdir(parents=True, exist_ok=True)
+        ifaces.write_text(interfaces_text(nics))
+        if not mounted(self.pkg_mount):
+            run(["mount", "--bind", "-o", "ro", PACKAGE_ROOT, self.pkg_mount], log=log)
+
+    def start(self, log, binds=()):
+        if binds:
+            raise CommandFailed(f"node {self.name}: a UML node cannot share host directories "
+                                f"({', '.join(str(h) for h, _ in binds)}); run it as a container")
+        if self.kernel is None:
+            raise CommandFailed(f"node {self.name}: no UML kernel recorded (run 'mailha-lab up')")
+        for index, *_ in self.nics():
+            network.ensure_tap(self.name, index, log)
+        return self.machine().start(log=log)
+
+    def wait_booted(self, timeout=90):
+        timeout = max(timeout, self.boot_timeout)
+        deadline = time.monotonic() + timeout
+        self.machine().wait_agent(timeout)
+        state = "no answer"
+        while time.monotonic() < deadline:
+            proc = self.exec(["systemctl", "is-system-running"], check=False, timeout=10)
+            if proc is not None:
+                state = proc.stdout.strip()
+                if state in ("running", "degraded"):
+                    return state
+            time.sleep(0.5)
+        raise TimeoutError(f"node {self.name}: systemd not up within {timeout}s (last: {state}); "
+                           f"see {self.console}")
+
+    def exec(self, argv, check=True, timeout=60, log=None, input=None):
+        return self.machine().exec(argv, check=check, timeout=timeout, input=input, log=log)
+
+    def request_stop(self):
+        self.machine().request_stop()
+
+    def stop(self, log, timeout=20):
+        """Clean stop (ctrl-alt-del -> poweroff), halt or power cut after ``timeout``; unmount."""
+        how = self.machine().stop(timeout=timeout)
+        with open(log, "a") as fh:
+            fh.write(f"node {self.name}: UML stopped ({how})\n")
+        self.unmount(log)
+
+    def crash(self, log, timeout=30):
+        """Power cut: SIGKILL the UML process group; what the guest had not written back to
+        its upper layer is lost, as on a real machine."""
+        self.machine().kill(timeout)
+        self.unmount(log)
+
+    def unplug(self, log):
+        try:
+            indexes = [n[0] for n in self.nics()]
+        except CommandFailed:
+            return
+        for index in indexes:
+            network.delete_link(network.host_veth(self.name, index), log)
+
+    def unmount(self, log):
+        if mounted(self.pkg_mount):
+            run(["umount", self.pkg_mount], log=log, check=False)
+            if mounted(self.pkg_mount):
+                run(["umount", "--lazy", self.pkg_mount], log=log, check=False)
+        super().unmount(log)

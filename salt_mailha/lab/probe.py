@@ -44,6 +44,37 @@ def imap(host, port, **_):
         return greeting.startswith("* OK"), greeting.strip()[:60]
 
 
+def _tls(sock, host):
+    # the lab's mail nodes present Debian's snakeoil certificate: encryption, not identity
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return ctx.wrap_socket(sock, server_hostname=host)
+
+
+def tls_greeting(host, port, expect, **_):
+    """A TLS service's first line starts with ``expect`` (IMAPS ``* OK``, POP3S ``+OK``, SMTPS
+    ``220``): the TLS handshake and the daemon behind it both answered."""
+    with socket.create_connection((host, port), timeout=TIMEOUT) as raw:
+        raw.settimeout(GREETING_TIMEOUT if expect == "220" else TIMEOUT * 2)
+        with _tls(raw, host) as s:
+            line = _lines(s).readline().decode(errors="replace").strip()
+    return line.startswith(expect), line[:60]
+
+
+def http(host, port, tls=False, path="/", **_):
+    """An HTTP(S) GET answered with any HTTP status line (a web server, not just a socket)."""
+    with socket.create_connection((host, port), timeout=TIMEOUT) as raw:
+        raw.settimeout(TIMEOUT * 2)
+        s = _tls(raw, host) if tls else raw
+        try:
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            line = _lines(s).readline().decode(errors="replace").strip()
+        finally:
+            if tls:
+                s.close()
+    return line.startswith("HTTP/"), line[:60]
+
+
 def tcp(host, port, **_):
     with socket.create_connection((host, port), timeout=TIMEOUT):
         return True, "connected"
@@ -151,7 +182,8 @@ def mx(server, port, zone, **_):
     return True, json.dumps(hosts)
 
 
-PROBES = {"smtp": smtp, "imap": imap, "tcp": tcp, "sql_write": sql_write,
+PROBES = {"smtp": smtp, "imap": imap, "tcp": tcp, "tls_greeting": tls_greeting, "http": http,
+          "sql_write": sql_write,
           "ldap_write": ldap_write, "ldap_mailbox": ldap_mailbox, "mx": mx}
 WHOLE = {"mailflow": mailflow}  # probes that use every host at once
 

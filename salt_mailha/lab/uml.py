@@ -64,7 +64,8 @@ PACKAGES = ("user-mode-linux", "libc6")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 REFRESH = 24 * 3600  # seconds between two reads of the testing index for new versions
 FORMAT = 1  # bump when the cache layout below changes
-MEMORY = "384M"
+MEMORY = "1024M"  # 384M: the guest OOM-killed salt-minion during state.apply
+MARKER = ".mailha-uml"  # in a modules tree install_modules made (others are never removed)
 AGENT_DIR = "var/lib/mailha-uml"  # in the guest's root
 AGENT_PATH = AGENT_DIR + "/agent.py"
 SPOOL = AGENT_DIR + "/spool"
@@ -307,8 +308,8 @@ def _patch(work, final):
 
 def install_modules(kernel, root):
     """Put the kernel's modules at ``<root>/lib/modules/<release>`` (hard links when the cache
-    is on the same filesystem); other UML releases there are removed. Never call it on a tree
-    an overlay is using as its lower layer."""
+    is on the same filesystem), marked with ``MARKER``. Never call it on a tree an overlay is
+    using as its lower layer."""
     dest = pathlib.Path(root) / "lib/modules" / kernel.release
     if (dest / "modules.dep").exists():
         return dest
@@ -319,6 +320,7 @@ def install_modules(kernel, root):
     if proc.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         run(["cp", "-a", kernel.modules, tmp])
+    (tmp / MARKER).write_text(json.dumps(kernel.versions) + "\n")
     tmp.rename(dest)
     return dest
 
