@@ -54,6 +54,7 @@ class VirtualService:
     persistent: int = None  # seconds, or None
     options: tuple = ()  # other flags as printed (ops, mask ..., pe ...)
     real_servers: tuple = field(default=())
+    schedflags: tuple = ()  # scheduler flags (ipvsadm -b), sorted: ("sh-fallback", "sh-port")
 
     @property
     def key(self):
@@ -71,7 +72,8 @@ class VirtualService:
     def as_dict(self):
         return {"key": self.key, "protocol": self.protocol, "address": self.address,
                 "port": self.port, "fwmark": self.fwmark, "scheduler": self.scheduler,
-                "persistent": self.persistent, "options": list(self.options),
+                "persistent": self.persistent, "schedflags": list(self.schedflags),
+                "options": list(self.options),
                 "real_servers": [r.as_dict() for r in self.real_servers]}
 
 
@@ -133,13 +135,17 @@ def _list_line(services, line, lineno):
         if not words:
             raise ParseError(f"ipvsadm -Ln line {lineno}: no scheduler in {line!r}")
         scheduler, rest = words[0], words[1:]
+        schedflags = ()
+        if rest and rest[0].startswith("(") and rest[0].endswith(")"):  # "sh (sh-fallback,sh-port)"
+            schedflags = _schedflags(rest[0][1:-1], lineno)
+            rest = rest[1:]
         persistent = None
         if "persistent" in rest:
             i = rest.index("persistent")
             persistent = int(rest[i + 1])
             rest = rest[:i] + rest[i + 2:]
         services.append(VirtualService(**head, scheduler=scheduler, persistent=persistent,
-                                       options=tuple(rest)))
+                                       options=tuple(rest), schedflags=schedflags))
         return
     m = _REAL_RE.match(line)
     if m and current is not None:
@@ -213,9 +219,10 @@ def parse_save(text):
         if words[0] == "-A":
             persistent = int(args.pop("-p")) if "-p" in args else None
             scheduler = args.pop("-s", "wlc")
+            schedflags = _schedflags(args.pop("-b"), lineno) if "-b" in args else ()
             options = tuple(w for k, v in args.items() for w in ((k,) if v is True else (k, v)))
             services[key] = VirtualService(**head, scheduler=scheduler, persistent=persistent,
-                                           options=options)
+                                           options=options, schedflags=schedflags)
         else:
             if key not in services:
                 raise ParseError(f"ipvsadm -S line {lineno}: real server for unknown service {key}")
@@ -225,6 +232,13 @@ def parse_save(text):
             vs = services[key]
             services[key] = replace(vs, real_servers=vs.real_servers + (real,))
     return list(services.values())
+
+
+def _schedflags(text, lineno):
+    flags = tuple(sorted(f for f in str(text).split(",") if f))
+    if not flags or not all(re.fullmatch(r"[a-z0-9-]+", f) for f in flags):
+        raise ParseError(f"ipvsadm line {lineno}: unreadable scheduler flags {text!r}")
+    return flags
 
 
 def _pairs(words, lineno):
@@ -347,7 +361,7 @@ def diff(have, want, ignore_weight_zero=True):
     """Differences between the live table ``have`` and the model's ``want`` (both lists of
     :class:`VirtualService`). Returns a list of ``{"kind", "service", "real"?, "have", "want"}``.
 
-    kinds: ``service-missing``, ``service-unexpected``, ``scheduler``, ``persistent``,
+    kinds: ``service-missing``, ``service-unexpected``, ``scheduler``, ``schedflags``, ``persistent``,
     ``real-missing``, ``real-unexpected``, ``forward``, ``weight``. A real server at weight 0 in
     ``have`` is drained (by ldirectord's quiescent health check or an operator), not a difference,
     unless ``ignore_weight_zero`` is False.
@@ -360,7 +374,7 @@ def diff(have, want, ignore_weight_zero=True):
             out.append({"kind": "service-missing", "service": key, "have": None,
                         "want": w.as_dict()})
             continue
-        for attr in ("scheduler", "persistent"):
+        for attr in ("scheduler", "schedflags", "persistent"):
             if getattr(h, attr) != getattr(w, attr):
                 out.append({"kind": attr, "service": key, "have": getattr(h, attr),
                             "want": getattr(w, attr)})

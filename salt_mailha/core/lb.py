@@ -124,17 +124,14 @@ def render_keepalived_notify(site, node, salt_call=SALT_CALL):
                    salt_call=salt_call)
 
 
-def _ldirectord_virtuals(site, ld, check_paths):
+def _ldirectord_virtuals(site, check_paths):
     out = []
     g = site.galera
     for s in site.services:
         vip = site.vips[s.vip]
         v = {"service": s, "vip": vip, "check": s.check,
              "reals": [n.address(vip.network) for n in site.real_servers(vip.name)],
-             # sh with quiescent servers: a client hashed to a weight-0 server gets no server at
-             # all (ip_vs_sh returns none, the connection times out) unless the scheduler falls
-             # back to the next available one (ipvsadm -b sh-fallback, kernel 3.18+)
-             "schedflags": "sh-fallback" if s.scheduler == "sh" and ld.quiescent else None,
+             "schedflags": ",".join(schedflags(site, s)),
              "checkcommand": check_paths.get(s.check)}
         if s.check == "mysql":
             if g is None or g.monitor is None:
@@ -165,7 +162,7 @@ def render_ldirectord_cf(site, node, maintenancedir=MAINTENANCE_DIR, logfile=LDI
         if not _PATH_RE.match(value):
             raise ValidationError([(key, f"{value!r} is not an absolute path")])
     return _render("ldirectord.cf.j2", site=site, node=node, ld=site.ldirectord,
-                   virtuals=_ldirectord_virtuals(site, site.ldirectord, paths),
+                   virtuals=_ldirectord_virtuals(site, paths),
                    maintenancedir=maintenancedir, logfile=logfile)
 
 
@@ -248,6 +245,13 @@ def check_ca_bundle(path, key="mailha:mail:tls:ca"):
     return ctx.cert_store_stats()["x509"]
 
 
+def schedflags(site, service):
+    """Scheduler flags of ``service`` (``ipvsadm -b``). sh with quiescent servers: a client hashed
+    to a weight-0 server gets no server at all (ip_vs_sh finds none and the connection times out)
+    unless the scheduler falls back to the next available one: ``sh-fallback`` (kernel 3.18+)."""
+    return ("sh-fallback",) if service.scheduler == "sh" and site.ldirectord.quiescent else ()
+
+
 def desired_table(site, weight=1):
     """The IPVS table the model wants (what ldirectord builds): for ``mailha_ipvs.diff``."""
     out = []
@@ -256,7 +260,7 @@ def desired_table(site, weight=1):
         reals = tuple(ipvs.RealServer(n.address(vip.network), s.port, "dr", weight)
                       for n in site.real_servers(vip.name))
         out.append(ipvs.VirtualService("tcp", vip.address, s.port, scheduler=s.scheduler,
-                                       real_servers=reals))
+                                       real_servers=reals, schedflags=schedflags(site, s)))
     return out
 
 

@@ -1,5 +1,6 @@
 """ipvsadm parsers on real output (tests/unit/data/ipvs/, captured in the qemu guest by
 capture.sh there), argument validation, argv building and the diff against the model."""
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,29 @@ def test_diff_against_model(table):
     strict = ipvs.diff(have, want, ignore_weight_zero=False)
     assert any(d["kind"] == "weight" and d["real"] == "10.99.88.40:443" for d in strict)
     assert ipvs.diff(have, have) == []
+
+
+def test_scheduler_flags_in_both_forms():
+    """Captured in the UML guest (kernel 7.2.7, ipvsadm 1.31): ``sh (sh-fallback)`` in -Ln,
+    ``-b sh-fallback`` in -Sn; flags before ``persistent`` in -Ln, after ``-p`` in -Sn."""
+    listed = {vs.key: vs for vs in ipvs.parse_list(read("ipvsadm-Ln-schedflags.txt"))}
+    saved = {vs.key: vs for vs in ipvs.parse_save(read("ipvsadm-Sn-schedflags.txt"))}
+    for table in (listed, saved):
+        assert {k: (vs.scheduler, vs.schedflags, vs.persistent, vs.options) for k, vs in table.items()} == {
+            "tcp:192.0.2.21:80": ("sh", ("sh-fallback",), None, ()),
+            "tcp:192.0.2.21:443": ("sh", ("sh-fallback", "sh-port"), 300, ()),
+            "tcp:192.0.2.21:993": ("wrr", (), None, ()),
+        }
+    assert [r.weight for r in listed["tcp:192.0.2.21:80"].real_servers] == [0, 1]
+    assert listed["tcp:192.0.2.21:80"].as_dict()["schedflags"] == ["sh-fallback"]
+    with pytest.raises(ParseError, match="scheduler flags"):
+        ipvs.parse_list("TCP  192.0.2.21:80 sh (sh fallback)\n".replace("sh fallback", "sh;x"))
+
+
+def test_diff_reports_a_missing_scheduler_flag():
+    have = ipvs.parse_list(read("ipvsadm-Ln-schedflags.txt"))[:1]
+    want = [ipvs.VirtualService("tcp", "192.0.2.21", 80, scheduler="sh", schedflags=(), real_servers=(
+        ipvs.RealServer("192.0.2.17", 80), ipvs.RealServer("192.0.2.18", 80)))]
+    assert ipvs.diff(have, want) == [{"kind": "schedflags", "service": "tcp:192.0.2.21:80",
+                                      "have": ("sh-fallback",), "want": ()}]
+    assert ipvs.diff(have, [replace(want[0], schedflags=("sh-fallback",))]) == []

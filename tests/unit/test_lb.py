@@ -193,6 +193,8 @@ def test_desired_table(site):
     assert [r.key for r in table["tcp:192.0.2.22:3306"].real_servers] == ["192.0.2.15:3306",
                                                                         "192.0.2.16:3306"]
     assert table["tcp:192.0.2.21:80"].scheduler == "sh"
+    assert table["tcp:192.0.2.21:80"].schedflags == ("sh-fallback",)  # what ldirectord.cf asks for
+    assert table["tcp:192.0.2.22:3306"].schedflags == ()
 
 
 @pytest.mark.parametrize("node,vips", [("db1", ["192.0.2.22"]), ("mail2", ["192.0.2.21"]),

@@ -1,4 +1,4 @@
-"""Runs INSIDE the qemu TCG guest (see test_ipvs_guest.py): one Python process drives the whole
+"""Runs INSIDE the User-mode Linux guest (see test_ipvs_guest.py): one Python process drives the whole
 scenario through Salt's loader (our mailha_dr state on the real servers, our mailha_ipvs module on
 the director), entering each network namespace with setns(2). Writes results.json to the share.
 
@@ -41,12 +41,12 @@ def sh(*argv, check=True):
     return res.stdout
 
 
-def who(n=8):
+def who(n=8, port=80):
     """Ask the VIP ``n`` times from the client (new connection each): who answered."""
     out = []
     for _ in range(n):
         res = subprocess.run(["ip", "netns", "exec", "cl", "curl", "-s", "-m", "3",
-                              f"http://{VIP}/"], capture_output=True, text=True)
+                              f"http://{VIP}:{port}/"], capture_output=True, text=True)
         out.append(res.stdout.strip() or f"fail:{res.returncode}")
     return out
 
@@ -61,13 +61,13 @@ def table(mods):
             for vs in mods["mailha_ipvs.list"]()}
 
 
-def wait_table(mods, want, timeout, stable=4.0):
-    """Wait until the VIP:80 weights equal ``want`` and stay so for ``stable`` seconds (several
-    ldirectord check rounds: its first checks under TCG can be slow and flap)."""
+def wait_table(mods, want, timeout, stable=4.0, port=80):
+    """Wait until the VIP:port weights equal ``want`` and stay so for ``stable`` seconds (several
+    ldirectord check rounds: its first checks can be slow and flap)."""
     deadline = time.monotonic() + timeout
     since = None
     while time.monotonic() < deadline:
-        if table(mods).get(f"tcp:{VIP}:80") == want:
+        if table(mods).get(f"tcp:{VIP}:{port}") == want:
             since = since or time.monotonic()
             if time.monotonic() - since >= stable:
                 return True
@@ -111,11 +111,22 @@ def main():
         sh("ipvsadm", "-a", "-t", f"{VIP}:80", "-r", f"{r}:80", "-g", "-w", "1")
     step("direct-before", who=who(), table=mods["mailha_ipvs.list"]())
     step("direct-drain", ret=mods["mailha_ipvs.drain"]("mail1", maintenancedir="/nonexistent"))
-    step("direct-drained", who=who(), table=table(mods),
-         stats=mods["mailha_ipvs.list"](stats=True))
+    drained_who = who()
+    # kernels since 6.2 sum the per-CPU counters in the estimator kthread (every 2 s): poll
+    deadline = time.monotonic() + 10
+    while True:
+        stats = mods["mailha_ipvs.list"](stats=True)
+        if all(r["stats"]["conns"] for r in stats[0]["real_servers"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    step("direct-drained", who=drained_who, table=table(mods), stats=stats)
     step("direct-set-weight-0", ret=mods["mailha_ipvs.set_weight"](VIP, 80, R1, 0), table=table(mods))
     step("direct-undrain", ret=mods["mailha_ipvs.undrain"]("mail1", maintenancedir="/nonexistent"))
     step("direct-undrained", who=who(), table=table(mods))
+    # the model's second service, as ldirectord would add it for a quiescent site
+    sh("ipvsadm", "-A", "-t", f"{VIP}:8080", "-s", "sh", "-b", "sh-fallback")
+    for r in (R1, R2):
+        sh("ipvsadm", "-a", "-t", f"{VIP}:8080", "-r", f"{r}:8080", "-g", "-w", "1")
     step("diff", diff=mods["mailha_ipvs.diff"]())
     errors = {}
     for name, call in {
@@ -156,6 +167,23 @@ def main():
         ret = mods["mailha_ipvs.undrain"]("mail1", port=80, maintenancedir=mdir, wait=60)
         step("ld-undrain", ret=ret, files=sorted(os.listdir(mdir)))
         step("ld-undrained", table=table(mods), who=who())
+
+        # the sh service: drain the server the client hashes to; the client must still be served
+        wait_table(mods, {R1: 1, R2: 1}, 60, stable=2, port=8080)
+        sh_vs = next(vs for vs in mods["mailha_ipvs.list"]() if vs["key"] == f"tcp:{VIP}:8080")
+        before = who(4, port=8080)
+        step("sh-before", who=before, schedflags=sh_vs["schedflags"], table=table(mods)[f"tcp:{VIP}:8080"])
+        hashed = {"r1": ("mail1", R1), "r2": ("mail2", R2)}.get(before[0])
+        if hashed is None:
+            raise RuntimeError(f"the client got no answer on the sh service: {before}")
+        node, addr = hashed
+        mods["mailha_ipvs.drain"](node, port=8080, maintenancedir=mdir)
+        want = {R1: 1, R2: 1, addr: 0}
+        wait_table(mods, want, 60, stable=2, port=8080)
+        step("sh-drained", table=table(mods)[f"tcp:{VIP}:8080"], who=who(4, port=8080))
+        mods["mailha_ipvs.undrain"](node, port=8080, maintenancedir=mdir, wait=60)
+        wait_table(mods, {R1: 1, R2: 1}, 60, stable=2, port=8080)
+        step("sh-undrained", table=table(mods)[f"tcp:{VIP}:8080"], who=who(4, port=8080))
     finally:
         ld.terminate()
         ld.wait(timeout=60)

@@ -1,9 +1,11 @@
-"""Real IPVS with direct routing, in ONE qemu TCG guest (Debian's 6.1 kernel; the host kernel has
-none). Inside: netns client/director/r1/r2 on a bridge. Our mailha_dr state makes r1/r2 DR real
+"""Real IPVS with direct routing, in ONE User-mode Linux guest (Debian testing's kernel, run by
+salt_mailha.lab.uml; the host kernel has none). Inside: netns client/director/r1/r2 on a bridge. Our mailha_dr state makes r1/r2 DR real
 servers; our mailha_ipvs module (through Salt's loader, host venv over 9p) reads the table, drains
 and undrains; real HTTP from the client reaches the real servers directly. Then ldirectord, with
 the ldirectord.cf our renderer makes, owns the table and drain/undrain go through its
-maintenancedir without a fight. The guest-side driver is ipvs_guest.py."""
+maintenancedir without a fight; on the ``sh`` service (schedflags=sh-fallback, rendered for
+quiescent sites) a client whose source hashes to a drained real server is served by the other one.
+The guest-side driver is ipvs_guest.py."""
 import json
 import shutil
 import sys
@@ -13,9 +15,9 @@ import pytest
 import yaml
 
 from tests.integration.lb.conftest import lab_pillar
-from tests.support import qemu_ipvs
+from tests.support import uml_ipvs
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.ipvs]
+pytestmark = [pytest.mark.integration, pytest.mark.ipvs]
 
 HERE = Path(__file__).resolve().parent
 NET = "10.99.88"
@@ -23,7 +25,7 @@ VIP, R1, R2 = f"{NET}.21", f"{NET}.17", f"{NET}.18"
 
 GUEST_SH = """\
 set -x
-echo "nameserver 127.0.0.1" > /etc/resolv.conf   # guest overlay only: no DNS waits (-nic none)
+echo "nameserver 127.0.0.1" > /etc/resolv.conf   # guest overlay only: no DNS waits (no NIC)
 ip link add br0 type bridge; ip link set br0 up
 for spec in cl:10 dir:13 r1:17 r2:18; do
   ns=${{spec%%:*}}; host=${{spec##*:}}
@@ -38,6 +40,7 @@ ip -n dir addr add {vip}/24 dev eth0           # what keepalived does on the MAS
 for ns in r1 r2; do
   mkdir -p /tmp/www-$ns; echo $ns > /tmp/www-$ns/index.html; echo ldirectord > /tmp/www-$ns/ldirectord.txt
   ip netns exec $ns busybox httpd -p 80 -h /tmp/www-$ns
+  ip netns exec $ns busybox httpd -p 8080 -h /tmp/www-$ns
 done
 {python} -B {driver} {share} {share}/pillar.yaml
 """
@@ -45,24 +48,24 @@ done
 
 @pytest.fixture(scope="module")
 def guest_results(tmp_path_factory):
-    ok, reason = qemu_ipvs.available()
+    ok, reason = uml_ipvs.available()
     if not ok:
         pytest.skip(reason)
     if not shutil.which("ldirectord") or not shutil.which("ipvsadm"):
-        pytest.skip(f"{qemu_ipvs.SKIP_REASON}; needs ipvsadm and ldirectord on the host "
+        pytest.skip(f"{uml_ipvs.SKIP_REASON}; needs ipvsadm and ldirectord on the host "
                     "(scripts/setup-host.sh)")
     share = tmp_path_factory.mktemp("ipvs-guest")
     pillar = lab_pillar(NET, ldirectord={"checkinterval": 1, "checktimeout": 10, "failurecount": 1})
-    pillar["mailha"]["services"] = {"http": {"vip": "mail", "port": 80, "check": "http",
-                                             "scheduler": "rr"}}
+    pillar["mailha"]["services"] = {"http": {"vip": "mail", "port": 80, "check": "http", "scheduler": "rr"},
+                                    "web": {"vip": "mail", "port": 8080, "check": "http", "scheduler": "sh"}}
     (share / "pillar.yaml").write_text(yaml.safe_dump(pillar, sort_keys=False))
     (share / "guest.sh").write_text(GUEST_SH.format(
         net=NET, vip=VIP, python=sys.executable, driver=HERE / "ipvs_guest.py", share=share))
-    vm = qemu_ipvs.IpvsGuest().build()
-    result = vm.run(share, share / "guest.sh", timeout=900)
+    vm = uml_ipvs.IpvsGuest().build()
+    result = vm.run(share, share / "guest.sh", timeout=600)
     path = share / "results.json"
     if not path.exists():
-        pytest.fail(f"guest wrote no results (qemu rc={result.returncode}, {result.seconds:.0f}s)\n"
+        pytest.fail(f"guest wrote no results (UML rc={result.returncode}, {result.seconds:.0f}s)\n"
                     f"{result.console[-3000:]}\n{result.guest_log[-5000:]}")
     data = json.loads(path.read_text())
     if "error" in data:
@@ -99,7 +102,7 @@ def test_direct_routing_and_drain_without_ldirectord(guest_results):
     assert zero["table"][f"tcp:{VIP}:80"][R1] == 0  # 0 stays 0
     assert guest_results["direct-undrain"]["ret"]["via"] == "ipvsadm"
     undrained = guest_results["direct-undrained"]
-    assert undrained["table"] == {f"tcp:{VIP}:80": {R1: 1, R2: 1}}
+    assert undrained["table"][f"tcp:{VIP}:80"] == {R1: 1, R2: 1}
     assert set(undrained["who"]) == {"r1", "r2"}
 
 
@@ -113,21 +116,38 @@ def test_argument_errors_touch_nothing(guest_results):
     assert "invalid argument vip: '10.99.88' is not an IPv4/IPv6 address" in errors["bad-vip"]
     assert f"{NET}.99:80 is not a real server of tcp:{VIP}:80" in errors["not-real"]
     assert f"no tcp service {VIP}:81" in errors["no-service"]
-    assert guest_results["errors"]["table"] == {f"tcp:{VIP}:80": {R1: 1, R2: 1}}
+    assert guest_results["errors"]["table"] == {f"tcp:{VIP}:80": {R1: 1, R2: 1}, f"tcp:{VIP}:8080": {R1: 1, R2: 1}}
 
 
 def test_ldirectord_drain_through_maintenancedir(guest_results):
     up = guest_results["ld-up"]
-    assert up["up"] and up["table"] == {f"tcp:{VIP}:80": {R1: 1, R2: 1}}, up
+    assert up["up"] and up["table"][f"tcp:{VIP}:80"] == {R1: 1, R2: 1}, up
     assert set(up["who"]) == {"r1", "r2"}
     drain = guest_results["ld-drain"]
     assert drain["files"] == [f"{R1}:80"]
     drained = guest_results["ld-drained"]
-    assert drained["table"] == {f"tcp:{VIP}:80": {R1: 0, R2: 1}}, drained  # ldirectord agrees
+    assert drained["table"][f"tcp:{VIP}:80"] == {R1: 0, R2: 1}, drained  # ldirectord agrees
     assert set(drained["who"]) == {"r2"}
     undrain = guest_results["ld-undrain"]
     assert undrain["files"] == [] and undrain["ret"]["via"] == "ldirectord"
     assert undrain["ret"]["pending"] == [], undrain  # ldirectord restored the weight itself
     undrained = guest_results["ld-undrained"]
-    assert undrained["table"] == {f"tcp:{VIP}:80": {R1: 1, R2: 1}}
+    assert undrained["table"][f"tcp:{VIP}:80"] == {R1: 1, R2: 1}
     assert set(undrained["who"]) == {"r1", "r2"}
+
+
+def test_sh_client_of_a_drained_server_is_served_by_the_other(guest_results):
+    """ldirectord (quiescent) drains the server the client's address hashes to: weight 0 in the
+    kernel table, and the same client's new connections reach the other server instead of timing
+    out (sh-fallback); after the undrain the client is back on its hashed server."""
+    before = guest_results["sh-before"]
+    (hashed,) = set(before["who"])  # source hashing: one client, one server
+    other = {"r1": "r2", "r2": "r1"}[hashed]
+    address = {"r1": R1, "r2": R2}
+    drained = guest_results["sh-drained"]
+    assert drained["table"] == {address[hashed]: 0, address[other]: 1}, drained
+    assert drained["who"] == [other] * len(drained["who"]), drained
+    assert before["schedflags"] == ["sh-fallback"], before  # what ldirectord gave the kernel
+    undrained = guest_results["sh-undrained"]
+    assert undrained["table"] == {R1: 1, R2: 1}
+    assert set(undrained["who"]) == {hashed}

@@ -1,7 +1,8 @@
 #!/bin/sh
 # How the ipvsadm fixtures in this directory were captured: run inside the qemu TCG guest of
-# tests/support/qemu_ipvs.py (Debian 6.1 kernel, host ipvsadm), e.g.
-#   python -c "from tests.support.qemu_ipvs import IpvsGuest as G; G().run(D, D+'/capture.sh')"
+# tests/support/qemu_ipvs.py, since replaced by tests/support/uml_ipvs.py (same run() call; the
+# ipvsadm-*-schedflags.txt files come from its UML 7.2 kernel), e.g.
+#   python -c "from tests.support.uml_ipvs import IpvsGuest as G; G().run(D, D+'/capture.sh')"
 # with this file copied to D. Real DR traffic first so the connection counters are not zero.
 set -x
 OUT=$(dirname "$0")
