@@ -8,14 +8,14 @@ installed wheel is exercised by tests/packaging.)"""
 import configparser
 import pathlib
 import re
-import subprocess
-import sys
-import tomllib
 import zipfile
 from email.parser import Parser
 
 import pytest
+import tomllib
 import trove_classifiers
+
+from tests.support import saltvenv
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -23,11 +23,7 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
-                    str(REPO)], check=True, timeout=300)
-    (path,) = out.glob("salt_mailha-*.whl")
-    return zipfile.ZipFile(path)
+    return zipfile.ZipFile(saltvenv.build_wheel(tmp_path_factory.mktemp("wheel")))
 
 
 def _dist_info(wheel, name):
