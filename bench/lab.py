@@ -1,7 +1,7 @@
 """Timings of the lab: ``up`` (cold with --cold: the cached base tree is removed first), ``up``
 again on a running lab, a drill, ``down``. Prints one line per phase; asserts nothing.
 
-    sudo .venv/bin/python bench/lab.py [--cold] [--balancers container|vm] [--drill-nodes lb2,mail2]
+    sudo .venv/bin/python bench/lab.py [--cold] [--balancers uml|container] [--drill-nodes lb2,mail2]
                                        [--mode kill|link]
 """
 import argparse
@@ -27,15 +27,16 @@ def timed(*args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cold", action="store_true", help="remove the cached base tree first")
+    ap.add_argument("--cold", action="store_true",
+                    help="remove the cached base tree and UML kernel first")
     ap.add_argument("--drill-nodes", default="", help="comma-separated; empty: every node")
     ap.add_argument("--mode", default="kill", choices=("kill", "link"))
-    ap.add_argument("--balancers", default="container", choices=("container", "vm"))
+    ap.add_argument("--balancers", default="uml", choices=("uml", "container"))
     ap.add_argument("--no-drill", action="store_true")
     args = ap.parse_args()
     timed("down")
     if args.cold:
-        for p in ("base", "base.new", "base.stamp.json"):
+        for p in ("base", "base.new", "base.stamp.json", "uml"):
             path = CACHE_DIR / p
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     timed("up", "--balancers", args.balancers)

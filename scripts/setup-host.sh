@@ -12,12 +12,14 @@ debs=(
   mariadb-server mariadb-client galera-4 galera-arbitrator-4 mariadb-backup
   slapd ldap-utils
   bind9 bind9-utils bind9-dnsutils
-  keepalived ldirectord liblwp-protocol-https-perl ipvsadm libdbd-mysql-perl iputils-ping arping openssl e2fsprogs
+  keepalived ldirectord liblwp-protocol-https-perl ipvsadm libdbd-mysql-perl iputils-ping arping openssl
   postfix postfix-ldap dovecot-imapd dovecot-pop3d dovecot-ldap dovecot-lmtpd nginx-light
-  qemu-system-x86 cpio busybox-static kmod
+  busybox-static kmod
   debootstrap systemd-container
   patchelf
 )
+# User-mode Linux (real IPVS: this host kernel has none) is not installed: salt_mailha/lab/uml.py
+# downloads Debian testing's user-mode-linux and libc6 into the lab cache and patchelfs it.
 missing=()
 for p in "${debs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -24,7 +24,7 @@ DRILL_DB_USER = "labdrill"
 DRILL_MAILBOX = "labdrill"  # uid and local part of the drill's mailbox
 # the host kernel has no IPVS; UML balancers bring their own
 IPVS_REASON = "needs IPVS: balancers are containers here (mailha-lab up --balancers uml)"
-DR_CHECK = "vip replies bypass the director (IPVS-DR)"
+DR_CHECK = "DR: replies bypass the director (IPVS OutPkts 0)"
 # ports whose ldirectord check is a bare connect but whose service speaks TLS first
 TLS_GREETING = {993: "* OK", 995: "+OK", 465: "220"}
 
@@ -165,6 +165,29 @@ def director_stats(lab, names):
         if proc is not None and proc.returncode == 0:
             out[name] = parse_stats(proc.stdout)
     return out
+
+
+def real_server_weights(lab, balancer):
+    """``{(service key, real server address): weight}`` from ``balancer``'s kernel table
+    (``ipvsadm -Ln`` in the guest), or None when it cannot be read."""
+    from salt_mailha.core.ipvs import parse_list
+
+    proc = lab.node(balancer).exec(["ipvsadm", "-Ln"], check=False, timeout=20)
+    if proc is None or proc.returncode != 0:
+        return None
+    return {(vs.key, r.address): r.weight for vs in parse_list(proc.stdout)
+            for r in vs.real_servers}
+
+
+def in_service(lab, balancers, address):
+    """(ok, detail): ``address`` has weight > 0 in every service of every balancer."""
+    parts, ok = [], True
+    for b in balancers:
+        w = real_server_weights(lab, b)
+        mine = sorted(v for (_k, a), v in (w or {}).items() if a == address)
+        ok = ok and bool(mine) and min(mine) > 0
+        parts.append(f"{b}: {'unreadable' if w is None else mine}")
+    return ok, "weights " + "; ".join(parts)
 
 
 def evaluate(check, site, down, only=None, lab=None):
@@ -329,6 +352,23 @@ class Drill:
                      "pass" if back else f"FAIL ({problem or 'no test.ping answer'})",
                      seconds(time.monotonic() - t_back) if back else "-", "-"])
         failures += not back
+        vip_roles = {v.real_servers for v in site.vips.values()}
+        if back and any(c.name == DR_CHECK for c in active) and \
+                vip_roles & set(site.node(name).roles):
+            # a real server is back in service only once every balancer gives it weight again
+            # (ldirectord's own check, or the reactor's restore)
+            lbs = [n.id for n in site.nodes_with("lb")]
+            vip = next(v for v in site.vips.values() if site.node(name).has(v.real_servers))
+            address = site.node(name).address(vip.network)
+            deadline = time.monotonic() + recover_timeout
+            ok, detail = in_service(self.lab, lbs, address)
+            while not ok and time.monotonic() < deadline:
+                time.sleep(self.interval)
+                ok, detail = in_service(self.lab, lbs, address)
+            rows.append([name, "back in IPVS on every balancer (weight > 0)", "-",
+                         seconds(time.monotonic() - t_back) if ok else "-",
+                         "pass" if ok else f"FAIL ({detail[:80]})"])
+            failures += not ok
         for c in active:
             ok_down, took, detail = results[c.name]
             ok_after, _t, detail_after = self._until_pass(c, site, None, time.monotonic(),

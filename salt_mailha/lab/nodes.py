@@ -303,6 +303,8 @@ class UmlNode(Node):
         ifaces = self.merged / "etc/network/interfaces.d/mailha-lab"
         ifaces.parent.mkdir(parents=True, exist_ok=True)
         ifaces.write_text(interfaces_text(nics))
+        # a persistent journal (journald's "auto" storage): it survives a power cut in the upper
+        (self.merged / "var/log/journal").mkdir(parents=True, exist_ok=True)
         if not mounted(self.pkg_mount):
             run(["mount", "--bind", "-o", "ro", PACKAGE_ROOT, self.pkg_mount], log=log)
 

@@ -182,7 +182,7 @@ def test_drill_checks_cover_tiers_and_skip_ipvs_up_front(lab):
     assert "smtp:25 on a mail node" in names and "sql write on a db member" in names
     vip_checks = [c for c in checks if c.name.startswith("vip ")]
     assert len(vip_checks) == len(site.services) and all(c.skip for c in vip_checks)
-    sql = next(c for c in checks if c.request["kind"] == "sql_write")
+    sql = next(c for c in checks if c.name == "sql write on a db member")
     assert sql.needs == ("db1", "db2")
 
 
@@ -213,7 +213,7 @@ def test_drill_reports_na_when_the_only_node_a_check_needs_is_down(lab, monkeypa
     ok, detail = drill.evaluate(mx, site, "ns1")
     assert ok is None and "ns1 is the only dns node" in detail
     # a surviving member of the tier is probed, the downed one left out
-    sql = next(c for c in drill.build_checks(site, "pw") if c.request["kind"] == "sql_write")
+    sql = next(c for c in drill.build_checks(site, "pw") if c.name == "sql write on a db member")
     seen = []
     monkeypatch.setattr(drill, "probe", lambda req: seen.append(req["hosts"]) or {"ok": True, "detail": ""})
     assert drill.evaluate(sql, site, "db1") == (True, "")
@@ -227,7 +227,7 @@ def test_expected_mx_drops_the_failed_mail_node(lab):
 
 
 def test_drill_sql_check_is_skipped_without_a_writer_account(lab):
-    sql = next(c for c in drill.build_checks(load_site(lab)) if c.request["kind"] == "sql_write")
+    sql = next(c for c in drill.build_checks(load_site(lab)) if c.name == "sql write on a db member")
     assert sql.skip.startswith("db tier not working")
 
 

@@ -37,24 +37,62 @@ libc6:
         500 http://mirror.lab.invalid/debian testing/main amd64 Packages
 """
 
-# `ipvsadm -Ln --stats --exact` on a UML director after client traffic through both VIPs
+# `ipvsadm -Ln --stats --exact` on the lab's UML directors after a drill round (captured
+# 2026-12-02: lb1 held both VIPs, lb2 was the backup)
 STATS_DR = """\
-IP Virtual Server version 1.2.1 (size=4096)
+IP Virtual Server version 1.2.1 (size=256)
 Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
   -> RemoteAddress:Port
-TCP  10.99.0.21:25                       3       19        0     1187        0
-  -> 10.99.0.31:25                       2       13        0      811        0
-  -> 10.99.0.32:25                       1        6        0      376        0
-TCP  10.99.0.22:3306                     1        9        0      674        0
-  -> 10.99.0.23:3306                     1        9        0      674        0
+TCP  10.99.0.21:80                       3       15        0      912        0
+  -> 10.99.0.17:80                       0        0        0        0        0
+  -> 10.99.0.18:80                       3       15        0      912        0
+TCP  10.99.0.21:443                      3       23        0     3209        0
+  -> 10.99.0.17:443                      0        0        0        0        0
+  -> 10.99.0.18:443                      3       23        0     3209        0
+TCP  10.99.0.21:465                      4       31        0     3459        0
+  -> 10.99.0.17:465                      1        4        0      240        0
+  -> 10.99.0.18:465                      3       27        0     3219        0
+TCP  10.99.0.21:587                      3       27        0     1410        0
+  -> 10.99.0.17:587                      1        9        0      474        0
+  -> 10.99.0.18:587                      2       18        0      936        0
+TCP  10.99.0.21:993                      3       27        0     3171        0
+  -> 10.99.0.17:993                      1        9        0     1061        0
+  -> 10.99.0.18:993                      2       18        0     2110        0
+TCP  10.99.0.21:995                      4       31        0     3379        0
+  -> 10.99.0.17:995                      1        3        0      180        0
+  -> 10.99.0.18:995                      3       28        0     3199        0
+TCP  10.99.0.22:3306                     3       28        0     2504        0
+  -> 10.99.0.15:3306                     2       18        0     1635        0
+  -> 10.99.0.16:3306                     1       10        0      869        0
 """
-STATS_NAT = STATS_DR.replace("19        0     1187        0", "19       17     1187     2013")
 STATS_IDLE = """\
-IP Virtual Server version 1.2.1 (size=4096)
+IP Virtual Server version 1.2.1 (size=256)
 Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
   -> RemoteAddress:Port
-TCP  10.99.0.21:25                       0        0        0        0        0
+TCP  10.99.0.21:80                       0        0        0        0        0
+  -> 10.99.0.17:80                       0        0        0        0        0
+  -> 10.99.0.18:80                       0        0        0        0        0
+TCP  10.99.0.21:443                      0        0        0        0        0
+  -> 10.99.0.17:443                      0        0        0        0        0
+  -> 10.99.0.18:443                      0        0        0        0        0
+TCP  10.99.0.21:465                      0        0        0        0        0
+  -> 10.99.0.17:465                      0        0        0        0        0
+  -> 10.99.0.18:465                      0        0        0        0        0
+TCP  10.99.0.21:587                      0        0        0        0        0
+  -> 10.99.0.17:587                      0        0        0        0        0
+  -> 10.99.0.18:587                      0        0        0        0        0
+TCP  10.99.0.21:993                      0        0        0        0        0
+  -> 10.99.0.17:993                      0        0        0        0        0
+  -> 10.99.0.18:993                      0        0        0        0        0
+TCP  10.99.0.21:995                      0        0        0        0        0
+  -> 10.99.0.17:995                      0        0        0        0        0
+  -> 10.99.0.18:995                      0        0        0        0        0
+TCP  10.99.0.22:3306                     0        0        0        0        0
+  -> 10.99.0.15:3306                     0        0        0        0        0
+  -> 10.99.0.16:3306                     0        0        0        0        0
 """
+# the same table as if replies had come back through the director (NAT): OutPkts counted
+STATS_NAT = STATS_DR.replace("   27        0     1410        0", "   27       25     1410     9120")
 
 
 def test_parse_policy_takes_candidates_and_leaves_out_none():
@@ -272,8 +310,8 @@ def test_dr_check_needs_the_balancers_and_is_skipped_only_without_ipvs(lab_pilla
 
 
 @pytest.mark.parametrize("stats,ok,detail", [
-    ({"lb1": STATS_DR, "lb2": STATS_IDLE}, True, "IPVS lb1 in 28 out 0; lb2 in 0 out 0"),
-    ({"lb1": STATS_NAT}, False, "IPVS lb1 in 28 out 17"),
+    ({"lb1": STATS_DR, "lb2": STATS_IDLE}, True, "IPVS lb1 in 182 out 0; lb2 in 0 out 0"),
+    ({"lb1": STATS_NAT}, False, "IPVS lb1 in 182 out 25"),
     ({"lb2": STATS_IDLE}, False, "IPVS lb2 in 0 out 0"),
     ({}, False, "no balancer's IPVS table could be read"),
 ], ids=["dr", "replies-through-director", "no-traffic-yet", "no-table"])

@@ -1,8 +1,10 @@
-"""The real lab: ``mailha-lab up``, ``up`` again, ``status``, a one-node drill, ``down`` twice.
+"""The real lab: ``mailha-lab up``, the full kill drill, ``up`` again, ``status``, ``down`` twice.
 
-Boots every pillar node as a systemd-nspawn container (real systemd inside), a salt-master in
-the bridge namespace and runs ``state.apply mailha``. Cold (no cached base tree) it debootstraps
-first. Slow: minutes, dominated by the formula's own waits.
+Boots every pillar node (the balancers as User-mode Linux machines with real IPVS, the others as
+systemd-nspawn containers; real systemd in all), a salt-master in the bridge namespace and runs
+``state.apply mailha``; the drill power-cuts every node in turn with every check active (every
+VIP service through IPVS-DR included); ``up`` again must change nothing anywhere. Cold (no cached
+base tree or UML kernel) it debootstraps and downloads first. Slow: minutes.
 """
 import json
 import os
@@ -15,7 +17,7 @@ import sys
 import pytest
 
 from salt_mailha.lab import network
-from salt_mailha.lab.util import PREFIX, RUN_DIR
+from salt_mailha.lab.util import CACHE_DIR, PREFIX, RUN_DIR
 
 # cold, the first test also builds the base tree: allow more than the suite default
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -27,7 +29,7 @@ OUTPUTS = []  # every CLI output of this module, grepped for secrets before ``do
 def _need():
     if os.geteuid() != 0:
         return "needs root (namespaces, overlay mounts, systemd-nspawn)"
-    for tool in ("systemd-nspawn", "debootstrap", "nsenter"):
+    for tool in ("systemd-nspawn", "debootstrap", "nsenter", "patchelf", "busybox"):
         if not shutil.which(tool):
             return f"{tool} missing: run scripts/setup-host.sh"
     if (RUN_DIR / "lab.json").exists():
@@ -70,42 +72,59 @@ def up_lab():
 def test_up_boots_every_node_with_systemd_and_a_minion(up_lab):
     code, out = up_lab
     assert code == 0, out  # 2 would mean: the lab is up but state.apply failed on some node
-    nodes = json.loads((RUN_DIR / "lab.json").read_text())["nodes"]
+    saved = json.loads((RUN_DIR / "lab.json").read_text())
+    assert saved["balancers"] == "uml" and saved["uml_nodes"] == ["lb1", "lb2"]  # the default
     rows = status_rows(out)
-    assert set(rows) == set(nodes)
-    for row in rows.values():
+    assert set(rows) == set(saved["nodes"])
+    for name, row in rows.items():
+        assert row["kind"] == ("uml" if name in saved["uml_nodes"] else "container"), out
         assert row["container"] == "running", out
         assert row["systemd"] in ("running", "degraded"), out
         assert row["minion"] == "up", out
         assert row["state.apply"] == "ok", out  # every node converged by `state.apply mailha`
-    assert "total" in out.splitlines()[-1]
+    assert re.search(r"up: (cold \(base tree built\)|cached base); total [0-9.]+s",
+                     out.splitlines()[-1]), out
+    # the UML kernel's versions are recorded with the base tree, and it passed its boot check
+    stamp = json.loads((CACHE_DIR / "base.stamp.json").read_text())
+    assert set(stamp["uml"]) == {"user-mode-linux", "libc6"}
+    assert "booted and loaded ip_vs" in out
 
 
-def test_nodes_run_real_systemd_in_their_own_netns(up_lab):
+def test_balancers_run_their_own_kernel_with_real_ipvs(up_lab):
+    import yaml
+
+    from salt_mailha.core.ipvs import parse_list
+    from salt_mailha.core.model import load_site
     from salt_mailha.lab.lab import Lab
 
-    node = Lab().node("lb1")
-    assert node.exec(["systemd-detect-virt"]).stdout.strip() == "systemd-nspawn"
-    assert node.exec(["cat", "/proc/1/comm"]).stdout.strip() == "systemd"
-    addrs = node.exec(["ip", "-o", "-4", "addr", "show"]).stdout
-    assert " 10.99.0.13/24 " in addrs and " 10.99.1.13/24 " in addrs
+    lab = Lab()
+    site = load_site(yaml.safe_load((RUN_DIR / "master/pillar/mailha.sls").read_text()))
+    release = json.loads((RUN_DIR / "lab.json").read_text())["uml_kernel"]["release"]
+    for name, own in (("lb1", "13"), ("lb2", "14")):
+        node = lab.node(name)
+        assert node.exec(["uname", "-r"]).stdout.strip() == release  # not the host's kernel
+        assert node.exec(["cat", "/proc/1/comm"]).stdout.strip() == "systemd"
+        addrs = node.exec(["ip", "-o", "-4", "addr", "show"]).stdout
+        assert f" 10.99.0.{own}/24 " in addrs and f" 10.99.1.{own}/24 " in addrs
+        # ldirectord filled the kernel's table: every service of the pillar, its real servers
+        services = parse_list(node.exec(["ipvsadm", "-Ln"]).stdout)
+        assert {s.port for s in services} == {s.port for s in site.services}
+        assert all(len(s.real_servers) == 2 and all(r.forward == "dr" for r in s.real_servers)
+                   for s in services)
+    # the containers still run under nspawn in their own namespace
+    assert lab.node("db1").exec(["systemd-detect-virt"]).stdout.strip() == "systemd-nspawn"
     # the host's own interfaces are untouched: no lab address in the root namespace
     assert "10.99." not in subprocess.run(["ip", "-o", "addr"], capture_output=True,
                                           text=True).stdout
 
 
-def test_up_again_is_idempotent(up_lab):
-    code, out = lab("up")
+def test_status_shows_real_ipvs_weights_on_both_balancers(up_lab):
+    code, out = lab("status")
     assert code == 0, out
-    assert "base tree: cached" in out
-    assert "0 started, 8 already running" in out
-    # the formula converged the first time: the second state.apply changes nothing anywhere
-    rows = status_rows(out)
-    assert len(rows) == 8
-    for row in rows.values():
-        assert row["state.apply"] == "ok", out
-    assert all(", 0 changed, 0 failed" in line for line in out.splitlines()
-               if line.split(" ", 1)[0] in rows and "states," in line), out
+    status = json.loads(out[out.index("mailha.status runner:") + len("mailha.status runner:"):])
+    for name in ("db1", "db2", "mail1", "mail2"):
+        for lb in ("lb1", "lb2"):
+            assert re.fullmatch(r"[0-9]+(/[0-9]+)?", status["nodes"][name][f"weight@{lb}"]), out
 
 
 def drill_rows(text):
@@ -122,25 +141,56 @@ def drill_rows(text):
 
 
 def test_drill_kills_every_node_once_and_the_site_keeps_serving(up_lab):
+    from salt_mailha.lab.drill import DR_CHECK
+
+    keys = {n: (RUN_DIR / f"nodes/{n}/upper/etc/salt/pki/minion/minion.pub").read_text()
+            for n in ("lb1", "lb2")}
     code, out = lab("drill", timeout=2400)  # default mode: kill (a power cut), every node
     assert code == 0, out
     rows = drill_rows(out)
+    assert not [r for r in rows if "FAIL" in " ".join(r) or "skipped" in " ".join(r)], out
     nodes = json.loads((RUN_DIR / "lab.json").read_text())["nodes"]
+    vips = ["vip mail http:80", "vip mail https:443", "vip mail imaps:993", "vip mail pop3s:995",
+            "vip mail submission:587", "vip mail smtps:465", "vip db mysql:3306", DR_CHECK]
     for node in nodes:
         mine = {r[1]: r for r in rows if r[0] == node}
         assert mine["node unreachable"][2] == "pass", out
         assert mine["node returns (minion answers)"][2] == "pass", out
-        # the tiers' checks ran (not skipped) while each node was down, and after it came back
+        # every check ran (none skipped) while each node was down, and after it came back:
+        # every VIP service through real IPVS-DR, replies never through the director
         for check in ("mail: SMTP accepts, IMAPS reads", "sql write on a db member",
-                      "ldap write on a server", "MX follows the mail nodes"):
+                      "ldap write on a server", "MX follows the mail nodes", *vips):
             assert check in mine, out
             expected = ("n/a",) if node == "ns1" and check.startswith("MX") else ("pass",)
             assert mine[check][2].startswith(expected), out
             assert mine[check][4] == "pass", out
-    assert not [r for r in rows if "FAIL" in " ".join(r)], out
-    # container balancers have no IPVS: every VIP check is reported skipped, never passed
-    vips = [r for r in rows if r[1].startswith("vip ")]
-    assert vips and all(r[0] == "*" and r[2].startswith("skipped: needs IPVS") for r in vips), out
+        if node.startswith(("db", "mail")):  # a real server is back in every kernel table
+            assert mine["back in IPVS on every balancer (weight > 0)"][4] == "pass", out
+    # a UML balancer's upper layer survives its power cut: same minion key, journal of 2 boots
+    from salt_mailha.lab.lab import Lab
+
+    for name, key in keys.items():
+        assert (RUN_DIR / f"nodes/{name}/upper/etc/salt/pki/minion/minion.pub").read_text() == key
+        boots = Lab().node(name).exec(["journalctl", "--list-boots", "--no-pager"]).stdout
+        assert len([b for b in boots.splitlines() if b.strip() and "BOOT ID" not in b]) >= 2, \
+            boots
+
+
+def test_up_again_is_idempotent(up_lab):
+    code, out = lab("up")
+    assert code == 0, out
+    assert "base tree: cached" in out
+    assert "0 started, 8 already running" in out
+    # the formula converged the first time, and every node came back from its power cut by
+    # itself: the second state.apply changes nothing anywhere, the balancers included
+    rows = status_rows(out)
+    assert len(rows) == 8
+    for row in rows.values():
+        assert row["state.apply"] == "ok", out
+    assert all(", 0 changed, 0 failed" in line for line in out.splitlines()
+               if line.split(" ", 1)[0] in rows and "states," in line), out
+
+
 
 
 def test_no_secret_in_lab_output_or_logs(up_lab):
@@ -171,3 +221,6 @@ def test_down_removes_everything_and_is_safe_twice(up_lab):
     with open("/proc/self/mountinfo") as fh:
         assert str(RUN_DIR) not in fh.read()
     assert not pathlib.Path(RUN_DIR).exists()
+    # no UML kernel of the lab is left running (their taps went with the bridge namespace)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not [line for line in ps.splitlines() if "linux.uml" in line and str(RUN_DIR) in line]
