@@ -269,20 +269,59 @@ def _position_arg(position):
     return [f"--wsrep-start-position={pos}"]
 
 
+def _markers(inst):
+    """The SST marker files (``core.SST_MARKERS``) present in the datadir."""
+    return tuple(m for m in core.SST_MARKERS if os.path.lexists(os.path.join(inst.datadir, m)))
+
+
+LOG_TAIL_BYTES = 4 << 20
+
+
+def _error_log_tail(inst):
+    """The last few MB of the error log (enough for the last state transfer), or None."""
+    try:
+        with open(inst.log_error, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return None
+
+
 def _local_position(g, inst, recover=True):
-    """(GaleraPosition | None, GraState | None, source) of a stopped node."""
+    """(CopyAssessment, GraState | None, source) of a stopped node.
+
+    ``--wsrep-recover`` runs whenever grastate.dat cannot give the position (missing, empty,
+    zero UUID or seqno -1) and the datadir is initialized, so that a datadir holding a donor's
+    files without Galera's record of the transfer is caught. On a half-copied datadir (an SST
+    marker) the recovered position is only informative, and a failed recovery is no error.
+    """
+    path = os.path.join(inst.datadir, "grastate.dat")
+    text = glue.read_text(path)
     gs = _grastate(inst)
-    if gs is not None and gs.seqno >= 0:
-        return gs.position, gs, "grastate"
-    # Never ran with wsrep: no history at all (zero UUID, -1); it joins by SST.
-    empty = core.GaleraPosition(core.ZERO_UUID, -1)
+    markers = _markers(inst)
+    log_text = _error_log_tail(inst)
+    recovered, source = None, "grastate"
     if not _initialized(inst):
-        return empty, gs, "no datadir"
-    if gs is None:
-        return empty, gs, "no grastate.dat"
-    if not recover:
-        return (gs.position if gs else None), gs, "grastate"
-    return _recover(g, inst), gs, "wsrep-recover"
+        # No system tables: nothing of any history is here (or only the first files of a copy,
+        # which the markers and the log tell).
+        recovered, source = core.GaleraPosition(core.ZERO_UUID, -1), "no datadir"
+    elif recover and (gs is None or gs.seqno < 0):
+        try:
+            recovered, source = _recover(g, inst), "wsrep-recover"
+        except CommandExecutionError:
+            if not markers:
+                raise
+            # a half-copied datadir may not even recover: the markers already say what it is
+    assessment = core.assess_copy(text, recovered, markers, log_text)
+    if assessment.incomplete:
+        source = "incomplete"
+    return assessment, gs, source
+
+
+def _incomplete_evidence(inst):
+    """The cheap evidence (markers, error log) that this datadir holds a cut-off transfer."""
+    return core.assess_copy(None, None, _markers(inst), _error_log_tail(inst)).incomplete
 
 
 # ----------------------------------------------------------------------------------- public
@@ -316,8 +355,13 @@ def position(node=None, recover=True):
     """This node's Galera position (``uuid:seqno``) and ``safe_to_bootstrap``.
 
     A running node reports its live state UUID and last committed seqno. A stopped node reports
-    ``grastate.dat``; when that says seqno -1 (a crash), ``mariadbd --wsrep-recover`` reads the
-    real one from InnoDB (``recover=False`` skips that and reports -1).
+    ``grastate.dat``; when that cannot say (seqno -1 after a crash, missing, empty, zero UUID),
+    ``mariadbd --wsrep-recover`` reads it from InnoDB (``recover=False`` skips that).
+
+    A stopped node also says whether its datadir is a complete copy of the history
+    (``complete``) and, when not, the evidence (``incomplete``): an SST marker file, an
+    unfinished state transfer in the error log, a recovered position that grastate.dat
+    contradicts. Such a node never bootstraps; it resyncs by full SST.
 
     CLI Example:
 
@@ -335,13 +379,16 @@ def position(node=None, recover=True):
                 "safe_to_bootstrap": bool(gs and gs.safe_to_bootstrap), "source": "status",
                 "status": st.as_dict() if st else None}
     try:
-        pos, gs, source = _local_position(g, inst, recover=recover)
+        assessment, gs, source = _local_position(g, inst, recover=recover)
     except CommandExecutionError as exc:
         return {"node": n.id, "running": False, "position": None, "uuid": None, "seqno": None,
-                "safe_to_bootstrap": bool(gs and gs.safe_to_bootstrap), "source": "error", "error": str(exc)}
+                "safe_to_bootstrap": bool(gs and gs.safe_to_bootstrap), "source": "error", "error": str(exc),
+                "complete": None, "incomplete": list(_incomplete_evidence(inst))}
+    pos = assessment.position
     return {"node": n.id, "running": False, "position": str(pos) if pos else None,
             "uuid": pos.uuid if pos else None, "seqno": pos.seqno if pos else None,
-            "safe_to_bootstrap": bool(gs and gs.safe_to_bootstrap), "source": source}
+            "safe_to_bootstrap": bool(gs and gs.safe_to_bootstrap), "source": source,
+            "complete": assessment.complete, "incomplete": list(assessment.incomplete)}
 
 
 def config_path(node=None):
@@ -420,6 +467,25 @@ def bootstrap(position=None, node=None, timeout=None):
         salt db2 mailha_galera.bootstrap position=d84ce8f4-e8c9-11f1-876c-fa62e30020a8:13
     """
     _, n, g, inst = _ctx(node)
+    if _pid(inst) is not None or _read_status(inst) is not None:
+        raise CommandExecutionError(f"mariadbd of {inst.datadir} is already running; stop it first")
+    # The last guard before --wsrep-new-cluster: this datadir must be a complete copy, and hold
+    # the history it is asked to continue (a fresh one only for a brand-new cluster).
+    assessment, _, _ = _local_position(g, inst)
+    if assessment.incomplete:
+        raise CommandExecutionError(
+            f"refusing to bootstrap {n.id}: its datadir is not a complete copy of the history "
+            f"({'; '.join(assessment.incomplete)}). Bootstrap a complete member (salt-run "
+            f"mailha.galera_recover); this node then resyncs by full SST (mailha_galera.resync)")
+    planned = core.GaleraPosition.parse(str(position)) if position not in (None, "") else None
+    have = assessment.position
+    if planned is not None and not planned.empty and (
+            have is None or have.uuid != planned.uuid or (planned.known and have.known and have.seqno < planned.seqno)):
+        raise CommandExecutionError(f"refusing to bootstrap {n.id} at {planned}: its datadir holds "
+                                    f"{have or 'no position'}; run salt-run mailha.galera_recover again")
+    if (planned is None or planned.empty) and have is not None and not have.empty:
+        raise CommandExecutionError(f"refusing to start a new cluster on {n.id}: its datadir holds "
+                                    f"{have}; run salt-run mailha.galera_recover")
     extra = ["--wsrep-new-cluster", *_position_arg(position)]
     path = os.path.join(inst.datadir, "grastate.dat")
     text = glue.read_text(path)
@@ -446,9 +512,26 @@ def join(position=None, node=None, timeout=None):
 
         salt db3 mailha_galera.join position=d84ce8f4-e8c9-11f1-876c-fa62e30020a8:11
     """
-    _, n, g, inst = _ctx(node)
+    site, n, g, inst = _ctx(node)
+    local = core.GaleraPosition.parse(str(position)) if position not in (None, "") else None
+    _check_history(site, n, g, local)
     st = _start_checked(g, inst, _position_arg(position), timeout or g.join_timeout)
     return {"node": n.id, "action": "join", "position": str(position) if position else None, **st.as_dict()}
+
+
+def _check_history(site, n, g, local):
+    """Refuse to join a Primary component of another cluster UUID than ``local``'s."""
+    if local is None or local.empty:
+        return
+    for m in site.galera_members():
+        if m.id == n.id:
+            continue
+        p = _probe_peer(g, m.address(g.network), g.instance(m.id).port, 1.0)
+        if p.get("primary"):
+            problem = core.check_history_match(local, p.get("uuid"))
+            if problem:
+                raise CommandExecutionError(f"refusing to start {n.id}: {problem} (asked {m.id})")
+            return
 
 
 def recover(node=None, timeout=None):
@@ -461,11 +544,51 @@ def recover(node=None, timeout=None):
 
         salt db3 mailha_galera.recover
     """
-    _, n, g, inst = _ctx(node)
-    pos, _, source = _local_position(g, inst)
+    site, n, g, inst = _ctx(node)
+    assessment, _, source = _local_position(g, inst)
+    if not assessment.incomplete:
+        _check_history(site, n, g, assessment.position)
+    if assessment.incomplete:
+        out = resync(node=node, timeout=timeout)
+        out["evidence"] = list(assessment.incomplete)
+        return out
+    pos = assessment.position
     st = _start_checked(g, inst, _position_arg(pos), timeout or g.join_timeout)
     return {"node": n.id, "action": "recover", "position": str(pos) if pos else None, "source": source,
             **st.as_dict()}
+
+
+RESYNC_GRASTATE = (f"# GALERA saved state\nversion: 2.1\nuuid:    {core.ZERO_UUID}\nseqno:   -1\n"
+                   "safe_to_bootstrap: 0\n")
+
+
+def resync(node=None, timeout=None):
+    """Discard this stopped node's copy and rejoin the Primary component by a full state
+    transfer (SST): grastate.dat is set to the zero UUID (what Galera itself writes after a
+    failed transfer; the old file is kept as ``grastate.dat.mailha-resync``), then mariadbd
+    starts without a start position, so it can never catch up by IST from a position its
+    partial data does not hold. For a node whose last transfer was cut off
+    (``position`` reports ``incomplete``); ``salt-run mailha.galera_recover`` calls it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mailha_galera.resync
+    """
+    _, n, g, inst = _ctx(node)
+    if _pid(inst) is not None or _read_status(inst) is not None:
+        raise CommandExecutionError(f"mariadbd of {inst.datadir} is already running; stop it first")
+    path = os.path.join(inst.datadir, "grastate.dat")
+    old = glue.read_text(path)
+    if os.path.isdir(inst.datadir) and old != RESYNC_GRASTATE:
+        uid, gid = _user_ids(g)
+        if old is not None:
+            glue.write_atomic(path + ".mailha-resync", old, "0660")
+        glue.write_atomic(path, RESYNC_GRASTATE, "0660")
+        os.chown(path, uid, gid)
+    st = _start_checked(g, inst, [], timeout or g.join_timeout)
+    return {"node": n.id, "action": "resync", "position": None, **st.as_dict()}
 
 
 def pc_bootstrap(node=None):
@@ -548,7 +671,8 @@ def _probe_peer(g, addr, port, timeout):
         return {"answering": True, "primary": False, "error": str(exc.args[0] if exc.args else exc)}
     finally:
         conn.close()
-    return {"answering": True, "primary": st.primary, "synced": st.synced, "size": st.cluster_size}
+    return {"answering": True, "primary": st.primary, "synced": st.synced, "size": st.cluster_size,
+            "uuid": st.cluster_state_uuid, "seqno": st.last_committed}
 
 
 def monitor_present(node=None, test=False):

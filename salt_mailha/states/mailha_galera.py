@@ -20,7 +20,9 @@ monitoring user of the balancer's check, and garbd on an arbitrator node.
       mailha_galera.arbitrator_running: []
 
 ``synced`` is safe to apply on every member at once: only ``galera:bootstrap_node`` ever starts a
-brand-new cluster, and only when its datadir has no Galera history and no other member answers;
+brand-new cluster, and only when its datadir has no Galera history (grastate.dat and InnoDB agree),
+holds no cut-off state transfer, and no other member answers; a member whose copy is incomplete
+rejoins by full SST;
 the others wait (bounded by ``galera:join_timeout``) for a Primary component and join it with
 their own ``--wsrep-start-position``. A cluster that stopped as a whole is never bootstrapped by a
 state: that is ``salt-run mailha.galera_recover``, which compares every member's position first.
@@ -181,22 +183,28 @@ def synced(name="galera", node=None, timeout=None):
     except (MailhaError, CommandExecutionError) as exc:
         return _fail(ret, exc)
     has_history = pos.get("uuid") not in (None, core.ZERO_UUID)
+    incomplete = tuple(pos.get("incomplete") or ())
     primary = sorted(m for m, p in peers.items() if p.get("primary"))
     answering = sorted(m for m, p in peers.items() if p.get("answering"))
     old = {"running": False, "position": pos.get("position")}
-
-    if primary:
-        plan, why = "join", f"{', '.join(primary)} in a Primary component"
-    elif n.id == g.bootstrap_node and not has_history and not answering:
-        plan, why = "bootstrap", (f"{n.id} is galera:bootstrap_node, has no Galera history and no other "
-                                  f"member answers")
-    elif n.id == g.bootstrap_node and not has_history:
-        return _fail(ret, f"{n.id} is galera:bootstrap_node but {', '.join(answering)} already run without a "
-                          f"Primary component; refusing to start a second cluster: run "
-                          f"salt-run mailha.galera_recover")
-    else:
-        plan, why = "wait", ("no member answers from a Primary component yet" +
-                             ("" if not has_history else f" ({n.id} has history {pos['position']})"))
+    if incomplete:
+        old["incomplete"] = list(incomplete)
+    plan, why = core.plan_first_start(n.id, g.bootstrap_node, incomplete, has_history, primary, answering)
+    if plan == "bootstrap" and not test:
+        # grastate.dat says "no history"; a half-copied datadir says the same while InnoDB holds
+        # a donor's files, so InnoDB must agree before a new cluster starts from this datadir.
+        try:
+            full = mod["mailha_galera.position"](node=node, recover=True)
+        except (MailhaError, CommandExecutionError) as exc:
+            return _fail(ret, exc)
+        if full.get("error"):
+            return _fail(ret, f"cannot tell whether {n.id} holds a history: {full['error']}")
+        plan, why = core.plan_first_start(n.id, g.bootstrap_node, tuple(full.get("incomplete") or ()),
+                                          full.get("uuid") not in (None, core.ZERO_UUID), primary, answering)
+    if plan == "refuse":
+        return _fail(ret, why)
+    if plan == "wait" and has_history:
+        why += f" ({n.id} has history {pos['position']})"
 
     if test:
         ret["result"] = None
@@ -204,7 +212,9 @@ def synced(name="galera", node=None, timeout=None):
                  else f" at {pos['position']}" if has_history else "")
         ret["comment"] = {
             "join": f"would start {n.id} and join the Primary component{recov} ({why})",
-            "bootstrap": f"would bootstrap a new cluster on {n.id} ({why})",
+            "resync": f"would start {n.id} and rejoin by full SST, discarding its incomplete copy ({why})",
+            "bootstrap": f"would bootstrap a new cluster on {n.id} once --wsrep-recover confirms its "
+                         f"datadir holds no history ({why})",
             "wait": f"would wait up to {timeout}s for a Primary component, then join{recov} ({why})",
         }[plan]
         ret["changes"] = {"old": old, "new": {"running": True, "state": "Synced", "action": plan}}
@@ -226,6 +236,8 @@ def synced(name="galera", node=None, timeout=None):
             res = mod["mailha_galera.recover"](node=node, timeout=timeout)
     except (MailhaError, CommandExecutionError) as exc:
         return _fail(ret, f"{plan} of {n.id} failed: {exc}")
+    if res.get("action") == "resync":
+        plan, why = "resync", f"{why}; its copy was incomplete: {'; '.join(res.get('evidence') or incomplete)}"
     new = {"running": True, "state": res["wsrep_local_state_comment"], "action": plan,
            "position": res.get("position"), "size": res["wsrep_cluster_size"]}
     if prepared.get("initialized"):
@@ -234,6 +246,8 @@ def synced(name="galera", node=None, timeout=None):
         new["monitor"] = res["monitor"]
     ret["changes"] = {"old": old, "new": new}
     ret["comment"] = (f"bootstrapped a new cluster on {n.id} ({why})" if plan == "bootstrap"
+                      else f"{n.id} rejoined by full SST (size {res['wsrep_cluster_size']}; {why})"
+                      if plan == "resync"
                       else f"{n.id} joined the Primary component (size {res['wsrep_cluster_size']}; {why})")
     return ret
 

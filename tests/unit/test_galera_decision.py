@@ -9,6 +9,7 @@ from salt_mailha.core.galera import (
     NodeReport,
     WsrepStatus,
     choose_bootstrap_node,
+    plan_first_start,
 )
 
 U = "d84ce8f4-e8c9-11f1-876c-fa62e30020a8"
@@ -24,6 +25,12 @@ def running(node, status="Primary", size=2, last=20, uuid=U):
     st = WsrepStatus(size, status, "Synced" if status == "Primary" else "Initialized",
                      status == "Primary", True, uuid, last)
     return NodeReport(node, running=True, status=st)
+
+
+def cut(node, seqno=65, uuid=U, why="sst_in_progress is in the datadir"):
+    """A member whose last state transfer was cut off: its InnoDB recovers the donor's position."""
+    return NodeReport(node, running=False, position=GaleraPosition(uuid, seqno) if seqno is not None else None,
+                      incomplete=(why,))
 
 
 def unreachable(node, why="minion did not answer"):
@@ -82,6 +89,47 @@ CASES = [
      {}, "bootstrap", "db2", [("pc_bootstrap", "db2"), ("join", "db3")], ["highest seqno 21"]),
     ("seqno-minus-one-loses", reports(stopped("db1", -1), stopped("db2", 0), stopped("db3", -1)), {},
      "bootstrap", "db2", [("bootstrap", "db2"), ("join", "db1"), ("join", "db3")], ["highest seqno 0"]),
+    # --- state transfers cut off (issue 19)
+    ("issue-scenario-tie-never-picks-the-cut-copy", reports(cut("db1", 65), stopped("db2", 65), stopped("db3", 65)),
+     {}, "bootstrap", "db2", [("bootstrap", "db2"), ("resync", "db1"), ("join", "db3")],
+     ["db2 has the highest seqno 65", "tied with db3", "db1 needs a full SST (sst_in_progress",
+      "resyncs after the bootstrap"]),
+    ("cut-copy-with-a-higher-seqno-is-still-no-candidate", reports(cut("db1", 99), stopped("db2", 65),
+                                                                    stopped("db3", 64)),
+     {}, "bootstrap", "db2", [("bootstrap", "db2"), ("resync", "db1"), ("join", "db3")], ["highest seqno 65"]),
+    ("cut-copy-without-any-position-counts-as-reported", reports(cut("db1", None), stopped("db2", 65),
+                                                                  stopped("db3", 65)),
+     {}, "bootstrap", "db2", [("bootstrap", "db2"), ("resync", "db1"), ("join", "db3")], ["db1 needs a full SST"]),
+    ("no-complete-copy-refuses-naming-the-nodes", reports(cut("db1"), stopped("db2", -1, uuid=ZERO_UUID),
+                                                          stopped("db3", -1, uuid=ZERO_UUID)),
+     {}, "refuse", None, [], ["no complete copy", "db1 needs a full SST", "db2, db3 hold no Galera history",
+                              "nothing is started"]),
+    ("no-complete-copy-even-when-forced", reports(cut("db1"), stopped("db2", -1, uuid=ZERO_UUID),
+                                                  stopped("db3", -1, uuid=ZERO_UUID)),
+     {"force_node": "db2"}, "refuse", None, [], ["no complete copy", "even when forced"]),
+    ("two-cut-copies-and-one-silent-member", reports(cut("db1"), cut("db2"), unreachable("db3")),
+     {"force_node": None}, "refuse", None, [], ["db3: minion did not answer"]),
+    ("forcing-a-cut-copy-is-refused", reports(cut("db1"), stopped("db2", 64), stopped("db3", 64)),
+     {"force_node": "db1"}, "refuse", None, [], ["forced node db1 does not hold a complete copy", "even when forced"]),
+    ("primary-live-cut-copy-resyncs", reports(running("db1"), running("db2"), cut("db3")), {},
+     "join", "db1", [("resync", "db3")], ["db3 needs a full SST"]),
+    # --- no recoverable position anywhere
+    ("all-at-minus-one-refuses", reports(stopped("db1", -1), stopped("db2", -1), stopped("db3", -1)), {},
+     "refuse", None, [], ["seqno -1", "no member has a recoverable position", "force=<node>"]),
+    ("all-at-minus-one-with-an-empty-node-refuses", reports(stopped("db1", -1), stopped("db2", -1),
+                                                             stopped("db3", -1, uuid=ZERO_UUID)), {},
+     "refuse", None, [], ["seqno -1"]),
+    ("all-at-minus-one-forced", reports(stopped("db1", -1), stopped("db2", -1), stopped("db3", -1)),
+     {"force_node": "db2"}, "bootstrap", "db2", [("bootstrap", "db2"), ("join", "db1"), ("join", "db3")],
+     ["forced by the operator", "no member has a recoverable seqno"]),
+    # --- every safe_to_bootstrap the plan overrides is said
+    ("safe-flag-on-a-lower-node-is-named", reports(stopped("db1", 12, safe=True), stopped("db2", 13),
+                                                   stopped("db3", 11)), {},
+     "bootstrap", "db2", [("bootstrap", "db2"), ("join", "db1"), ("join", "db3")],
+     ["overrides safe_to_bootstrap: 1 on db1", "safe_to_bootstrap is 0 on db2"]),
+    ("chosen-safe-node-overrides-nothing", reports(stopped("db1", 12), stopped("db2", 13, safe=True),
+                                                   stopped("db3", 11)), {},
+     "bootstrap", "db2", [("bootstrap", "db2"), ("join", "db1"), ("join", "db3")], []),
 ]
 
 
@@ -112,3 +160,40 @@ def test_decision_is_deterministic_whatever_the_report_order():
     b = reports(stopped("db1", 13), stopped("db2", 13), stopped("db3", 13))
     assert choose_bootstrap_node(a, BootstrapPolicy(MEMBERS)) == choose_bootstrap_node(b, BootstrapPolicy(MEMBERS))
     assert choose_bootstrap_node(a, BootstrapPolicy(MEMBERS))[0].node == "db1"
+
+
+def test_no_override_is_claimed_when_the_chosen_node_is_the_safe_one():
+    _, reason = choose_bootstrap_node(reports(stopped("db1", 12), stopped("db2", 13, safe=True), stopped("db3", 11)),
+                                      BootstrapPolicy(MEMBERS))
+    assert "safe_to_bootstrap" not in reason
+
+
+def test_a_cut_copy_never_sets_a_position():
+    action, _ = choose_bootstrap_node(reports(cut("db1", 99), stopped("db2", 65), stopped("db3", 64)),
+                                      BootstrapPolicy(MEMBERS))
+    assert {s.node: s.position for s in action.steps}["db1"] is None
+
+
+FIRST_START = [
+    # id, node, bootstrap_node, incomplete, has_history, primary, answering, plan, words
+    ("primary-join", "db2", "db1", (), True, ["db1"], ["db1"], "join", ["db1 in a Primary component"]),
+    ("primary-cut-copy-resyncs", "db2", "db1", ("sst_in_progress is in the datadir",), False, ["db1"], ["db1"],
+     "resync", ["needs a full SST"]),
+    ("fresh-bootstrap-node", "db1", "db1", (), False, [], [], "bootstrap", ["no Galera history"]),
+    ("bootstrap-node-with-a-cut-copy-refuses", "db1", "db1", ("grastate.dat is empty but InnoDB recovers x",),
+     False, [], [], "refuse", ["not a complete copy", "galera_recover"]),
+    ("bootstrap-node-with-history-waits", "db1", "db1", (), True, [], [], "wait", ["galera_recover"]),
+    ("bootstrap-node-with-others-answering-refuses", "db1", "db1", (), False, [], ["db2"], "refuse",
+     ["second cluster"]),
+    ("other-waits", "db2", "db1", (), False, [], [], "wait", ["no member answers"]),
+    ("other-with-a-cut-copy-waits", "db2", "db1", ("x",), False, [], [], "wait", []),
+]
+
+
+@pytest.mark.parametrize("node, boot, incomplete, history, primary, answering, plan, words",
+                         [c[1:] for c in FIRST_START], ids=[c[0] for c in FIRST_START])
+def test_plan_first_start(node, boot, incomplete, history, primary, answering, plan, words):
+    got, reason = plan_first_start(node, boot, incomplete, history, primary, answering)
+    assert got == plan, reason
+    for w in words:
+        assert w in reason

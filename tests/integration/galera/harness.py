@@ -99,9 +99,10 @@ class Member:
         }))
 
     # ---- salt
-    def salt_call(self, *args, timeout=300):
+    def salt_call(self, *args, timeout=300, env=None):
         argv = [str(SALT_CALL), "--local", "-c", str(self.conf), "--out", "json", "-l", "quiet", *args]
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**self.lab.env(), **(env or {})})
 
     def finish(self, proc, timeout=300):
         out, err = proc.communicate(timeout=timeout)
@@ -165,6 +166,44 @@ class Member:
         if self.pid() is not None:
             self.kill9()
 
+    def power_cut(self):
+        """SIGKILL every process of this member at once: mariadbd, its SST script and rsync daemon,
+        garbd (each runs in the session mariadbd or garbd was started in; found by this member's
+        paths on their command lines). Returns the process groups killed."""
+        tag = f"{self.dir}/".encode()
+        groups = set()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ")
+                if tag in cmd:
+                    groups.add(os.getpgid(int(entry)))
+            except OSError:
+                continue
+        groups.discard(os.getpgrp())  # a salt-call of this test mentions the member's paths too
+        for g in groups:
+            try:
+                os.killpg(g, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while self.pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return groups
+
+    def start_new_cluster(self):
+        """``mariadbd --wsrep-new-cluster`` started directly, not through salt-mailha (what an
+        unguarded bootstrap does)."""
+        log = open(self.dir / "direct-start.log", "ab")  # noqa: SIM115 - the child keeps it
+        subprocess.Popen(["/usr/sbin/mariadbd", f"--defaults-file={self.cnf}", "--wsrep-new-cluster"],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                         env=self.lab.env())
+
+    def datadir_markers(self):
+        return sorted(p.name for p in self.datadir.glob("*") if p.name in ("sst_in_progress", "rsync_sst_complete", ".sst"))
+
     def log_since(self, offset):
         try:
             with open(self.error_log, "rb") as f:
@@ -185,10 +224,23 @@ class GaleraLab:
     that is not load-balanced, the guide's filer1), the others role db. ``garbd`` names an extra
     node with role garbd."""
 
-    def __init__(self, base, members=("db1", "db2", "filer1"), quorum="filer1", garbd=None, bootstrap_node="db1"):
+    def __init__(self, base, members=("db1", "db2", "filer1"), quorum="filer1", garbd=None, bootstrap_node="db1",
+                 rsync_bwlimit=None):
         self.base = pathlib.Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         os.chmod(self.base, 0o755)  # mariadbd runs as mysql and must traverse it
+        self.bin = None
+        if rsync_bwlimit:
+            # State transfers long enough to be cut: the SST scripts find rsync on mariadbd's PATH
+            # (inherited from the salt-call that started it), so a wrapper goes first; it throttles
+            # while the file ``throttle`` exists (``self.throttled(True)``).
+            self.bin = self.base / "bin"
+            self.bin.mkdir(exist_ok=True)
+            (self.bin / "rsync").write_text(
+                f'#!/bin/sh\nif [ -e {self.bin}/throttle ]; then set -- --bwlimit={int(rsync_bwlimit)} "$@"; fi\n'
+                'exec /usr/bin/rsync "$@"\n')
+            os.chmod(self.bin, 0o755)
+            os.chmod(self.bin / "rsync", 0o755)
         self.pillar_dir = self.base / "pillar"
         addrs = [f"127.0.0.{10 + i}" for i in range(1, len(members) + (2 if garbd else 1))]
         self.port_base = pick_ports(addrs)
@@ -205,6 +257,16 @@ class GaleraLab:
 
     def all(self):
         return self.members + ([self.garbd] if self.garbd else [])
+
+    def throttled(self, on):
+        flag = self.bin / "throttle"
+        flag.touch() if on else flag.unlink(missing_ok=True)
+
+    def env(self):
+        env = dict(os.environ)
+        if self.bin:
+            env["PATH"] = f"{self.bin}:{env.get('PATH', '/usr/bin:/bin')}"
+        return env
 
     def member(self, node_id):
         return next(m for m in self.all() if m.id == node_id)
@@ -291,6 +353,8 @@ class GaleraLab:
 
     def cleanup(self, keep=False):
         self.stop()
+        for m in self.all():
+            m.power_cut()  # a joiner mid-SST has no pidfile yet
         if keep or os.environ.get("MAILHA_KEEP_GALERA"):
             print(f"galera lab kept in {self.base}")
         else:

@@ -7,38 +7,20 @@ import time
 
 import pytest
 
-from tests.integration.galera.harness import REPO, SECRETS, Writer, prepare_table, rows
+from tests.integration.galera.conftest import salted
+from tests.integration.galera.harness import SECRETS, Writer, prepare_table, rows
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def salted(salt_factories, lab):
-    import salt.client
-    import salt.runner
-
-    master = salt_factories.salt_master_daemon("galera-master", overrides={
-        "interface": "127.0.0.1", "auto_accept": True,
-        "file_roots": {"base": [str(REPO / "states")]},
-        "pillar_roots": {"base": [str(lab.pillar_dir)]},
-        "log_level_logfile": "info",
-    })
-    minions = [master.salt_minion_daemon(m.id, overrides={"log_level_logfile": "info"}) for m in lab.members]
-    with master.started(start_timeout=120):
-        started = []
-        try:
-            for m in minions:
-                m.start(start_timeout=120)
-                started.append(m)
-            yield (salt.client.LocalClient(mopts=master.config.copy()),
-                   salt.runner.RunnerClient(master.config.copy()), master)
-        finally:
-            for m in reversed(started):
-                m.terminate()
+def site(salt_factories, lab):
+    with salted(salt_factories, lab, "galera-master") as s:
+        yield s
 
 
-def test_salt_state_apply_on_all_then_galera_recover(lab, salted):
-    client, runner, master = salted
+def test_salt_state_apply_on_all_then_galera_recover(lab, site):
+    client, runner, master = site
     ids = [m.id for m in lab.members]
     ret = client.cmd(ids, "state.apply", ["mailha.galera"], tgt_type="list", timeout=300)
     assert set(ret) == set(ids), ret
