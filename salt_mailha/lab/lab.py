@@ -231,7 +231,9 @@ class Lab:
             ret = master.salt("*", "state.apply", "mailha", timeout=APPLY_TIMEOUT, log=log)
             results = {n: summarize_state_return(ret.get(n)) for n in names}
             (self.run_dir / "last-apply.json").write_text(json.dumps(results))
-        print(self.status_text(pillar), file=self.out, flush=True)
+        # the node table only: `mailha-lab status` adds the runner's (salt-run mailha.status
+        # asks every minion; a node that does not answer costs its timeout)
+        print(self.status_text(pillar, runner=False), file=self.out, flush=True)
         failed = [n for n, (v, _d) in results.items() if v != "ok"]
         p.say(f"up: {'cold (base tree built)' if cold else 'cached base'}; total "
               f"{p.elapsed():.1f}s; state.apply failed on {len(failed)}/{len(names)} nodes"
@@ -256,7 +258,7 @@ class Lab:
             self.node(stale).unmount(log)  # a node whose nspawn died: re-mount cleanly
 
     # ------------------------------------------------------------------ status
-    def status_text(self, pillar=None):
+    def status_text(self, pillar=None, runner=True):
         pillar = pillar or self._pillar_if_up()
         if pillar is None:
             return "lab is down (nothing under " + str(self.run_dir) + ")"
@@ -284,19 +286,17 @@ class Lab:
                       "state.apply", "detail"], rows)
         text += "\nmaster: " + (f"pid {master.pid()} on {master.interface}" if master.pid()
                                 else "stopped")
-        if master.pid():
-            code, out, err = master.run_runner("mailha.status", "--out=json")
+        if master.pid() and not runner:
+            text += "\nmailha.status runner: see 'mailha-lab status'"
+        elif master.pid():
+            # the runner's own outputter: one table (IPVS weights read from each balancer)
+            code, out, err = master.run_runner("mailha.status", timeout=300)
             if "is not available" in out + err:
                 text += "\nmailha.status runner: not available yet (own table above)"
             elif code != 0:
                 text += f"\nmailha.status runner failed: {(err or out).strip()[-300:]}"
             else:
-                try:
-                    ret = json.loads(out)
-                except ValueError:
-                    ret = out
-                shown = ret.get("table") if isinstance(ret, dict) and "table" in ret else out
-                text += "\nmailha.status runner:\n" + str(shown).rstrip()
+                text += "\nmailha.status runner:\n" + out.rstrip()
         return text
 
     def _pillar_if_up(self):

@@ -317,3 +317,19 @@ def test_dr_check_needs_the_balancers_and_is_skipped_only_without_ipvs(lab_pilla
 ], ids=["dr", "replies-through-director", "no-traffic-yet", "no-table"])
 def test_dr_verdict_from_real_ipvsadm_stats(stats, ok, detail):
     assert drill.dr_verdict({k: parse_stats(v) for k, v in stats.items()}) == (ok, detail)
+
+
+def test_vip_check_needs_a_streak_not_one_lucky_probe(lab_pillar, monkeypatch):
+    """With a dead real server still in the rotation every other connection fails: the VIP
+    check must not pass on the one that landed on the live server."""
+    site = load_site(lab_pillar)
+    check = next(c for c in drill.build_checks(site, ipvs=True) if c.name == "vip mail imaps:993")
+    answers = iter([True, False, True, False, True, False])
+    monkeypatch.setattr(drill, "probe", lambda req: {"ok": next(answers), "detail": "x"})
+    assert drill.evaluate(check, site, "mail1") == (False, "failed after 1 in a row: x")
+    answers = iter([True] * drill.VIP_STREAK)
+    assert drill.evaluate(check, site, "mail1") == (True, "x")
+    # other checks still need one passing probe
+    ldap = next(c for c in drill.build_checks(site) if c.name == "ldap write on a server")
+    answers = iter([True])
+    assert drill.evaluate(ldap, site, "mail1") == (True, "x")
