@@ -593,28 +593,42 @@ def status():
         salt-run mailha.status
         salt-run mailha.status --out=json
     """
+    import salt.key  # noqa: PLC0415 - only status reads the key directory
+
     site = _site()
+    with salt.key.get_key(__opts__) as keys:
+        accepted = set(keys.list_status("acc").get("minions", []))
     with _client() as client:
-        return {"data": _status(site, client), "outputter": "mailha_status"}
+        return {"data": _status(site, client, accepted), "outputter": "mailha_status"}
 
 
-def _status(site, client):
+def _status(site, client, accepted=None):
+    """The status data; only minions in ``accepted`` (keys the master accepted) are asked: a
+    target list naming none of them makes Salt print "No minions matched" into the output."""
+
+    def known(ids):
+        return [i for i in ids if accepted is None or i in accepted]
+
+    def ask(targets, fun, args=()):
+        targets = known(targets)
+        return _call(client, targets, fun, args) if targets else {}
+
     lbs = list(_balancers(site))
     state = _load_state(site)
     reals = health.real_server_ids(site)
     rows = {}
-    mx_now = _call(client, [site.dns.updater], "mailha_dns.query", ["@", "MX"]).get(
+    mx_now = ask([site.dns.updater], "mailha_dns.query", ["@", "MX"]).get(
         site.dns.updater) if site.dns and site.dns.updater else None
-    galera = _call(client, [n.id for n in site.galera_members()], "mailha_galera.status") \
+    galera = ask([n.id for n in site.galera_members()], "mailha_galera.status") \
         if site.galera else {}
-    ldap = _call(client, [n.id for n in site.nodes_with("mail")][:1],
-                 "mailha_ldap.replication_status") if site.ldap else {}
+    ldap = ask(known([n.id for n in site.nodes_with("mail")])[:1],
+               "mailha_ldap.replication_status") if site.ldap else {}
     ldap_view = next(iter(ldap.values()), None)
-    ipvs = _call(client, lbs, "mailha_ipvs.list") if lbs else {}
+    ipvs = ask(lbs, "mailha_ipvs.list")
     for n in site.nodes:
         row = {"roles": ",".join(n.roles)}
         if n.id in reals:
-            views = _call(client, lbs, "mailha_health.probe", [n.id])
+            views = ask(lbs, "mailha_health.probe", [n.id])
             failing = sorted({s for v in views.values() if isinstance(v, dict)
                               for s in v.get("failing", [])})
             answered = [v for v in views.values() if isinstance(v, dict) and "ok" in v]

@@ -70,9 +70,9 @@ def clean_env(venv=None):
     return env
 
 
-def run(argv, timeout, venv=None, cwd=None, check=True):
+def run(argv, timeout, venv=None, cwd=None, check=True, env=None):
     proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout,
-                          env=clean_env(venv), cwd=cwd)
+                          env={**clean_env(venv), **(env or {})}, cwd=cwd)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n"
                            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -24,8 +24,10 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 EXAMPLE = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
-IMAP_PORT = 20143
-SMTP_PORT = 20025
+# overridable: the Salt-version matrix (tests/compat) runs this site in a child pytest while
+# another run on the same host may hold the default ports
+IMAP_PORT = int(os.environ.get("MAILHA_REMTEST_IMAP_PORT", "20143"))
+SMTP_PORT = int(os.environ.get("MAILHA_REMTEST_SMTP_PORT", "20025"))
 MINIONS = ("lb1", "lb2", "mail1", "mail2")
 
 
