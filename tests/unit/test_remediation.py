@@ -340,3 +340,37 @@ def test_gate_queued_report_gives_up_with_a_reason(tmp_path):
     q_release.set()
     t.join(5)
     t2.join(5)
+
+
+# ------------------------------------------------------- how long the re-check waits for balancers
+
+
+@pytest.mark.parametrize("opts,attempts,expect", [
+    ({}, 1, (11, 1.0)),                                     # 1 s probe + 10 s job start-up
+    ({}, 3, (15, 1.0)),                                     # 3 probes, 2 intervals of 1 s, + 10 s
+    ({"mailha_probe_timeout": 0.5, "mailha_job_startup": 2}, 1, (3, 0.5)),   # 2.5 s rounded up
+    ({"mailha_job_startup": "4"}, 1, (5, 1.0)),             # a string from a YAML config
+], ids=["defaults", "attempts", "rounded-up", "string"])
+def test_recheck_wait_is_whole_seconds(monkeypatch, opts, attempts, expect):
+    """LocalClient.cmd replaces a float timeout with the master's ``timeout`` option: the wait
+    must be an int (the old float wait of 4.0 s was silently 5 s)."""
+    from salt_mailha.core.model import load_site
+    from salt_mailha.runners import mailha as runner
+    from tests.support.example import example_pillar
+
+    monkeypatch.setattr(runner, "__opts__", opts, raising=False)
+    wait, probe = runner._recheck_wait(load_site(example_pillar()), attempts)
+    assert (wait, probe) == expect and isinstance(wait, int)
+
+
+@pytest.mark.parametrize("key,value", [("mailha_job_startup", -1), ("mailha_job_startup", "soon"),
+                                       ("mailha_probe_timeout", 0), ("mailha_job_startup", True)])
+def test_recheck_wait_refuses_bad_options(monkeypatch, key, value):
+    from salt_mailha.core.errors import MailhaError
+    from salt_mailha.core.model import load_site
+    from salt_mailha.runners import mailha as runner
+    from tests.support.example import example_pillar
+
+    monkeypatch.setattr(runner, "__opts__", {key: value}, raising=False)
+    with pytest.raises(MailhaError, match=f"master option {key}: .* fix it in the master config"):
+        runner._recheck_wait(load_site(example_pillar()), 1)
