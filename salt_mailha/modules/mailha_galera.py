@@ -746,6 +746,63 @@ def _monitor_present(n, g, inst, test):
     return {"node": n.id, "changed": todo, "test": False}
 
 
+# What the mariabackup SST script's backup needs on the donor (MariaDB's mariabackup SST docs;
+# BINLOG MONITOR is 10.5+'s name of REPLICATION CLIENT). It connects over the local socket.
+SST_PRIVILEGES = ("RELOAD", "PROCESS", "LOCK TABLES", "BINLOG MONITOR")
+
+
+def sst_user_present(node=None, test=False):
+    """Ensure the account ``wsrep_sst_auth`` names (``galera:sst_user``@localhost with
+    ``galera:sst_password``) exists with what a mariabackup SST needs on the donor
+    (RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR). Run on a Synced member: Galera replicates it.
+    rsync SST uses no account: nothing to do. Returns ``{"changed": [what]}``; the password is
+    never returned.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mailha_galera.sst_user_present
+    """
+    site, n, g, inst = _ctx(node)
+    if g.sst_method != "mariabackup":
+        return {"node": n.id, "changed": [], "test": bool(test), "needed": False}
+    try:
+        return {**_sst_user_present(n, g, inst, test), "needed": True}
+    except pymysql.MySQLError as exc:
+        detail = redact(str(exc.args[-1] if exc.args else exc), site.secrets())
+        raise CommandExecutionError(f"managing the SST account on {n.id} failed: {detail}") from None
+
+
+def _sst_user_present(n, g, inst, test):
+    conn = _connect(inst)
+    todo = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT authentication_string = PASSWORD(%s) FROM mysql.user WHERE User=%s AND "
+                        "Host='localhost'", (g.sst_password.reveal(), g.sst_user))
+            row = cur.fetchone()
+            if row is None:
+                todo.append("user")
+            elif not row[0]:
+                todo.append("password")
+            cur.execute("SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE=%s",
+                        (f"'{g.sst_user}'@'localhost'",))
+            have = {r[0] for r in cur.fetchall()}
+            if not set(SST_PRIVILEGES) <= have:
+                todo.append("grant")
+            if test or not todo:
+                return {"node": n.id, "changed": todo, "test": bool(test)}
+            if "user" in todo:
+                cur.execute("CREATE USER %s@'localhost' IDENTIFIED BY %s", (g.sst_user, g.sst_password.reveal()))
+            elif "password" in todo:
+                cur.execute("ALTER USER %s@'localhost' IDENTIFIED BY %s", (g.sst_user, g.sst_password.reveal()))
+            cur.execute(f"GRANT {', '.join(SST_PRIVILEGES)} ON *.* TO %s@'localhost'", (g.sst_user,))
+    finally:
+        conn.close()
+    return {"node": n.id, "changed": todo, "test": False}
+
+
 def health(node=None, host=None, port=None, timeout=2.0):
     """Run the balancer's Galera-aware check against this node over TCP as the monitoring user
     (``core.galera.health_query``): healthy only while Synced, ready and Primary, so a

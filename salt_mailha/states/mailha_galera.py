@@ -230,6 +230,11 @@ def synced(name="galera", node=None, timeout=None):
             plan, why = "join", f"{', '.join(sorted(found))} in a Primary component"
         if plan == "bootstrap":
             res = mod["mailha_galera.bootstrap"](node=node, timeout=timeout)
+            # Before the monitoring user: the others see the Primary component only through it,
+            # and then their first SST needs this account on the donor.
+            sst = mod["mailha_galera.sst_user_present"](node=node)["changed"]
+            if sst:
+                res["sst_user"] = sst
             if g.monitor is not None:
                 res["monitor"] = mod["mailha_galera.monitor_present"](node=node)["changed"]
         else:
@@ -242,8 +247,9 @@ def synced(name="galera", node=None, timeout=None):
            "position": res.get("position"), "size": res["wsrep_cluster_size"]}
     if prepared.get("initialized"):
         new["initialized"] = True
-    if res.get("monitor"):
-        new["monitor"] = res["monitor"]
+    for key in ("sst_user", "monitor"):
+        if res.get(key):
+            new[key] = res[key]
     ret["changes"] = {"old": old, "new": new}
     ret["comment"] = (f"bootstrapped a new cluster on {n.id} ({why})" if plan == "bootstrap"
                       else f"{n.id} rejoined by full SST (size {res['wsrep_cluster_size']}; {why})"
@@ -283,6 +289,47 @@ def monitor_present(name="galera-monitor", node=None):
                           f"{type(exc).__name__} {getattr(exc, 'args', [''])[0]}")
     ret["changes"] = {"old": None, "new": {"fix": done}}
     ret["comment"] = f"created or fixed: {', '.join(done)}"
+    return ret
+
+
+def sst_user_present(name="galera-sst-user", node=None):
+    """The account ``wsrep_sst_auth`` names exists with the pillar's password and what a
+    mariabackup SST needs (``galera:sst_method: mariabackup``; rsync needs none). Apply on a
+    Synced member; Galera replicates it. The password never appears: a change reads
+    ``password``.
+
+    .. code-block:: yaml
+
+        galera-sst-user:
+          mailha_galera.sst_user_present: []
+    """
+    ret = glue.state_ret(name)
+    mod = __salt__  # noqa: F821
+    test = __opts__["test"]  # noqa: F821
+    try:
+        if not mod["mailha_galera.status"](node=node).get("answering"):
+            if test:
+                ret["result"] = None
+                ret["comment"] = "would create the SST account once mariadbd runs"
+                return ret
+            return _fail(ret, "mariadbd does not answer on its socket: apply mailha_galera.synced first")
+        got = mod["mailha_galera.sst_user_present"](node=node, test=True)
+        if not got["needed"]:
+            ret["comment"] = "rsync SST needs no account"
+            return ret
+        if not got["changed"]:
+            ret["comment"] = "the SST account is already present"
+            return ret
+        ret["changes"] = {"old": None, "new": {"fix": got["changed"]}}
+        if test:
+            ret["result"] = None
+            ret["comment"] = f"would create or fix the SST account: {', '.join(got['changed'])}"
+            return ret
+        done = mod["mailha_galera.sst_user_present"](node=node)["changed"]
+    except (MailhaError, CommandExecutionError) as exc:
+        return _fail(ret, exc)
+    ret["changes"] = {"old": None, "new": {"fix": done}}
+    ret["comment"] = f"created or fixed the SST account: {', '.join(done)}"
     return ret
 
 

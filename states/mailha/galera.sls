@@ -25,6 +25,11 @@ mailha-galera-boot:
       - mailha_galera: mailha-galera-synced
 {%- endif %}
 
+mailha-galera-sst-user:
+  mailha_galera.sst_user_present:
+    - require:
+      - mailha_galera: mailha-galera-synced
+
 mailha-galera-monitor:
   mailha_galera.monitor_present:
     - require:

@@ -225,7 +225,8 @@ class GaleraLab:
     node with role garbd."""
 
     def __init__(self, base, members=("db1", "db2", "filer1"), quorum="filer1", garbd=None, bootstrap_node="db1",
-                 rsync_bwlimit=None):
+                 rsync_bwlimit=None, sst_method="rsync"):
+        self.sst_method = sst_method
         self.base = pathlib.Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         os.chmod(self.base, 0o755)  # mariadbd runs as mysql and must traverse it
@@ -286,7 +287,7 @@ class GaleraLab:
                 "cluster_name": "mailha_test",
                 "bootstrap_node": self.bootstrap_node,
                 "network": "private",
-                "sst_method": "rsync",
+                "sst_method": self.sst_method,
                 "arbitrator": "garbd" if self.garbd else "none",
                 "root_password": ROOT_PASSWORD,
                 "sst_password": SST_PASSWORD,
