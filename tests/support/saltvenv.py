@@ -21,8 +21,9 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONSTRAINTS = REPO / "constraints"
 LINES = ("3006", "3007", "3008")
-# what a cached venv depends on: rebuilt when one of these changes
-PACKAGING_INPUTS = ("pyproject.toml", "setup.cfg", "setup.py")
+# what a cached venv's contents depend on (dependencies, entry points, build step): rebuilt when
+# one of these changes. Not setup.cfg: it holds the pytest config, which changes often.
+PACKAGING_INPUTS = ("pyproject.toml", "setup.py")
 
 
 def constraints(line):
