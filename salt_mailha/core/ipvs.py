@@ -3,9 +3,10 @@
 Pure Python (no salt). The execution module ``mailha_ipvs`` runs ipvsadm with argv lists built
 here, from values validated here, and hands the output to the parsers here.
 
-Parsers are tested on real output captured from a Debian 6.1 kernel in a qemu guest
-(``tests/unit/data/ipvs/``): ``ipvsadm -Ln`` (weights and connection counts), ``ipvsadm -Ln
---stats`` (cumulative counters) and ``ipvsadm -S -n`` (the restorable rule form).
+Parsers are tested on real output captured from a Debian 6.1 kernel in a qemu guest and from a
+7.2 User-mode Linux kernel (``tests/unit/data/ipvs/``): ``ipvsadm -Ln`` (weights, connection
+counts, scheduler flags), ``ipvsadm -Ln --stats`` (cumulative counters) and ``ipvsadm -S -n``
+(the restorable rule form).
 """
 import ipaddress
 import re

@@ -1,5 +1,6 @@
-"""ipvsadm parsers on real output (tests/unit/data/ipvs/, captured in the qemu guest by
-capture.sh there), argument validation, argv building and the diff against the model."""
+"""ipvsadm parsers on real output (tests/unit/data/ipvs/, captured in a qemu guest and in the
+User-mode Linux guest by capture.sh there), argument validation, argv building and the diff
+against the model."""
 from dataclasses import replace
 from pathlib import Path
 

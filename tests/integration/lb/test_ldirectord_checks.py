@@ -2,7 +2,7 @@
 netns "hosts": its health checks (mysql login with the Galera monitor account, the http health
 page, a plain connect for smtps) mark each real server up or down correctly. The checks do not
 need IPVS (ldirectord logs that ipvsadm fails here and keeps checking; the table itself is
-tested in the qemu guest, test_ipvs_guest.py). The monitor password never shows in a process's
+tested in the User-mode Linux guest, test_ipvs_guest.py). The monitor password never shows in a process's
 argv."""
 import os
 import re

@@ -11,7 +11,7 @@ section 5), so drains are observed through the files ``mailha_ipvs.drain`` write
 balancer's ``maintenancedir`` (under that minion's ``mailha_root``), i.e. what ldirectord reads.
 Because ``mailha_ipvs`` also reads and edits the live table, the lb minions (only they) run with
 ``fakebin/ipvsadm`` first on their PATH: a stand-in keeping one balancer's table in a JSON file
-(see its docstring); the real ipvsadm is tested by the IPVS tier in a qemu guest.
+(see its docstring); the real ipvsadm is tested by the IPVS tier in a User-mode Linux guest.
 """
 import copy
 import json
