@@ -49,8 +49,10 @@ acts, the others find the work done), or name the acting master with ``mailha_ac
 
 Master options: ``mailha_state_dir`` (default ``<cachedir>/mailha``), ``mailha_acting_master``,
 ``mailha_pillar_id`` (the minion id whose pillar holds the site; default: the master's id),
-``mailha_probe_timeout`` (seconds per probe, default 1), ``mailha_call_timeout`` (seconds to wait
-for minions, default 10).
+``mailha_probe_timeout`` (seconds per probe, default 1), ``mailha_job_startup`` (seconds a balancer
+may take to start and return a re-check job on top of its probes, default 10; the re-check returns
+as soon as every balancer answered), ``mailha_call_timeout`` (seconds to wait for minions,
+default 10).
 """
 
 import contextlib
@@ -58,6 +60,7 @@ import dataclasses
 import fcntl
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -193,11 +196,42 @@ def _policy(site):
     return rem.Policy.from_spec(site.remediation)
 
 
+def _recheck_wait(site, attempts):
+    """Seconds the re-check waits for the balancers' answers, and the probe timeout.
+
+    The probes themselves take up to ``mailha_probe_timeout`` per attempt plus the site's
+    ``probe_interval`` between attempts; on top of that each balancer's minion must receive the
+    job, start it (a new process that loads the module) and return it: up to
+    ``mailha_job_startup`` seconds (default 10). A loaded or emulated balancer needs seconds for
+    that; under qemu TCG the answers came after the re-check gave up, and the verdict was
+    "unknown". ``LocalClient.cmd`` returns as soon as every balancer answered, so the allowance
+    costs time only while a balancer does not answer at all. Past the wait, Salt asks the silent
+    balancers whether they still run the job (``saltutil.find_job``, answers awaited up to the
+    master's ``gather_job_timeout``) and waits on for those that say so. The wait is handed over
+    in whole seconds: ``LocalClient.cmd`` silently replaces a float timeout with the master's
+    ``timeout`` option (5 s by default), which is what the re-check waited before, whatever it
+    computed.
+    """
+    values = {}
+    for key, default, low in (("mailha_probe_timeout", 1.0, 0.01), ("mailha_job_startup", 10.0, 0.0)):
+        raw = __opts__.get(key, default)
+        try:
+            values[key] = float(raw)
+        except (TypeError, ValueError):
+            values[key] = None
+        if isinstance(raw, bool) or values[key] is None or not low <= values[key] <= 3600:
+            raise MailhaError(f"master option {key}: {raw!r} is not a number of seconds in "
+                              f"[{low:g}, 3600]; fix it in the master config (default {default:g})")
+    probe, startup = values["mailha_probe_timeout"], values["mailha_job_startup"]
+    wait = probe * attempts + site.remediation.probe_interval * (attempts - 1) + startup
+    return math.ceil(wait), probe
+
+
 def _recheck(site, node, attempts=1):
-    """Probe ``node`` from every balancer now; one Observation per balancer."""
+    """Probe ``node`` from every balancer now; one Observation per balancer (``None`` for a
+    balancer that did not answer within :func:`_recheck_wait`)."""
     lbs = _balancers(site)
-    timeout = float(__opts__.get("mailha_probe_timeout", 1.0))
-    wait = timeout * attempts + site.remediation.probe_interval * (attempts - 1) + 3
+    wait, timeout = _recheck_wait(site, attempts)
     with _client() as client:
         ret = client.cmd(list(lbs), "mailha_health.probe", [node], tgt_type="list",
                          kwarg={"timeout": timeout, "attempts": attempts}, timeout=wait)
@@ -692,9 +726,17 @@ def galera_recover(apply=False, force=None, timeout=None):
     Primary component if there is one (never bootstrap next to it); otherwise, only if every
     member reported a position sharing one cluster UUID, bootstrap the highest seqno
     (``--wsrep-new-cluster`` with its ``--wsrep-start-position``, ``safe_to_bootstrap: 1`` on it
-    only), wait until it is Synced, then start the others with their own positions. ``force``
-    names the node to bootstrap when a member cannot report (an operator's decision); it never
-    overrides a live Primary component or a UUID disagreement. Refusals say why.
+    only), wait until it is Synced, then start the others with their own positions. A member
+    whose last state transfer did not finish (an SST marker in its datadir, an unfinished
+    transfer in its error log, grastate.dat contradicting InnoDB) is never chosen and never
+    sets a position: it resyncs by full SST after the bootstrap; with no complete copy anywhere,
+    or every history at seqno -1, the plan refuses. ``force`` names the node to bootstrap when a
+    member cannot report or no seqno is recoverable (an operator's decision); it never
+    overrides a live Primary component, a UUID disagreement or an incomplete copy.
+
+    After the bootstrap the node must be in the planned cluster UUID at (at least) the planned
+    seqno before any join starts; otherwise it is stopped, nothing else is touched and the
+    result is False. Every joined member is checked the same way. Refusals say why.
 
     Returns the plan, its reason, every member's position and, when applied, each step's result.
     Fires ``mailha/galera/recover/<planned|applied|refused|failed|none>`` with the reason.
@@ -728,8 +770,8 @@ def galera_recover(apply=False, force=None, timeout=None):
         return _galera_call(node, "mailha_galera.position", timeout=ask_timeout)
 
     def act(node, action, position):
-        kwarg = {"position": position} if position and action != "pc_bootstrap" else {}
-        if action in ("bootstrap", "join"):
+        kwarg = {"position": position} if position and action in ("bootstrap", "join") else {}
+        if action in ("bootstrap", "join", "resync"):
             kwarg["timeout"] = int(timeout or g.join_timeout)
         return _galera_call(node, f"mailha_galera.{action}", kwarg=kwarg, timeout=start_timeout)
 
