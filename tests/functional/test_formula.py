@@ -25,7 +25,8 @@ SECRETS = [s.reveal() for s in parse_site(EXAMPLE["mailha"]).secrets()]
 # the tiers' own states (galera.cnf, the mail files, the vmail share ...) come on top.
 EXPECTED = {
     "lb1": {"/etc/keepalived/keepalived.conf": "0640", "/etc/ha.d/ldirectord.cf": "0600",
-            "/etc/systemd/system/ldirectord.service.d/mailha-ca.conf": "0644"},
+            "/etc/systemd/system/ldirectord.service.d/mailha-ca.conf": "0644",
+            "/etc/ha.d/mailha-check-imaps": "0755", "/etc/ha.d/mailha-check-pops": "0755"},
     "db1": {},
     "filer1": {},
     "mail1": {"/etc/ldap/slapd.conf": "0640", "/etc/default/slapd": "0644", "/etc/nginx/conf.d/mailha.conf": "0644"},
