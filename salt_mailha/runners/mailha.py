@@ -292,7 +292,9 @@ def _apply(site, plan):
     """
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
-    wait = float(__opts__.get("mailha_call_timeout", 10))
+    # Whole seconds: LocalClient.cmd silently replaces a float timeout with the master's
+    # ``timeout`` (5 s), which a slow balancer's job outlasts (see _recheck_wait).
+    wait = math.ceil(float(__opts__.get("mailha_call_timeout", 10)))
     node = plan.actions[0].node
     results, calls = [], []
     for kind in (rem.DRAIN, rem.UNDRAIN, rem.WITHDRAW_MX, rem.RESTORE_MX):
@@ -327,15 +329,17 @@ def _apply(site, plan):
 def _record_after(old, plan, results):
     """The record to persist: the plan's, corrected for what did not happen.
 
-    A drain or restore that failed on every balancer did not happen: the old record stays, so
-    the next report or the reconcile schedule tries again; an MX change that did happen is
-    recorded all the same (or a withdrawn MX would never be restored). An MX change that failed
-    is not recorded.
+    A drain that failed on every balancer did not happen, and a restore that failed on any
+    balancer left the node drained there: the old record stays, so the next report or the
+    reconcile schedule tries again (undrain is idempotent; recording a partial restore as done
+    left the node at weight 0 on one balancer for good). A drain that reached some balancers is
+    recorded: its restore undrains them all. An MX change that did happen is recorded all the
+    same (or a withdrawn MX would never be restored). An MX change that failed is not recorded.
     """
     record = plan.record
     for kind in (rem.DRAIN, rem.UNDRAIN):
         tried = [ok for action, ok, _ in results if action.kind == kind]
-        if tried and not any(tried):
+        if tried and not (all(tried) if kind == rem.UNDRAIN else any(tried)):
             record = old
             for action, ok, _ in results:
                 if ok and action.kind in (rem.WITHDRAW_MX, rem.RESTORE_MX):

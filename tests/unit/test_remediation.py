@@ -235,6 +235,25 @@ def test_failed_drains_keep_the_old_record_but_an_mx_change_that_happened_is_rec
     assert record.drained_by == r.AUTO and record.mx_withdrawn is False
 
 
+def test_a_restore_that_missed_one_balancer_stays_drained_to_be_restored_again():
+    """Seen in the lab's drill: lb2's undrain did not answer in time, the node was recorded as
+    restored and stayed at weight 0 on lb2 for good."""
+    from salt_mailha.runners import mailha as runner
+
+    back = r.plan_remediation(snap((True, True), DRAINED, now=2000.0), POLICY)
+    u1, u2, restore = back.actions
+    record = runner._record_after(DRAINED, back, [(u1, True, "done"), (u2, False, "no answer from the minion"),
+                                                  (restore, True, "ok")])
+    assert record.drained_by == r.AUTO and record.mx_withdrawn is False
+    again = r.plan_remediation(snap((True, True), record, now=2001.0), POLICY)
+    assert [a.kind for a in again.actions] == ["undrain", "undrain"], again.reason
+    # a drain that reached one balancer is recorded: its restore will undrain both
+    plan = r.plan_remediation(snap((False, False)), POLICY)
+    d1, d2, withdraw = plan.actions
+    assert runner._record_after(r.NodeRecord(), plan, [(d1, True, "done"), (d2, False, "x"),
+                                                       (withdraw, True, "done")]).drained_by == r.AUTO
+
+
 # ------------------------------------------------------- one re-check at a time per node (gate)
 # Real flock on files under tmp_path, real threads and a real second process: no fakes.
 import subprocess  # noqa: E402
