@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def lab():
     if not have_galera() or not shutil.which("mariabackup") or not shutil.which("socat"):
-        pytest.skip("mariabackup SST needs mariadb-backup and socat: scripts/setup-host.sh installs them")
+        pytest.fail("mariabackup SST needs mariadb-backup and socat: scripts/setup-host.sh installs them")
     lab = GaleraLab(tempfile.mkdtemp(prefix="mailha-galera-mb-"), sst_method="mariabackup")
     yield lab
     lab.cleanup()

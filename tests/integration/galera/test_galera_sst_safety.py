@@ -29,7 +29,7 @@ BULK_ROWS = 40  # ~2 MB each: at 8 MB/s the copy lasts over 10 s
 @pytest.fixture(scope="module")
 def lab():
     if not have_galera():
-        pytest.skip("MariaDB Galera is missing: scripts/setup-host.sh installs it")
+        pytest.fail("MariaDB Galera is missing: scripts/setup-host.sh installs it")
     lab = GaleraLab(tempfile.mkdtemp(prefix="mailha-galera-sst-"), rsync_bwlimit=8000)
     yield lab
     lab.cleanup()

@@ -50,9 +50,9 @@ done
 def guest_results(tmp_path_factory):
     ok, reason = uml_ipvs.available()
     if not ok:
-        pytest.skip(reason)
+        pytest.fail(reason)
     if not shutil.which("ldirectord") or not shutil.which("ipvsadm"):
-        pytest.skip(f"{uml_ipvs.SKIP_REASON}; needs ipvsadm and ldirectord on the host "
+        pytest.fail(f"{uml_ipvs.SKIP_REASON}; needs ipvsadm and ldirectord on the host "
                     "(scripts/setup-host.sh)")
     share = tmp_path_factory.mktemp("ipvs-guest")
     pillar = lab_pillar(NET, ldirectord={"checkinterval": 1, "checktimeout": 10, "failurecount": 1})
