@@ -675,6 +675,23 @@ def _probe_peer(g, addr, port, timeout):
             "uuid": st.cluster_state_uuid, "seqno": st.last_committed}
 
 
+def _account_todo(cur, user, host, password):
+    """``["user"]`` (missing), ``["password"]`` (another password) or ``[]`` for ``user@host``."""
+    cur.execute("SELECT authentication_string = PASSWORD(%s) FROM mysql.user WHERE User=%s AND Host=%s",
+                (password.reveal(), user, host))
+    row = cur.fetchone()
+    return ["user"] if row is None else ["password"] if not row[0] else []
+
+
+def _account_apply(cur, user, host, password, todo):
+    """Create ``user@host`` or set its password, as ``_account_todo`` found; the password only
+    ever travels as a query parameter."""
+    if "user" in todo:
+        cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (user, host, password.reveal()))
+    elif "password" in todo:
+        cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password.reveal()))
+
+
 def monitor_present(node=None, test=False):
     """Ensure the monitoring database, its one-row table and the monitoring user (SELECT on that
     database only) exist with the pillar's password. Run on a Synced member: Galera replicates it.
@@ -715,13 +732,7 @@ def _monitor_present(n, g, inst, test):
                     cur.execute(f"SELECT COUNT(*) FROM `{db}`.`{HEALTH_TABLE}`")
                     if cur.fetchone()[0] != 1:
                         todo.append("row")
-            cur.execute("SELECT authentication_string = PASSWORD(%s) FROM mysql.user WHERE User=%s AND Host='%%'",
-                        (mon.password.reveal(), mon.user))
-            row = cur.fetchone()
-            if row is None:
-                todo.append("user")
-            elif not row[0]:
-                todo.append("password")
+            todo += _account_todo(cur, mon.user, "%", mon.password)
             cur.execute("SELECT COUNT(*) FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE=%s AND "
                         "TABLE_SCHEMA=%s AND PRIVILEGE_TYPE='SELECT'", (f"'{mon.user}'@'%'", db))
             if not cur.fetchone()[0]:
@@ -736,10 +747,7 @@ def _monitor_present(n, g, inst, test):
             if {"database", "table", "row"} & set(todo):
                 cur.execute(f"DELETE FROM `{db}`.`{HEALTH_TABLE}`")
                 cur.execute(f"INSERT INTO `{db}`.`{HEALTH_TABLE}` (id, ok) VALUES (1, 1)")
-            if "user" in todo:
-                cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (mon.user, mon.password.reveal()))
-            elif "password" in todo:
-                cur.execute("ALTER USER %s@'%%' IDENTIFIED BY %s", (mon.user, mon.password.reveal()))
+            _account_apply(cur, mon.user, "%", mon.password, todo)
             cur.execute(f"GRANT SELECT ON `{db}`.* TO %s@'%%'", (mon.user,))
     finally:
         conn.close()
@@ -779,13 +787,7 @@ def _sst_user_present(n, g, inst, test):
     todo = []
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT authentication_string = PASSWORD(%s) FROM mysql.user WHERE User=%s AND "
-                        "Host='localhost'", (g.sst_password.reveal(), g.sst_user))
-            row = cur.fetchone()
-            if row is None:
-                todo.append("user")
-            elif not row[0]:
-                todo.append("password")
+            todo += _account_todo(cur, g.sst_user, "localhost", g.sst_password)
             cur.execute("SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE=%s",
                         (f"'{g.sst_user}'@'localhost'",))
             have = {r[0] for r in cur.fetchall()}
@@ -793,10 +795,7 @@ def _sst_user_present(n, g, inst, test):
                 todo.append("grant")
             if test or not todo:
                 return {"node": n.id, "changed": todo, "test": bool(test)}
-            if "user" in todo:
-                cur.execute("CREATE USER %s@'localhost' IDENTIFIED BY %s", (g.sst_user, g.sst_password.reveal()))
-            elif "password" in todo:
-                cur.execute("ALTER USER %s@'localhost' IDENTIFIED BY %s", (g.sst_user, g.sst_password.reveal()))
+            _account_apply(cur, g.sst_user, "localhost", g.sst_password, todo)
             cur.execute(f"GRANT {', '.join(SST_PRIVILEGES)} ON *.* TO %s@'localhost'", (g.sst_user,))
     finally:
         conn.close()
