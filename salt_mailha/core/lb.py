@@ -142,8 +142,14 @@ def _ldirectord_virtuals(site, check_paths):
                 raise ValidationError([("mailha:galera:monitor:password",
                                         "contains a double quote or a line break, which "
                                         "ldirectord.cf cannot hold; choose another password")])
-            v.update(login=g.monitor.user, passwd=pw, database=g.monitor.database,
-                     request=galera.health_query(g.monitor.database))
+            # ldirectord's mysql check (DBI) has no timeout of its own: a server that accepts and
+            # never greets (a joiner mid-SST, a stalled host) hung it, and every check of every
+            # service with it, for good. ldirectord pastes this value into the DSN, where DBD::mysql
+            # takes its timeouts.
+            t = site.ldirectord.checktimeout
+            v.update(login=g.monitor.user, passwd=pw, request=galera.health_query(g.monitor.database),
+                     database=f"{g.monitor.database};mysql_connect_timeout={t};"
+                              f"mysql_read_timeout={t};mysql_write_timeout={t}")
         out.append(v)
     return out
 

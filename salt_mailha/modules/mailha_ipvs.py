@@ -13,11 +13,19 @@ operator's back. ``undrain`` removes the file and lets ldirectord's next success
 the weight (a server failing its check stays at 0); without an ldirectord maintenance directory it
 sets the weight directly.
 
+ldirectord restores a weight only for a server it believes is down. A drain that it never saw (the
+file came and went while one of its checks blocked, or between two of its rounds) leaves it
+believing the server is up while the kernel says weight 0, and it would never raise that weight
+again. So ``undrain`` sends ldirectord SIGHUP (its ``reload``) whenever a weight is still 0: on a
+reload ldirectord re-reads the kernel table and treats every weight-0 server as down, so its next
+successful check restores it. A rehearsal (``mailha_root`` other than ``/``) signals nothing.
+
 Minion config: ``mailha_root`` (prefix of the maintenance directory, default ``/``),
 ``mailha_ldirectord_maintenancedir`` (default ``/etc/ldirectord.maintenance``).
 """
 import functools
 import os
+import signal
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -193,13 +201,48 @@ def drain(server, vip=None, port=None, protocol="tcp", maintenancedir=None):
     return {"server": address, "drained": drained, "already": already, "maintenance_file": mfile}
 
 
+def _ldirectord_pids(proc="/proc"):
+    """Pids of the running ldirectord daemons: processes running the ldirectord script, not the
+    per-service children of ``fork=yes``. Read from /proc, not the pid file, which ldirectord does
+    not write when supervised or run with ``-d``."""
+    found = {}
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")[:3]
+            with open(f"{proc}/{entry}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if any(os.path.basename(a) == b"ldirectord" for a in argv):
+            found[int(entry)] = ppid
+    return sorted(pid for pid, ppid in found.items() if ppid not in found)
+
+
+def _reload_ldirectord():
+    """SIGHUP (``ldirectord reload``) to every running ldirectord; the pids signalled. See the
+    module docstring for why undrain needs it."""
+    pids = []
+    for pid in _ldirectord_pids():
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError:
+            continue  # gone meanwhile
+        pids.append(pid)
+    return pids
+
+
 @_checked
 def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedir=None, wait=0):
     """Let ``server`` take new connections again.
 
     With an ldirectord maintenance directory the maintenance file is removed and ldirectord
     restores the weight after its next successful health check (``wait`` seconds, if given, are
-    spent polling the table for that); otherwise the weight is set to ``weight`` directly.
+    spent polling the table for that); while a weight is still 0, ldirectord is reloaded first
+    (``reloaded``: the pids signalled; see the module docstring). Without a maintenance directory
+    the weight is set to ``weight`` directly.
 
     CLI Example:
 
@@ -222,6 +265,9 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
             if os.path.exists(path):
                 os.unlink(path)
                 removed.append(path)
+        reloaded = []
+        if any(r.weight == 0 for _, r in found) and glue.root(__opts__, __pillar__) == "/":
+            reloaded = _reload_ldirectord()
         deadline = time.monotonic() + float(wait)
         while True:
             _, found = _targets(server, vip, port, protocol)
@@ -231,7 +277,7 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
             time.sleep(0.5)
         return {"server": address, "via": "ldirectord", "removed": removed,
                 "restored": [f"{vs.key} {r.key}" for vs, r in found if r.weight > 0],
-                "pending": pending}
+                "pending": pending, "reloaded": reloaded}
     restored = []
     for vs, real in found:
         if real.weight != weight:

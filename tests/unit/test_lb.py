@@ -161,7 +161,9 @@ def test_ldirectord_every_service_with_gate_reals(site):
     assert "real=192.0.2.18:993 gate 1" in blocks["192.0.2.21:993"]
     mysql = blocks["192.0.2.22:3306"]
     for line in ('service=mysql', 'login="monitor"', 'passwd="CHANGE-ME-db-monitor"',
-                 'database="monitoring"', 'scheduler=wrr', 'checktype=negotiate'):
+                 # the DSN timeouts: checktimeout (3 in the example) bounds DBI's connect and reads
+                 'database="monitoring;mysql_connect_timeout=3;mysql_read_timeout=3;'
+                 'mysql_write_timeout=3"', 'scheduler=wrr', 'checktype=negotiate'):
         assert f"\t{line}\n" in mysql
     assert '\trequest="ldirectord.txt"\n\treceive="ldirectord"\n' in blocks["192.0.2.21:443"]
     # imaps and pops: our TLS checks, never ldirectord's (see test_ldirectord_tls_checks)

@@ -7,6 +7,7 @@ argv: <share dir> <pillar yaml>
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -167,6 +168,19 @@ def main():
         ret = mods["mailha_ipvs.undrain"]("mail1", port=80, maintenancedir=mdir, wait=60)
         step("ld-undrain", ret=ret, files=sorted(os.listdir(mdir)))
         step("ld-undrained", table=table(mods), who=who())
+
+        # A drain ldirectord never saw: stopped from before the drain to after the undrain, as
+        # when one of its checks blocks that long. It still believes mail1 is up; undrain must
+        # make it re-read the kernel table, or mail1 would stay at weight 0 for good.
+        wait_table(mods, {R1: 1, R2: 1}, 60, stable=2)
+        os.kill(ld.pid, signal.SIGSTOP)
+        try:
+            mods["mailha_ipvs.drain"]("mail1", port=80, maintenancedir=mdir)
+            ret = mods["mailha_ipvs.undrain"]("mail1", port=80, maintenancedir=mdir)
+        finally:
+            os.kill(ld.pid, signal.SIGCONT)
+        step("ld-unseen-drain", ret=ret, ldirectord=ld.pid,
+             restored=wait_table(mods, {R1: 1, R2: 1}, 30, stable=3), table=table(mods))
 
         # the sh service: drain the server the client hashes to; the client must still be served
         wait_table(mods, {R1: 1, R2: 1}, 60, stable=2, port=8080)

@@ -136,6 +136,14 @@ def test_ldirectord_drain_through_maintenancedir(guest_results):
     assert set(undrained["who"]) == {"r1", "r2"}
 
 
+def test_undrain_restores_a_drain_ldirectord_never_saw(guest_results):
+    """ldirectord was stopped across drain and undrain (as when one of its checks blocks): it never
+    marked mail1 down, so on its own it would leave the weight at 0 for good. undrain reloads it."""
+    unseen = guest_results["ld-unseen-drain"]
+    assert unseen["ret"]["reloaded"] == [unseen["ldirectord"]], unseen
+    assert unseen["restored"] and unseen["table"][f"tcp:{VIP}:80"] == {R1: 1, R2: 1}, unseen
+
+
 def test_sh_client_of_a_drained_server_is_served_by_the_other(guest_results):
     """ldirectord (quiescent) drains the server the client's address hashes to: weight 0 in the
     kernel table, and the same client's new connections reach the other server instead of timing

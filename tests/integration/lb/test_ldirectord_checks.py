@@ -1,6 +1,7 @@
 """ldirectord from Debian with the ldirectord.cf our renderer makes, against real services in
 netns "hosts": its health checks (mysql login with the Galera monitor account, the http health
-page, a plain connect for smtps) mark each real server up or down correctly. The checks do not
+page, a plain connect for smtps) mark each real server up or down correctly, and a database
+server that accepts connections but never answers is marked down instead of hanging ldirectord. The checks do not
 need IPVS (ldirectord logs that ipvsadm fails here and keeps checking; the table itself is
 tested in the User-mode Linux guest, test_ipvs_guest.py). The monitor password never shows in a process's
 argv."""
@@ -72,9 +73,17 @@ def lab(netns_ok, tmp_path):
     lan = Lan("ld", bridge_address=f"{NET}.254/24")
     procs = []
     try:
-        for name, addr in (("lb1", f"{NET}.13"), ("db1", DB1), ("mail1", MAIL1), ("mail2", MAIL2)):
+        for name, addr in (("lb1", f"{NET}.13"), ("db1", DB1), ("db2", DB2), ("mail1", MAIL1),
+                           ("mail2", MAIL2)):
             lan.add_host(name, f"{addr}/24")
         procs.append(mariadb(lan, tmp_path, password))
+        # db2 accepts connections and never greets (a joiner mid-SST, a stalled host): DBI waits
+        # for the greeting forever unless the DSN carries timeouts, and ldirectord with it
+        procs.append(Daemon("mute-3306", lan.argv("db2", [
+            "perl", "-MIO::Socket::INET", "-e",
+            f"$s = IO::Socket::INET->new(Listen => 16, LocalAddr => '{DB2}', LocalPort => 3306,"
+            " ReuseAddr => 1) or die $!; push @c, $c while $c = $s->accept"]),
+            tmp_path / "mute.log").start())
         for name, page in (("mail1", "ldirectord"), ("mail2", "maintenance")):
             www = tmp_path / f"www-{name}"
             www.mkdir()
