@@ -23,6 +23,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -328,6 +329,13 @@ def health_page_servers(lan, pillar, base):
         conf = nginx_main_conf(d, d / "mailha.conf")
         procs.append(Daemon(f"nginx-{n}", lan.argv(n, [NGINX, "-e", d / "error.log", "-c", conf, "-g",
                                                        "daemon off;"]), d / "nginx.stdout").start())
+    # listening before any check runs: a check that meets a closed port judges the server down
+    # for the wrong reason, which is not what the tests mean to show
+    probe = "import socket, sys; [socket.create_connection((sys.argv[1], p), 1).close() for p in (80, 443)]"
+    for n in ("mail1", "mail2"):
+        addr = site.node(n).address("public")
+        wait_until(lambda a=addr, h=n: lan.run(h, [sys.executable, "-c", probe, a],
+                                               check=False).returncode == 0, 30, what=f"nginx on {n}")
     return procs
 
 
