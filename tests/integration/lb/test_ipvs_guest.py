@@ -1,5 +1,5 @@
 """Real IPVS with direct routing, in ONE User-mode Linux guest (Debian testing's kernel, run by
-salt_mailha.lab.uml; the host kernel has none). Inside: netns client/director/r1/r2 on a bridge. Our mailha_dr state makes r1/r2 DR real
+salt_mailha_lab.uml; the host kernel has none). Inside: netns client/director/r1/r2 on a bridge. Our mailha_dr state makes r1/r2 DR real
 servers; our mailha_ipvs module (through Salt's loader, host venv over 9p) reads the table, drains
 and undrains; real HTTP from the client reaches the real servers directly. Then ldirectord, with
 the ldirectord.cf our renderer makes, owns the table and drain/undrain go through its

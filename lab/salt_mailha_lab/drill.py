@@ -16,9 +16,9 @@ import time
 
 from salt_mailha.core.errors import CommandFailed
 from salt_mailha.core.model import load_site
-from salt_mailha.lab import network
-from salt_mailha.lab.report import seconds, table
-from salt_mailha.lab.util import run
+from salt_mailha_lab import network
+from salt_mailha_lab.report import seconds, table
+from salt_mailha_lab.util import run
 
 DRILL_DB_USER = "labdrill"
 DRILL_MAILBOX = "labdrill"  # uid and local part of the drill's mailbox
@@ -49,7 +49,7 @@ class Mailbox:
 
 def probe(request):
     proc = run(["ip", "netns", "exec", network.netns(network.CLIENT), sys.executable, "-m",
-                "salt_mailha.lab.probe"], capture=True, check=False, timeout=60,
+                "salt_mailha_lab.probe"], capture=True, check=False, timeout=60,
                input=json.dumps(request))
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
