@@ -136,6 +136,15 @@ def test_ldirectord_drain_through_maintenancedir(guest_results):
     assert set(undrained["who"]) == {"r1", "r2"}
 
 
+def test_keepalived_readiness_check_reads_the_real_table(guest_results):
+    """The script keepalived tracks (mailha_ipvs_ready) on real ipvsadm output: not ready while the
+    table is empty, ready once ldirectord filled every service, still ready with one server
+    drained (the other serves)."""
+    assert guest_results["ready-empty"]["rc"] == 1, guest_results["ready-empty"]
+    assert guest_results["ld-up"]["ready"] == 0, guest_results["ld-up"]
+    assert guest_results["ld-drained"]["ready"] == 0, guest_results["ld-drained"]
+
+
 def test_undrain_restores_a_drain_ldirectord_never_saw(guest_results):
     """ldirectord was stopped across drain and undrain (as when one of its checks blocks): it never
     marked mail1 down, so on its own it would leave the weight at 0 for good. undrain reloads it."""
