@@ -192,7 +192,7 @@ def outage(rows):
 # ---------------------------------------------------------------------- lab probes
 def drained_everywhere(lab, balancers, address):
     """The real server is at weight 0 (or gone) in every service of every balancer."""
-    from salt_mailha.lab.drill import real_server_weights
+    from salt_mailha_lab.drill import real_server_weights
 
     for b in balancers:
         w = real_server_weights(lab, b)
@@ -202,7 +202,7 @@ def drained_everywhere(lab, balancers, address):
 
 
 def restored_everywhere(lab, balancers, address):
-    from salt_mailha.lab.drill import in_service
+    from salt_mailha_lab.drill import in_service
 
     return in_service(lab, balancers, address)[0]
 
@@ -329,8 +329,8 @@ def main():
         return stream_child()
 
     from salt_mailha.core.model import load_site
-    from salt_mailha.lab.drill import DRILL_DB_USER, Drill
-    from salt_mailha.lab.lab import Lab
+    from salt_mailha_lab.drill import DRILL_DB_USER, Drill
+    from salt_mailha_lab.lab import Lab
 
     t_start = time.monotonic()
 

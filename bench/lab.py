@@ -10,9 +10,9 @@ import subprocess
 import sys
 import time
 
-from salt_mailha.lab.util import CACHE_DIR
+from salt_mailha_lab.util import CACHE_DIR
 
-CLI = [sys.executable, "-m", "salt_mailha.lab.cli"]
+CLI = [sys.executable, "-m", "salt_mailha_lab.cli"]
 
 
 def timed(*args):

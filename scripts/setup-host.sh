@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what salt-mailha's tests and lab need on a Debian 12 host: the real service packages
-# (never started by apt: policy-rc.d blocks that here) and a venv with pinned Salt + this package.
+# (never started by apt: policy-rc.d blocks that here) and a venv with pinned Salt, this package
+# and its lab.
 # Idempotent; safe to re-run.  Usage: scripts/setup-host.sh [VENV_DIR]   (default: .venv)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,7 +19,7 @@ debs=(
   debootstrap systemd-container
   patchelf
 )
-# User-mode Linux (real IPVS: this host kernel has none) is not installed: salt_mailha/lab/uml.py
+# User-mode Linux (real IPVS: this host kernel has none) is not installed: lab/salt_mailha_lab/uml.py
 # downloads Debian testing's user-mode-linux and libc6 into the lab cache and patchelfs it.
 missing=()
 for p in "${debs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
@@ -34,6 +35,7 @@ if [ ! -x "$venv/bin/python" ]; then
   /usr/bin/python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install -q --upgrade pip
-# The exact Salt of CI and the lab (the package itself only requires salt>=3006).
-"$venv/bin/pip" install -q -c "$here/constraints/salt-3008.txt" -e "$here[tests]"
+# The exact Salt of CI and the lab (the package itself only requires salt>=3006); the lab is its
+# own distribution (lab/), editable too: it reads the formula and examples of this checkout.
+"$venv/bin/pip" install -q -c "$here/constraints/salt-3008.txt" -e "$here[tests]" -e "$here/lab"
 echo "setup-host: ok (venv $venv)"

@@ -24,6 +24,8 @@ from salt_mailha.core import galera, ipvs
 from salt_mailha.core.errors import MailhaError, ParseError, ValidationError
 
 NOTIFY_SCRIPT = "/etc/keepalived/mailha-notify.sh"
+READY_SCRIPT = "/etc/keepalived/mailha-ipvs-ready"
+IPVSADM = "/usr/sbin/ipvsadm"
 SALT_CALL = "/usr/bin/salt-call"
 MAINTENANCE_DIR = "/etc/ldirectord.maintenance"
 LDIRECTORD_LOG = "/var/log/ldirectord.log"
@@ -101,18 +103,35 @@ def _advert(value):
     return str(int(value)) if float(value) == int(value) else f"{value:g}"
 
 
-def render_keepalived_conf(site, node, notify_script=NOTIFY_SCRIPT):
+def ready_weight(site):
+    """How much an unready balancer's priority drops: the first balancer, unready, falls just
+    below the last one, ready (keepalived keeps an effective priority within 1..254)."""
+    ka = site.keepalived
+    return min(253, (len(site.nodes_with("lb")) - 1) * ka.priority_step + 1)
+
+
+def render_keepalived_conf(site, node, notify_script=NOTIFY_SCRIPT, ready_script=READY_SCRIPT):
     """keepalived.conf of lb ``node``. With vrrp_version 2 it holds ``auth_pass`` (a secret)."""
     _require_lb(node)
-    if not _PATH_RE.match(notify_script):
-        raise ValidationError([("notify_script", f"{notify_script!r} is not an absolute path")])
+    for key, value in (("notify_script", notify_script), ("ready_script", ready_script)):
+        if not _PATH_RE.match(value):
+            raise ValidationError([(key, f"{value!r} is not an absolute path")])
     ka = site.keepalived
     return _render(
         "keepalived.conf.j2", site=site, node=node, ka=ka, instances=_instances(site, node),
         priority=priority(site, node), advert_int=_advert(ka.advert_int),
         auth_pass=ka.auth_pass.reveal() if ka.vrrp_version == 2 else None,
-        notify_script=notify_script,
+        notify_script=notify_script, ready_script=ready_script, ready_weight=ready_weight(site),
     )
+
+
+def render_keepalived_ipvs_ready(site, node, ipvsadm=IPVSADM):
+    """keepalived's readiness check: the IPVS table holds every service, each with a live server."""
+    _require_lb(node)
+    if not _PATH_RE.match(ipvsadm):
+        raise ValidationError([("ipvsadm", f"{ipvsadm!r} is not an absolute path")])
+    return _render("keepalived-ipvs-ready.sh.j2", site=site, node=node, ipvsadm=ipvsadm,
+                   want=len(site.services))
 
 
 def render_keepalived_notify(site, node, salt_call=SALT_CALL):

@@ -66,6 +66,8 @@ def _resolve(ref):
 ARTIFACTS = (
     Artifact("keepalived", "/etc/keepalived/keepalived.conf", "0640", ("lb",),
              "lb:render_keepalived_conf", "lb", secret=True),
+    Artifact("keepalived-ipvs-ready", "/etc/keepalived/mailha-ipvs-ready", "0755", ("lb",),
+             "lb:render_keepalived_ipvs_ready", "lb"),
     # /etc/ha.d: Debian's ldirectord.service runs `ldirectord start`, which reads only /etc/ha.d/ldirectord.cf.
     Artifact("ldirectord", "/etc/ha.d/ldirectord.cf", "0600", ("lb",), "lb:render_ldirectord_cf", "lb",
              secret=True),

@@ -31,6 +31,8 @@ mailha-service-keepalived:
     - watch:
       - mailha_site: mailha-file-keepalived
       - mailha_keepalived: mailha-keepalived-notify
+    - require:
+      - mailha_site: mailha-file-keepalived-ipvs-ready
 
 {#- systemd 252 (Debian 12) does not flag a unit whose drop-in directory is new as needing a
     reload (systemd#31752), so Salt's provider would restart ldirectord with the old environment. #}

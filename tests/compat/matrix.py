@@ -61,8 +61,9 @@ class LineResult:
 
 
 def venv_for(line):
-    """The cached venv of ``line``: that Salt, the test tools, this checkout editable."""
-    return saltvenv.cached(f"matrix-{line}", line, "-e", f"{REPO}[tests]")
+    """The cached venv of ``line``: that Salt, the test tools, this checkout editable (and its
+    lab, its own distribution: tests/unit covers the lab's pure parts)."""
+    return saltvenv.cached(f"matrix-{line}", line, "-e", f"{REPO}[tests]", "-e", f"{REPO}/lab")
 
 
 def _junit(path):

@@ -24,7 +24,8 @@ SECRETS = [s.reveal() for s in parse_site(EXAMPLE["mailha"]).secrets()]
 # node -> files its roles get from the render registry (mailha_site.rendered), with their modes;
 # the tiers' own states (galera.cnf, the mail files, the vmail share ...) come on top.
 EXPECTED = {
-    "lb1": {"/etc/keepalived/keepalived.conf": "0640", "/etc/ha.d/ldirectord.cf": "0600",
+    "lb1": {"/etc/keepalived/keepalived.conf": "0640", "/etc/keepalived/mailha-ipvs-ready": "0755",
+            "/etc/ha.d/ldirectord.cf": "0600",
             "/etc/systemd/system/ldirectord.service.d/mailha-ca.conf": "0644",
             "/etc/ha.d/mailha-check-imaps": "0755", "/etc/ha.d/mailha-check-pops": "0755"},
     "db1": {},

@@ -10,12 +10,15 @@ withdrawal on a real named, and back; and read ``salt-run mailha.status`` as a t
 
 A second test installs the wheel into a venv that already has Salt 3006 and checks that Salt
 stays (``salt>=3006`` never replaces an operator's Salt) and that the package loads there.
+
+The same wheel carries no lab; ``lab/`` builds its own wheel (salt-mailha-lab, ``mailha-lab``).
 """
 
 import json
 import pathlib
 import socket
 import subprocess
+import zipfile
 
 import pytest
 import yaml
@@ -186,6 +189,35 @@ def test_wheel_carries_formula_reactor_and_examples(wheel_venv):
                                                                                "presence.sls"}
     assert (pathlib.Path(paths["examples"]) / "master.d" / "mailha.conf").is_file()
     assert (pathlib.Path(paths["pillar_example"]) / "mailha.sls").is_file()
+
+
+def _wheel_contents(wheel):
+    """(file names, entry_points.txt text) of a built wheel."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        eps = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        return names, "".join(zf.read(n).decode() for n in eps)
+
+
+def test_runtime_wheel_carries_no_lab(wheel):
+    """An operator's ``pip install salt-mailha`` gets no lab: it is its own distribution."""
+    names, entry_points = _wheel_contents(wheel)
+    assert "salt_mailha/__init__.py" in names
+    lab = [n for n in names if n.startswith(("salt_mailha_lab/", "salt_mailha/lab/", "lab/"))]
+    assert not lab, lab
+    assert "mailha-lab" not in entry_points, entry_points
+
+
+def test_lab_wheel_carries_the_lab_and_its_script(tmp_path):
+    """``lab/`` builds the salt-mailha-lab wheel: the package, its README and ``mailha-lab``."""
+    lab = saltvenv.build_wheel(tmp_path, project=saltvenv.REPO / "lab", dist="salt_mailha_lab")
+    names, entry_points = _wheel_contents(lab)
+    assert {"salt_mailha_lab/cli.py", "salt_mailha_lab/README.md"} <= set(names), names
+    assert not [n for n in names if n.startswith("salt_mailha/")], names
+    assert "mailha-lab = salt_mailha_lab.cli:main" in entry_points, entry_points
+    with zipfile.ZipFile(lab) as zf:
+        (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        assert "Requires-Dist: salt-mailha\n" in zf.read(meta).decode()
 
 
 def test_daemons_run_from_the_wheel_venv_only(wheel_site):

@@ -23,7 +23,7 @@ CONSTRAINTS = REPO / "constraints"
 LINES = ("3006", "3007", "3008")
 # what a cached venv's contents depend on (dependencies, entry points, build step): rebuilt when
 # one of these changes. Not setup.cfg: it holds the pytest config, which changes often.
-PACKAGING_INPUTS = ("pyproject.toml", "setup.py")
+PACKAGING_INPUTS = ("pyproject.toml", "setup.py", "lab/pyproject.toml")
 
 
 def constraints(line):
@@ -139,17 +139,18 @@ def cached(name, line, *requirements, timeout=1200):
     return venv
 
 
-def build_wheel(dest, timeout=600):
-    """``pip wheel`` of this checkout (what an operator builds or downloads); returns its path."""
+def build_wheel(dest, timeout=600, project=REPO, dist="salt_mailha"):
+    """``pip wheel`` of this checkout (what an operator builds or downloads) or of another
+    ``project`` in it (``REPO / "lab"``: the lab's own distribution); returns its path."""
     dest = pathlib.Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dest, REPO]
+    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dest, project]
     proc = run(argv, timeout=timeout, check=False)
     if proc.returncode != 0 and "Wheel has unexpected file name" in proc.stderr:
         # setuptools-scm read the version twice (metadata, then wheel) and a commit landed in
         # between (several people commit to one working tree): the next build sees one version
         proc = run(argv, timeout=timeout, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"pip wheel {REPO} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    (wheel,) = dest.glob("salt_mailha-*.whl")
+        raise RuntimeError(f"pip wheel {project} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    (wheel,) = dest.glob(f"{dist}-*.whl")
     return wheel

@@ -1,7 +1,7 @@
 """A throw-away User-mode Linux guest with IPVS, for what this host kernel cannot do.
 
 The host kernel has no IPVS (shared/notes/REAL-SERVICES.md section 5); the guest is Debian
-testing's ``linux.uml`` run by :mod:`salt_mailha.lab.uml` (fetched and patched once, cached with
+testing's ``linux.uml`` run by :mod:`salt_mailha_lab.uml` (fetched and patched once, cached with
 the lab's under ``$MAILHA_LAB_CACHE/uml``, default ``/var/cache/salt-mailha/lab``). Nothing is
 installed in the guest: its root is an overlay of the host's own root (read-only lower, a tmpfs
 upper), so it runs the host's ipvsadm, ldirectord, busybox, python and our venv. The kernel's
@@ -77,8 +77,8 @@ class IpvsGuest:
         self.kernel = None
 
     def build(self):
-        """The UML kernel (``salt_mailha.lab.uml.ensure_kernel``; cached)."""
-        from salt_mailha.lab import uml
+        """The UML kernel (``salt_mailha_lab.uml.ensure_kernel``; cached)."""
+        from salt_mailha_lab import uml
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.kernel = uml.ensure_kernel(self.cache_dir)
@@ -86,7 +86,7 @@ class IpvsGuest:
 
     def run(self, share_dir, script, timeout=600):
         """Boot, run ``/bin/sh script`` in the guest (output in share_dir/guest.log), power off."""
-        from salt_mailha.lab import uml
+        from salt_mailha_lab import uml
 
         if self.kernel is None:
             self.build()

@@ -7,9 +7,9 @@ import pytest
 
 from salt_mailha.core.errors import ParseError, ValidationError
 from salt_mailha.core.model import load_site
-from salt_mailha.lab import aptsources, drill
-from salt_mailha.lab import pillar as labpillar
-from salt_mailha.lab.report import summarize_state_return, table
+from salt_mailha_lab import aptsources, drill
+from salt_mailha_lab import pillar as labpillar
+from salt_mailha_lab.report import summarize_state_return, table
 
 DATA = pathlib.Path(__file__).parent / "data" / "lab"
 
@@ -232,7 +232,7 @@ def test_drill_sql_check_is_skipped_without_a_writer_account(lab):
 
 
 def test_master_example_points_reactor_at_the_checkout(tmp_path):
-    from salt_mailha.lab.master import master_example
+    from salt_mailha_lab.master import master_example
 
     (tmp_path / "examples/master.d").mkdir(parents=True)
     (tmp_path / "reactor").mkdir()
@@ -250,13 +250,13 @@ def test_master_example_points_reactor_at_the_checkout(tmp_path):
 
 
 def test_no_master_example_means_no_reactor(tmp_path):
-    from salt_mailha.lab.master import master_example
+    from salt_mailha_lab.master import master_example
 
     assert master_example(tmp_path) == ({}, None)
 
 
 def test_node_identity_hosts_resolver_and_beacons_for_balancers_only(lab):
-    from salt_mailha.lab.lab import Lab
+    from salt_mailha_lab.lab import Lab
 
     lb = Lab.identity(lab, "10.99.0.1", "lb1")
     db = Lab.identity(lab, "10.99.0.1", "db1")
@@ -270,7 +270,7 @@ def test_node_identity_hosts_resolver_and_beacons_for_balancers_only(lab):
 
 def test_base_tree_holds_every_package_the_formula_installs():
     from salt_mailha.core.render import PACKAGES
-    from salt_mailha.lab.base import service_packages
+    from salt_mailha_lab.base import service_packages
 
     wanted = {p for pkgs in PACKAGES.values() for p in pkgs}
     assert wanted <= set(service_packages())

@@ -1,4 +1,4 @@
-"""Pure parts of the lab's User-mode Linux machines and nodes (salt_mailha/lab/uml.py, UmlNode):
+"""Pure parts of the lab's User-mode Linux machines and nodes (lab/salt_mailha_lab/uml.py, UmlNode):
 apt policy parsing, the private sources line, the kernel command line, the guest's agent and
 units, the management console's wire format, NIC plans and the DR verdict of the drill."""
 import ipaddress
@@ -15,10 +15,10 @@ import pytest
 from salt_mailha.core.errors import CommandFailed, Refused
 from salt_mailha.core.ipvs import parse_stats
 from salt_mailha.core.model import load_site
-from salt_mailha.lab import drill, uml
-from salt_mailha.lab import pillar as labpillar
-from salt_mailha.lab.lab import Lab
-from salt_mailha.lab.nodes import UmlNode, interfaces_text, mac_for, nics_from_identity
+from salt_mailha_lab import drill, uml
+from salt_mailha_lab import pillar as labpillar
+from salt_mailha_lab.lab import Lab
+from salt_mailha_lab.nodes import UmlNode, interfaces_text, mac_for, nics_from_identity
 
 # `apt-cache policy user-mode-linux libc6` with the lab's private testing configuration
 # (captured 2026-12-02 on a Debian 12 host; the mirror's name replaced)

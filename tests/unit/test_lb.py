@@ -61,10 +61,35 @@ def test_keepalived_config_test_passes(pillar, tmp_path, opts):
     notify = tmp_path / "notify.sh"
     notify.write_text(lb.render_keepalived_notify(site, site.node("lb1")))
     notify.chmod(0o755)
+    ready = tmp_path / "ipvs-ready"
+    ready.write_text(lb.render_keepalived_ipvs_ready(site, site.node("lb1")))
+    ready.chmod(0o755)
     for node in ("lb1", "lb2"):
-        text = lb.render_keepalived_conf(site, site.node(node), notify_script=str(notify))
+        text = lb.render_keepalived_conf(site, site.node(node), notify_script=str(notify),
+                                         ready_script=str(ready))
         res = keepalived_test(tmp_path, text, notify)
         assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("lbs,step", [(2, 50), (3, 20), (4, 80)])
+def test_an_unready_balancer_ranks_below_every_ready_one(pillar, lbs, step):
+    """keepalived's mailha_ipvs_ready weight: the first balancer, unready, falls below the last
+    one, ready; the order among unready balancers stays the pillar's."""
+    p = copy.deepcopy(pillar)
+    first = p["mailha"]["nodes"]["lb1"]
+    for i in range(3, lbs + 1):
+        extra = copy.deepcopy(first)
+        extra["addresses"] = {net: addr.rsplit(".", 1)[0] + f".{200 + i}"
+                              for net, addr in first["addresses"].items()}
+        p["mailha"]["nodes"][f"lb{i}"] = extra
+    p["mailha"]["keepalived"].update(priority_step=step, priority_top=254)
+    site = load_site(p)
+    prios = [lb.priority(site, n) for n in site.nodes_with("lb")]
+    w = lb.ready_weight(site)
+    assert max(p - w for p in prios) < min(prios)
+    text = lb.render_keepalived_conf(site, site.node("lb1"))
+    assert f"    weight -{w}\n" in text and text.count("        mailha_ipvs_ready\n") == 2
+    assert "sync_group_tracking_weight" in text  # else a failing script puts the group in FAULT
 
 
 @needs_keepalived

@@ -158,13 +158,19 @@ def main():
     os.chmod(cf, 0o600)
     ld = subprocess.Popen(["ldirectord", "-d", cf, "start"], stdout=open(f"{SHARE}/ldirectord.out", "w"),
                           stderr=subprocess.STDOUT)
+    ready = f"{SHARE}/ipvs-ready"  # keepalived's readiness check, on the real table
+    with open(ready, "w") as f:
+        f.write(lb.render_keepalived_ipvs_ready(site, site.node("lb1")))
+    os.chmod(ready, 0o755)
+    step("ready-empty", rc=subprocess.run([ready]).returncode, table=table(mods))
     try:
         up = wait_table(mods, {R1: 1, R2: 1}, 120)
-        step("ld-up", up=up, table=table(mods), who=who())
+        wait_table(mods, {R1: 1, R2: 1}, 60, stable=1, port=8080)
+        step("ld-up", up=up, table=table(mods), who=who(), ready=subprocess.run([ready]).returncode)
         step("ld-drain", ret=mods["mailha_ipvs.drain"]("mail1", port=80, maintenancedir=mdir),
              files=sorted(os.listdir(mdir)))
         time.sleep(4)  # several ldirectord check rounds (checkinterval 1): it must keep weight 0
-        step("ld-drained", table=table(mods), who=who())
+        step("ld-drained", table=table(mods), who=who(), ready=subprocess.run([ready]).returncode)
         ret = mods["mailha_ipvs.undrain"]("mail1", port=80, maintenancedir=mdir, wait=60)
         step("ld-undrain", ret=ret, files=sorted(os.listdir(mdir)))
         step("ld-undrained", table=table(mods), who=who())

@@ -1,5 +1,5 @@
 """Real IPVS with direct routing, in ONE User-mode Linux guest (Debian testing's kernel, run by
-salt_mailha.lab.uml; the host kernel has none). Inside: netns client/director/r1/r2 on a bridge. Our mailha_dr state makes r1/r2 DR real
+salt_mailha_lab.uml; the host kernel has none). Inside: netns client/director/r1/r2 on a bridge. Our mailha_dr state makes r1/r2 DR real
 servers; our mailha_ipvs module (through Salt's loader, host venv over 9p) reads the table, drains
 and undrains; real HTTP from the client reaches the real servers directly. Then ldirectord, with
 the ldirectord.cf our renderer makes, owns the table and drain/undrain go through its
@@ -134,6 +134,15 @@ def test_ldirectord_drain_through_maintenancedir(guest_results):
     undrained = guest_results["ld-undrained"]
     assert undrained["table"][f"tcp:{VIP}:80"] == {R1: 1, R2: 1}
     assert set(undrained["who"]) == {"r1", "r2"}
+
+
+def test_keepalived_readiness_check_reads_the_real_table(guest_results):
+    """The script keepalived tracks (mailha_ipvs_ready) on real ipvsadm output: not ready while the
+    table is empty, ready once ldirectord filled every service, still ready with one server
+    drained (the other serves)."""
+    assert guest_results["ready-empty"]["rc"] == 1, guest_results["ready-empty"]
+    assert guest_results["ld-up"]["ready"] == 0, guest_results["ld-up"]
+    assert guest_results["ld-drained"]["ready"] == 0, guest_results["ld-drained"]
 
 
 def test_undrain_restores_a_drain_ldirectord_never_saw(guest_results):

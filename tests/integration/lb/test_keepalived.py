@@ -38,15 +38,23 @@ def pair(request, netns_ok, tmp_path):
             recorder.write_text(f'#!/bin/sh\necho "$*" >> {d}/events\n')
             hook = d / "notify.sh"
             hook.write_text(lb.render_keepalived_notify(site, node, salt_call=str(recorder)))
+            # the readiness check reads this balancer's IPVS table from d/table (the host kernel
+            # has no IPVS; the real ipvsadm run of the check is in test_ipvs_guest.py); no table
+            # yet: not ready, as a balancer whose ldirectord has not filled its table
+            ipvsadm = d / "ipvsadm"
+            ipvsadm.write_text(f"#!/bin/sh\nexec cat {d}/table\n")
+            ready = d / "ipvs-ready"
+            ready.write_text(lb.render_keepalived_ipvs_ready(site, node, ipvsadm=str(ipvsadm)))
             conf = d / "keepalived.conf"
-            conf.write_text(lb.render_keepalived_conf(site, node, notify_script=str(hook)))
+            conf.write_text(lb.render_keepalived_conf(site, node, notify_script=str(hook),
+                                                      ready_script=str(ready)))
             assert ("unicast_peer" in conf.read_text()) is site.keepalived.unicast
-            for f in (recorder, hook):
+            for f in (recorder, hook, ipvsadm, ready):
                 f.chmod(0o755)
             daemons[name] = Daemon(name, lan.argv(name, [
                 "keepalived", "-n", "-l", "-D", "-P", "-G", "-f", conf, "-p", d / "ka.pid",
                 "-r", d / "vrrp.pid", "-c", d / "chk.pid"]), d / "keepalived.log").start()
-        yield lan, daemons, tmp_path
+        yield lan, daemons, tmp_path, site
     finally:
         for dmn in daemons.values():
             if dmn.running():  # thaw the whole group (main + VRRP child) before stopping it
@@ -87,7 +95,7 @@ def client_sees(lan, host):
 
 
 def test_failover_and_preempt(pair):
-    lan, daemons, tmp_path = pair
+    lan, daemons, tmp_path, _site = pair
     wait_holder(lan, daemons, "lb1", "both VIPs on lb1 after election")
     wait_until(lambda: client_sees(lan, "lb1"), timeout=10, what="client reaches VIPs at lb1")
     wait_until(lambda: len(events(tmp_path, "lb1")) >= 2, timeout=10, what="lb1 master events")
@@ -115,3 +123,32 @@ def test_failover_and_preempt(pair):
     wait_holder(lan, daemons, "lb1", "lb1 preempts after its link is back")
     wait_until(lambda: client_sees(lan, "lb1"), timeout=10, what="client back at lb1")
     assert all(e.split()[3] in ("node=lb1", "node=lb2") for e in events(tmp_path, "lb1"))
+
+
+def ipvs_table(site, weight=1, dead_port=None):
+    """``ipvsadm -Ln`` text of a balancer whose ldirectord filled the table: every service of the
+    pillar, its real servers at ``weight`` (0 for every server of ``dead_port``)."""
+    out = ["IP Virtual Server version 1.2.1 (size=4096)",
+           "Prot LocalAddress:Port Scheduler Flags",
+           "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"]
+    for svc in site.services:
+        vip = site.vips[svc.vip]
+        out.append(f"TCP  {vip.address}:{svc.port} {svc.scheduler}")
+        for n in site.real_servers(vip.name):
+            w = 0 if svc.port == dead_port else weight
+            out.append(f"  -> {n.address(vip.network)}:{svc.port}      Route   {w}      0          0")
+    return "\n".join(out) + "\n"
+
+
+def test_a_balancer_that_cannot_forward_does_not_hold_the_vips(pair):
+    """lb1 (first in the pillar) takes and keeps the VIPs only while its IPVS table holds every
+    service with a live real server: a balancer back from a power cut, before ldirectord's first
+    checks, would otherwise preempt into an empty table."""
+    lan, daemons, tmp_path, site = pair
+    (tmp_path / "lb2" / "table").write_text(ipvs_table(site))
+    wait_holder(lan, daemons, "lb2", "the VIPs on lb2, the only ready balancer")
+    (tmp_path / "lb1" / "table").write_text(ipvs_table(site))
+    wait_holder(lan, daemons, "lb1", "lb1 preempts once its table is ready")
+    # every server of one service at weight 0 on lb1 only (lb1 lost them; lb2 still reaches them)
+    (tmp_path / "lb1" / "table").write_text(ipvs_table(site, dead_port=site.services[0].port))
+    wait_holder(lan, daemons, "lb2", "the VIPs move to lb2, which can still forward")

@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from salt_mailha.core.model import parse_site
-from salt_mailha.lab.nodes import Node
-from salt_mailha.lab.util import CACHE_DIR
+from salt_mailha_lab.nodes import Node
+from salt_mailha_lab.util import CACHE_DIR
 from tests.integration.lb.conftest import ROOT, lab_pillar
 from tests.support.daemon import pid_alive, wait_until
 
@@ -129,7 +129,7 @@ def balancer():
     # Checked when the test runs, not at collection: in README's test command the lab test
     # (tests/integration/lab, which runs first) builds the base tree; a skip would hide this test.
     if not (BASE / "opt/salt/bin/salt-call").exists() or not (BASE / SNAKEOIL.lstrip("/")).exists():
-        pytest.fail(f"no lab base tree in {BASE}: build it once with mailha-lab up (salt_mailha/lab/README.md)")
+        pytest.fail(f"no lab base tree in {BASE}: build it once with mailha-lab up (lab/salt_mailha_lab/README.md)")
     pillar = lab_pillar("10.99.83")
     pillar["mailha"]["mail"]["tls"] = {"cert": SNAKEOIL, "key": "/etc/ssl/private/ssl-cert-snakeoil.key"}
     b = Balancer(pillar)

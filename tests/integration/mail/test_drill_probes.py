@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from salt_mailha.lab import drill
-from salt_mailha.lab.probe import probe
+from salt_mailha_lab import drill
+from salt_mailha_lab.probe import probe
 from tests.integration.ldap.fixtures import NODES
 
 pytestmark = pytest.mark.integration

@@ -13,13 +13,13 @@ import signal
 import yaml
 
 from salt_mailha.core.errors import CommandFailed, Refused
-from salt_mailha.lab import network, uml
-from salt_mailha.lab import pillar as labpillar
-from salt_mailha.lab.base import BaseTree
-from salt_mailha.lab.master import Master, minion_example
-from salt_mailha.lab.nodes import Node, UmlNode
-from salt_mailha.lab.report import summarize_state_return, table
-from salt_mailha.lab.util import CACHE_DIR, PREFIX, RUN_DIR, Progress, run
+from salt_mailha_lab import network, uml
+from salt_mailha_lab import pillar as labpillar
+from salt_mailha_lab.base import BaseTree
+from salt_mailha_lab.master import Master, minion_example
+from salt_mailha_lab.nodes import Node, UmlNode
+from salt_mailha_lab.report import summarize_state_return, table
+from salt_mailha_lab.util import CACHE_DIR, PREFIX, RUN_DIR, Progress, run
 
 REQUIRED_TOOLS = ("debootstrap", "systemd-nspawn", "ip", "nsenter", "mount", "chroot")
 UML_TOOLS = ("patchelf", "busybox", "apt-get", "apt-cache", "dpkg-deb")

@@ -6,7 +6,7 @@ seccomp (``seccomp=on``; see shared/notes/UML.md for what was measured).
 
 API (small on purpose; the lab's balancers and the tests' directors use the same calls)::
 
-    from salt_mailha.lab import uml
+    from salt_mailha_lab import uml
 
     kernel = uml.ensure_kernel(cache_dir, log=path)   # fetch/patch once, cached; a Kernel
     uml.boot_check(kernel, log=path)                  # boots it, loads ip_vs, powers off: seconds
@@ -56,8 +56,8 @@ import time
 import uuid
 
 from salt_mailha.core.errors import CommandFailed, Refused
-from salt_mailha.lab import aptsources
-from salt_mailha.lab.util import pid_alive, run
+from salt_mailha_lab import aptsources
+from salt_mailha_lab.util import pid_alive, run
 
 SUITE = "testing"  # Debian 12's and 13's UML kernels panic on this CPU (AMX FP state)
 PACKAGES = ("user-mode-linux", "libc6")

@@ -15,10 +15,11 @@ import sys
 import time
 
 from salt_mailha.core.errors import CommandFailed
+from salt_mailha.core.lb import MAINTENANCE_DIR
 from salt_mailha.core.model import load_site
-from salt_mailha.lab import network
-from salt_mailha.lab.report import seconds, table
-from salt_mailha.lab.util import run
+from salt_mailha_lab import network
+from salt_mailha_lab.report import seconds, table
+from salt_mailha_lab.util import run
 
 DRILL_DB_USER = "labdrill"
 DRILL_MAILBOX = "labdrill"  # uid and local part of the drill's mailbox
@@ -49,7 +50,7 @@ class Mailbox:
 
 def probe(request):
     proc = run(["ip", "netns", "exec", network.netns(network.CLIENT), sys.executable, "-m",
-                "salt_mailha.lab.probe"], capture=True, check=False, timeout=60,
+                "salt_mailha_lab.probe"], capture=True, check=False, timeout=60,
                input=json.dumps(request))
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -178,6 +179,22 @@ def real_server_weights(lab, balancer):
         return None
     return {(vs.key, r.address): r.weight for vs in parse_list(proc.stdout)
             for r in vs.real_servers}
+
+
+def drained(lab, balancers, address, maintenancedir=MAINTENANCE_DIR):
+    """(ok, detail): ``address`` has weight 0 in every service of every balancer, and the reactor's
+    drain is on record there (its file in ldirectord's maintenance directory), not only
+    ldirectord's own verdict."""
+    parts, ok = [], True
+    for b in balancers:
+        w = real_server_weights(lab, b)
+        mine = sorted(v for (_k, a), v in (w or {}).items() if a == address)
+        proc = lab.node(b).exec(["test", "-e", f"{maintenancedir}/{address}"], check=False,
+                                timeout=20)
+        filed = proc is not None and proc.returncode == 0
+        ok = ok and bool(mine) and max(mine) == 0 and filed
+        parts.append(f"{b}: {'unreadable' if w is None else mine}{'' if filed else ' no drain file'}")
+    return ok, "weights " + "; ".join(parts)
 
 
 def in_service(lab, balancers, address):
@@ -351,9 +368,24 @@ class Drill:
         rows.append([name, "node unreachable", "pass" if gone else "FAIL", "-", "-"])
         failures += not gone
         # every check polled at once: "recovered in" is each check's own time since the failure
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(active))) as pool:
+        vip_roles = {v.real_servers for v in site.vips.values()}
+        lbs = [n.id for n in site.nodes_with("lb")]
+        real = any(c.name == DR_CHECK for c in active) and vip_roles & set(site.node(name).roles)
+        address = None
+        if real:
+            vip = next(v for v in site.vips.values() if site.node(name).has(v.real_servers))
+            address = site.node(name).address(vip.network)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(active)) + 1) as pool:
             futures = {c.name: pool.submit(self._until_pass, c, site, name, t_fail) for c in active}
+            if real:  # the reactor's drain reached ldirectord and the kernel on every balancer
+                drain = pool.submit(self._until, lambda: drained(self.lab, lbs, address), t_fail)
             results = {k: f.result() for k, f in futures.items()}
+            if real:
+                ok, took, detail = drain.result()
+                rows.append([name, "drained on every balancer (weight 0, reactor's file)",
+                             "pass" if ok else f"FAIL ({detail[:80]})",
+                             seconds(took) if ok else "-", "-"])
+                failures += not ok
         self.say(f"{name}: bringing it back")
         t_back = time.monotonic()
         problem = self._restore(node, name, mode, nets, pillar, recover_timeout)
@@ -362,14 +394,9 @@ class Drill:
                      "pass" if back else f"FAIL ({problem or 'no test.ping answer'})",
                      seconds(time.monotonic() - t_back) if back else "-", "-"])
         failures += not back
-        vip_roles = {v.real_servers for v in site.vips.values()}
-        if back and any(c.name == DR_CHECK for c in active) and \
-                vip_roles & set(site.node(name).roles):
+        if back and real:
             # a real server is back in service only once every balancer gives it weight again
             # (ldirectord's own check, or the reactor's restore)
-            lbs = [n.id for n in site.nodes_with("lb")]
-            vip = next(v for v in site.vips.values() if site.node(name).has(v.real_servers))
-            address = site.node(name).address(vip.network)
             deadline = time.monotonic() + recover_timeout
             ok, detail = in_service(self.lab, lbs, address)
             while not ok and time.monotonic() < deadline:
@@ -389,6 +416,15 @@ class Drill:
                          "pass" if ok_after else f"FAIL ({detail_after[:80]})"])
             failures += (ok_down is False) + (not ok_after)
         return failures
+
+    def _until(self, probe_fn, since):
+        """Poll ``probe_fn() -> (ok, detail)`` for failover_timeout: (ok, seconds since, detail)."""
+        deadline = time.monotonic() + self.failover_timeout
+        while True:
+            ok, detail = probe_fn()
+            if ok or time.monotonic() >= deadline:
+                return ok, time.monotonic() - since, detail
+            time.sleep(self.interval)
 
     def _until_pass(self, check, site, down, since, only=None):
         deadline = time.monotonic() + self.failover_timeout

@@ -9,7 +9,7 @@ a VM node (vm.py) gets taps with the same names in ``mhlab-net`` and configures 
 import ipaddress
 import os
 
-from salt_mailha.lab.util import PREFIX, run
+from salt_mailha_lab.util import PREFIX, run
 
 BRIDGE_NS = f"{PREFIX}-net"
 CLIENT = "client"

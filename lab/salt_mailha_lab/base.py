@@ -16,8 +16,8 @@ import shutil
 import sys
 
 from salt_mailha.core.errors import CommandFailed, Refused
-from salt_mailha.lab import aptsources
-from salt_mailha.lab.util import mounted, run
+from salt_mailha_lab import aptsources
+from salt_mailha_lab.util import mounted, run
 
 BASE_FORMAT = 3  # bump when the build recipe below changes: invalidates every cached tree
 
@@ -119,7 +119,7 @@ class BaseTree:
     def install_uml(self, kernel, in_use):
         """Put the UML kernel's modules into the tree (the balancers ``modprobe ip_vs`` there)
         and record the packages' versions in the stamp. Returns True when it changed the tree."""
-        from salt_mailha.lab import uml
+        from salt_mailha_lab import uml
 
         stamp = json.loads(self.stamp.read_text())
         have = (self.root / "lib/modules" / kernel.release / "modules.dep").exists()

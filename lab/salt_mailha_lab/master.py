@@ -16,8 +16,8 @@ import time
 import yaml
 
 from salt_mailha import PACKAGE_ROOT
-from salt_mailha.lab import network
-from salt_mailha.lab.util import pid_alive, pid_from_file, run
+from salt_mailha_lab import network
+from salt_mailha_lab.util import pid_alive, pid_from_file, run
 
 REPO = PACKAGE_ROOT.parent
 BIN = pathlib.Path(sys.executable).parent

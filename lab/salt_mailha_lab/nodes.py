@@ -16,8 +16,8 @@ import uuid
 
 from salt_mailha import PACKAGE_ROOT
 from salt_mailha.core.errors import CommandFailed
-from salt_mailha.lab import network
-from salt_mailha.lab.util import mounted, pid_alive, pid_from_file, run
+from salt_mailha_lab import network
+from salt_mailha_lab.util import mounted, pid_alive, pid_from_file, run
 
 GUEST_PKG_DIR = "/opt/salt-mailha"
 
@@ -249,7 +249,7 @@ def interfaces_text(nics):
 
 
 class UmlNode(Node):
-    """A lab node as a User-mode Linux machine (salt_mailha.lab.uml): its own Linux kernel with
+    """A lab node as a User-mode Linux machine (salt_mailha_lab.uml): its own Linux kernel with
     IPVS, the same overlay root as a container (served to the guest over hostfs), systemd as
     init, NICs on taps ``mh-<node>-<i>`` in the bridge namespace (so ``network.set_link`` cuts
     them like a container's veths); it configures its own addresses (ifupdown)."""
@@ -273,7 +273,7 @@ class UmlNode(Node):
                 from None
 
     def machine(self):
-        from salt_mailha.lab import uml
+        from salt_mailha_lab import uml
 
         try:
             nics = self.nics()

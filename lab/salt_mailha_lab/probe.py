@@ -1,6 +1,6 @@
 """Client-side probes for the drill, run inside the client namespace.
 
-``python -m salt_mailha.lab.probe`` reads one JSON request on stdin (secrets travel there, never
+``python -m salt_mailha_lab.probe`` reads one JSON request on stdin (secrets travel there, never
 in argv) and prints ``{"ok": bool, "detail": str}``. A probe passes when any listed host passes.
 """
 import imaplib

@@ -3,7 +3,7 @@ import argparse
 import sys
 
 from salt_mailha.core.errors import MailhaError
-from salt_mailha.lab.util import StepFailed
+from salt_mailha_lab.util import StepFailed
 
 
 def main(argv=None):
@@ -29,7 +29,7 @@ def main(argv=None):
     sub.add_parser("down", help="remove everything the lab made (safe to run twice)")
     args = parser.parse_args(argv)
 
-    from salt_mailha.lab.lab import Lab, locked
+    from salt_mailha_lab.lab import Lab, locked
 
     lab = Lab()
     try:
@@ -40,7 +40,7 @@ def main(argv=None):
                 print(lab.status_text())
                 return 0
             if args.command == "drill":
-                from salt_mailha.lab.drill import Drill
+                from salt_mailha_lab.drill import Drill
 
                 nodes = args.nodes.split(",") if args.nodes else None
                 return Drill(lab, failover_timeout=args.failover_timeout).run(
