@@ -406,10 +406,15 @@ class Drill:
                          seconds(time.monotonic() - t_back) if ok else "-",
                          "pass" if ok else f"FAIL ({detail[:80]})"])
             failures += not ok
+        # then every check again, all at once (after the node is back in IPVS, so VIP checks
+        # can land on it)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(active))) as pool:
+            after = {c.name: pool.submit(self._until_pass, c, site, None, time.monotonic(), name)
+                     for c in active}
+            after = {k: f.result() for k, f in after.items()}
         for c in active:
             ok_down, took, detail = results[c.name]
-            ok_after, _t, detail_after = self._until_pass(c, site, None, time.monotonic(),
-                                                          only=name)
+            ok_after, _t, detail_after = after[c.name]
             down_cell = ("pass" if ok_down else f"n/a ({detail[:80]})" if ok_down is None
                          else f"FAIL ({detail[:80]})")
             rows.append([name, c.name, down_cell, seconds(took) if ok_down else "-",

@@ -636,37 +636,56 @@ def status():
     site = _site()
     with salt.key.get_key(__opts__) as keys:
         accepted = set(keys.list_status("acc").get("minions", []))
-    with _client() as client:
-        return {"data": _status(site, client, accepted), "outputter": "mailha_status"}
+    return {"data": _status(site, accepted), "outputter": "mailha_status"}
 
 
-def _status(site, client, accepted=None):
+def _ask_all(requests):
+    """``{key: {minion: answer}}`` for ``{key: (targets, fun, args)}``: every job published at
+    once, one client (and thread) each (see _apply), so status costs the slowest job, not the
+    sum of them all (a probe per real server on a slow balancer took seconds each)."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    def one(targets, fun, args):
+        with _client() as client:
+            return _call(client, targets, fun, args)
+
+    wanted = {k: r for k, r in requests.items() if r[0]}
+    if not wanted:
+        return {k: {} for k in requests}
+    with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+        futures = {k: pool.submit(one, *r) for k, r in wanted.items()}
+        return {k: futures[k].result() if k in futures else {} for k in requests}
+
+
+def _status(site, accepted=None):
     """The status data; only minions in ``accepted`` (keys the master accepted) are asked: a
     target list naming none of them makes Salt print "No minions matched" into the output."""
 
     def known(ids):
         return [i for i in ids if accepted is None or i in accepted]
 
-    def ask(targets, fun, args=()):
-        targets = known(targets)
-        return _call(client, targets, fun, args) if targets else {}
-
     lbs = list(_balancers(site))
     state = _load_state(site)
     reals = health.real_server_ids(site)
     rows = {}
-    mx_now = ask([site.dns.updater], "mailha_dns.query", ["@", "MX"]).get(
-        site.dns.updater) if site.dns and site.dns.updater else None
-    galera = ask([n.id for n in site.galera_members()], "mailha_galera.status") \
-        if site.galera else {}
-    ldap = ask(known([n.id for n in site.nodes_with("mail")])[:1],
-               "mailha_ldap.replication_status") if site.ldap else {}
-    ldap_view = next(iter(ldap.values()), None)
-    ipvs = ask(lbs, "mailha_ipvs.list")
+    updater = site.dns.updater if site.dns else None
+    requests = {
+        "mx": (known([updater] if updater else []), "mailha_dns.query", ["@", "MX"]),
+        "galera": (known([n.id for n in site.galera_members()] if site.galera else []),
+                   "mailha_galera.status", []),
+        "ldap": (known([n.id for n in site.nodes_with("mail")])[:1] if site.ldap else [],
+                 "mailha_ldap.replication_status", []),
+        "ipvs": (known(lbs), "mailha_ipvs.list", []),
+        **{("probe", r): (known(lbs), "mailha_health.probe", [r]) for r in reals},
+    }
+    answers = _ask_all(requests)
+    mx_now = answers["mx"].get(updater) if updater else None
+    galera, ipvs = answers["galera"], answers["ipvs"]
+    ldap_view = next(iter(answers["ldap"].values()), None)
     for n in site.nodes:
         row = {"roles": ",".join(n.roles)}
         if n.id in reals:
-            views = ask(lbs, "mailha_health.probe", [n.id])
+            views = answers[("probe", n.id)]
             failing = sorted({s for v in views.values() if isinstance(v, dict)
                               for s in v.get("failing", [])})
             answered = [v for v in views.values() if isinstance(v, dict) and "ok" in v]
