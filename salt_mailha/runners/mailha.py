@@ -640,14 +640,14 @@ def status():
 
 
 def _ask_all(requests):
-    """``{key: {minion: answer}}`` for ``{key: (targets, fun, args)}``: every job published at
+    """``{key: {minion: answer}}`` for ``{key: (targets, fun, args[, timeout])}``: every job published at
     once, one client (and thread) each (see _apply), so status costs the slowest job, not the
     sum of them all (a probe per real server on a slow balancer took seconds each)."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
-    def one(targets, fun, args):
+    def one(targets, fun, args, timeout=5):
         with _client() as client:
-            return _call(client, targets, fun, args)
+            return _call(client, targets, fun, args, timeout)
 
     wanted = {k: r for k, r in requests.items() if r[0]}
     if not wanted:
@@ -676,7 +676,10 @@ def _status(site, accepted=None):
         "ldap": (known([n.id for n in site.nodes_with("mail")])[:1] if site.ldap else [],
                  "mailha_ldap.replication_status", []),
         "ipvs": (known(lbs), "mailha_ipvs.list", []),
-        **{("probe", r): (known(lbs), "mailha_health.probe", [r]) for r in reals},
+        # the probes wait as long as a remediation's re-check does: several at once on a slow
+        # balancer took longer than the 5 s of the other reads
+        **{("probe", r): (known(lbs), "mailha_health.probe", [r], _recheck_wait(site, 1)[0])
+           for r in reals},
     }
     answers = _ask_all(requests)
     mx_now = answers["mx"].get(updater) if updater else None

@@ -53,4 +53,12 @@ mailha-service-ldirectord:
     - watch:
       - mailha_site: mailha-file-ldirectord
       - mailha_site: mailha-file-ldirectord-ca
+{%- for svc in ('keepalived', 'ldirectord') %}
+
+mailha-boot-{{ svc }}:
+  mailha_site.boot_enabled:  # service.running's enable is skipped when its watch fires
+    - name: {{ svc }}
+    - require:
+      - service: mailha-service-{{ svc }}
+{%- endfor %}
 {%- endif %}

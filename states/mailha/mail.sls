@@ -49,6 +49,12 @@ mailha-service-{{ svc }}:
       - mailha_mail: mailha-vmail-guard
     - watch:
       - mailha_mail: mailha-mail-files
+
+mailha-boot-{{ svc }}:
+  mailha_site.boot_enabled:  # service.running's enable is skipped when its watch fires
+    - name: {{ svc }}
+    - require:
+      - service: mailha-service-{{ svc }}
 {%- endfor %}
 {%- if web %}
 
@@ -62,6 +68,12 @@ mailha-service-nginx:
     - watch:
       - mailha_site: mailha-file-nginx
       - mailha_mail: mailha-nginx-default-site
+
+mailha-boot-nginx:
+  mailha_site.boot_enabled:
+    - name: nginx
+    - require:
+      - service: mailha-service-nginx
 {%- endif %}
 {%- else %}
 {#- iRedMail path (pillar mailha:mail:iredmail): its installer writes and starts Postfix, Dovecot,

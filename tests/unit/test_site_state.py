@@ -39,6 +39,14 @@ def test_disabled_service_is_enabled_and_rechecked(state):
     assert ctl.calls == [["is-enabled", "slapd"], ["enable", "slapd"], ["is-enabled", "slapd"]]
 
 
+def test_runtime_only_enablement_is_made_permanent(state):
+    """enabled-runtime lives in /run: gone at the next boot, so it is not "starts at boot"."""
+    ctl = state("enabled-runtime")
+    ret = mailha_site.boot_enabled("postfix")
+    assert ret["result"] is True and ret["changes"] == {"postfix": {"old": "enabled-runtime", "new": "enabled"}}
+    assert ["enable", "postfix"] in ctl.calls
+
+
 def test_enabled_service_is_left_alone(state):
     ctl = state("enabled")
     ret = mailha_site.boot_enabled("mariadb")
