@@ -145,11 +145,15 @@ def build_wheel(dest, timeout=600, project=REPO, dist="salt_mailha"):
     dest = pathlib.Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dest, project]
-    proc = run(argv, timeout=timeout, check=False)
-    if proc.returncode != 0 and "Wheel has unexpected file name" in proc.stderr:
-        # setuptools-scm read the version twice (metadata, then wheel) and a commit landed in
-        # between (several people commit to one working tree): the next build sees one version
+    # one build at a time: setuptools builds in the checkout's build/, and the matrix runs its
+    # Salt lines side by side ("File exists: build/bdist...")
+    with open(cache_dir() / "build-wheel.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         proc = run(argv, timeout=timeout, check=False)
+        if proc.returncode != 0 and "Wheel has unexpected file name" in proc.stderr:
+            # setuptools-scm read the version twice (metadata, then wheel) and a commit landed in
+            # between (several people commit to one working tree): the next build sees one version
+            proc = run(argv, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"pip wheel {project} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     (wheel,) = dest.glob(f"{dist}-*.whl")
