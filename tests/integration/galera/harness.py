@@ -317,8 +317,11 @@ class GaleraLab:
                    and (size is None or int(s.get("wsrep_cluster_size", 0)) == size) for s in sts):
                 return True
             time.sleep(0.1)
-        raise TimeoutError(f"not all Synced (size {size}) within {timeout}s: "
-                           f"{[(m.id, m.status().get('wsrep_local_state_comment')) for m in members]}")
+        states = [(m.id, m.status().get("wsrep_local_state_comment")) for m in members]
+        # the error log's tail of each member that is not Synced: why it is not
+        tails = "\n".join(f"--- {m.id} error log tail:\n{m.log_since(max(0, m.log_size() - 2500))}"
+                          for m, (_, st) in zip(members, states, strict=True) if st != "Synced")
+        raise TimeoutError(f"not all Synced (size {size}) within {timeout}s: {states}\n{tails}")
 
     def ask(self, node_id):
         """The runner's gather step, through the member's own Salt loader."""
