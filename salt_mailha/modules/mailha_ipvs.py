@@ -216,7 +216,10 @@ def _ldirectord_pids(proc="/proc"):
                 ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
-        if any(os.path.basename(a) == b"ldirectord" for a in argv):
+        names = [os.path.basename(a) for a in argv]
+        # the script itself, or perl running it (perl [-w] .../ldirectord): not a pager or an
+        # editor that merely names the file
+        if names[0] == b"ldirectord" or (names[0].startswith(b"perl") and b"ldirectord" in names[1:]):
             found[int(entry)] = ppid
     return sorted(pid for pid, ppid in found.items() if ppid not in found)
 

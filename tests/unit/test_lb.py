@@ -462,3 +462,26 @@ def test_tls_checks_are_registered_for_balancers_only(pillar):
     for check in ("imaps", "pops"):
         art = render.artifact(f"ldirectord-check-{check}")
         assert (art.path, art.mode, art.sls, art.secret) == (lb.TLS_CHECKS[check][0], "0755", "lb", False)
+
+
+def test_undrain_finds_the_ldirectord_daemons_to_reload(tmp_path):
+    """mailha_ipvs.undrain reloads (SIGHUP) the ldirectord daemons it finds in /proc: the script
+    run by perl or exec'd directly; not its fork=yes children (their parent is ldirectord) and
+    not a pager or editor that merely names the file. Read from a /proc laid out as the kernel
+    does (cmdline NUL-separated, stat's ppid after the ``)``)."""
+    from salt_mailha.modules import mailha_ipvs
+
+    procs = {
+        10: (1, [b"/usr/bin/perl", b"-w", b"/usr/sbin/ldirectord", b"start"]),
+        11: (10, [b"ldirectord tcp:10.0.0.1:80 checking 10.0.0.2"]),  # a fork=yes child
+        12: (1, [b"less", b"/usr/sbin/ldirectord"]),
+        13: (1, [b"/usr/sbin/ldirectord", b"-d", b"/etc/ha.d/ldirectord.cf", b"start"]),
+        14: (1, [b"/usr/bin/perl", b"/usr/local/bin/other-daemon"]),
+    }
+    for pid, (ppid, argv) in procs.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes(b"\0".join(argv) + b"\0")
+        (tmp_path / str(pid) / "stat").write_bytes(f"{pid} (a name) with) S {ppid} 1 1".encode())
+    (tmp_path / "15").mkdir()  # a process that exited while /proc was read
+    (tmp_path / "self").mkdir()
+    assert mailha_ipvs._ldirectord_pids(str(tmp_path)) == [10, 13]
