@@ -138,11 +138,16 @@ class Node:
 
     def wait_booted(self, timeout=90):
         """Until ``systemctl is-system-running`` inside answers running/degraded."""
+        return self._wait_systemd(timeout, "systemd-nspawn")
+
+    def _wait_systemd(self, timeout, machine=None):
+        """Poll systemd inside until running/degraded; with ``machine``, fail at once when the
+        node's process (that name) is gone."""
         deadline = time.monotonic() + timeout
         state = "no answer"
         while time.monotonic() < deadline:
-            if not self.running():
-                raise RuntimeError(f"node {self.name}: systemd-nspawn exited; see {self.console}")
+            if machine and not self.running():
+                raise RuntimeError(f"node {self.name}: {machine} exited; see {self.console}")
             proc = self.exec(["systemctl", "is-system-running"], check=False, timeout=10)
             if proc is not None:
                 state = proc.stdout.strip()
@@ -320,18 +325,9 @@ class UmlNode(Node):
 
     def wait_booted(self, timeout=90):
         timeout = max(timeout, self.boot_timeout)
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
         self.machine().wait_agent(timeout)
-        state = "no answer"
-        while time.monotonic() < deadline:
-            proc = self.exec(["systemctl", "is-system-running"], check=False, timeout=10)
-            if proc is not None:
-                state = proc.stdout.strip()
-                if state in ("running", "degraded"):
-                    return state
-            time.sleep(0.5)
-        raise TimeoutError(f"node {self.name}: systemd not up within {timeout}s (last: {state}); "
-                           f"see {self.console}")
+        return self._wait_systemd(max(1.0, timeout - (time.monotonic() - started)))
 
     def exec(self, argv, check=True, timeout=60, log=None, input=None):
         return self.machine().exec(argv, check=check, timeout=timeout, input=input, log=log)
