@@ -212,6 +212,13 @@ class Member:
         except OSError:
             return ""
 
+    def log_tail(self, size=2500):
+        """The error log's last ``size`` bytes for a failure message, the test secrets masked."""
+        text = self.log_since(max(0, self.log_size() - size))
+        for secret in SECRETS:
+            text = text.replace(secret, "<redacted>")
+        return text
+
     def log_size(self):
         try:
             return self.error_log.stat().st_size
@@ -319,7 +326,7 @@ class GaleraLab:
             time.sleep(0.1)
         states = [(m.id, m.status().get("wsrep_local_state_comment")) for m in members]
         # the error log's tail of each member that is not Synced: why it is not
-        tails = "\n".join(f"--- {m.id} error log tail:\n{m.log_since(max(0, m.log_size() - 2500))}"
+        tails = "\n".join(f"--- {m.id} error log tail:\n{m.log_tail()}"
                           for m, (_, st) in zip(members, states, strict=True) if st != "Synced")
         raise TimeoutError(f"not all Synced (size {size}) within {timeout}s: {states}\n{tails}")
 

@@ -26,8 +26,7 @@ def test_parallel_apply_forms_the_cluster_by_mariabackup_sst(lab):
     res = lab.apply_all()
     for node, (rc, states) in res.items():
         failed = {k: r.get("comment") for k, r in states.items() if r["result"] is not True}
-        m = lab.member(node)
-        assert rc == 0 and not failed, (node, failed, m.log_since(max(0, m.log_size() - 2500)))
+        assert rc == 0 and not failed, (node, failed, lab.member(node).log_tail())
     actions = {n: next(r for k, r in st.items() if "synced" in k)["changes"]["new"] for n, (_, st) in res.items()}
     assert actions["db1"]["action"] == "bootstrap" and actions["db1"]["sst_user"] == ["user", "grant"]
     lab.wait_synced(size=3, timeout=60)
