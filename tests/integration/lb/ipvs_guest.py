@@ -62,6 +62,16 @@ def table(mods):
             for vs in mods["mailha_ipvs.list"]()}
 
 
+def reload_log(real):
+    """ldirectord's own account of its first reload, up to its first check of ``real``:80."""
+    with open(f"{SHARE}/ldirectord.out") as f:
+        lines = [line.strip() for line in f if line.startswith("DEBUG2: ")]
+    start = next((i for i, line in enumerate(lines) if "Reloading" in line), len(lines))
+    end = next((i for i in range(start, len(lines))
+                if f"Checking negotiate: real server=negotiate:http:tcp:{real}:80:" in lines[i]), len(lines))
+    return lines[start:end]
+
+
 def wait_table(mods, want, timeout, stable=4.0, port=80):
     """Wait until the VIP:port weights equal ``want`` and stay so for ``stable`` seconds (several
     ldirectord check rounds: its first checks can be slow and flap)."""
@@ -172,8 +182,16 @@ def main():
         time.sleep(4)  # several ldirectord check rounds (checkinterval 1): it must keep weight 0
         step("ld-drained", table=table(mods), who=who(), ready=subprocess.run([ready]).returncode)
         ret = mods["mailha_ipvs.undrain"]("mail1", port=80, maintenancedir=mdir, wait=60)
-        step("ld-undrain", ret=ret, files=sorted(os.listdir(mdir)))
-        step("ld-undrained", table=table(mods), who=who())
+        step("ld-undrain", ret=ret, files=sorted(os.listdir(mdir)), reload=reload_log(R1))
+        # what a client meets right after undrain returns, for three check rounds: a reload must
+        # not flap the weight (1, then 0, then 1 again)
+        seen = []
+        for _ in range(12):
+            now = table(mods)[f"tcp:{VIP}:80"]
+            if now not in seen:
+                seen.append(now)
+            time.sleep(0.25)
+        step("ld-undrained", seen=seen, table=table(mods), who=who())
 
         # A drain ldirectord never saw: stopped from before the drain to after the undrain, as
         # when one of its checks blocks that long. It still believes mail1 is up; undrain must
