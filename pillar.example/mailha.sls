@@ -74,9 +74,10 @@ mailha:
     preempt: true
 
   ldirectord:
-    checkinterval: 5
-    checktimeout: 3
-    failurecount: 3
+    checkinterval: 1
+    checktimeout: 1
+    failurecount: 1
+    fork: true                      # a process per virtual service
     quiescent: true                 # failed servers go to weight 0, connections drain
     health_page: ldirectord.txt
     health_content: ldirectord

@@ -30,7 +30,7 @@ SALT_CALL = "/usr/bin/salt-call"
 MAINTENANCE_DIR = "/etc/ldirectord.maintenance"
 LDIRECTORD_LOG = "/var/log/ldirectord.log"
 LDIRECTORD_CA_DROPIN = "/etc/systemd/system/ldirectord.service.d/mailha-ca.conf"
-#: our TLS checks (checktype=external) that replace Debian's imaps/pops checks: pillar check ->
+#: our TLS checks (checktype=external-perl) that replace Debian's imaps/pops checks: pillar check ->
 #: (script path, protocol, greeting regex, greeting as documented, logout command)
 TLS_CHECKS = {
     "imaps": ("/etc/ha.d/mailha-check-imaps", "IMAP", r"^\* (OK|PREAUTH)", "* OK", "a LOGOUT"),
@@ -275,6 +275,18 @@ def schedflags(site, service):
     to a weight-0 server gets no server at all (ip_vs_sh finds none and the connection times out)
     unless the scheduler falls back to the next available one: ``sh-fallback`` (kernel 3.18+)."""
     return ("sh-fallback",) if service.scheduler == "sh" and site.ldirectord.quiescent else ()
+
+
+def check_round(site):
+    """Seconds within which ldirectord has checked every real server once, at worst (every check
+    running into its timeout): with ``fork`` one process per virtual service checks that service's
+    real servers one after another, then sleeps ``checkinterval``; without it one process does
+    every service's in turn. A maintenance file older than this has been seen by a running
+    ldirectord."""
+    ld = site.ldirectord
+    reals = [len(site.real_servers(site.vips[s.vip].name)) for s in site.services] or [0]
+    checks = max(reals) if ld.fork else sum(reals)
+    return ld.checkinterval + ld.checktimeout * checks
 
 
 def desired_table(site, weight=1):

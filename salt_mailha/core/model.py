@@ -95,6 +95,7 @@ class LdirectordSpec:
     checktimeout: int = 3
     failurecount: int = 3
     quiescent: bool = True
+    fork: bool = True
     health_page: str = "ldirectord.txt"
     health_content: str = "ldirectord"
 
@@ -715,6 +716,7 @@ def _parse_ldirectord(top):
         checktimeout=d.int("checktimeout", 3, lo=1, hi=3600),
         failurecount=d.int("failurecount", 3, lo=1, hi=100),
         quiescent=d.bool("quiescent", True),
+        fork=d.bool("fork", True),
         health_page=d.str("health_page", "ldirectord.txt", pattern=re.compile(r"^[A-Za-z0-9._/-]+$")),
         health_content=d.str("health_content", "ldirectord"),
     )

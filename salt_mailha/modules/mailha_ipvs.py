@@ -14,11 +14,14 @@ the weight (a server failing its check stays at 0); without an ldirectord mainte
 sets the weight directly.
 
 ldirectord restores a weight only for a server it believes is down. A drain that it never saw (the
-file came and went while one of its checks blocked, or between two of its rounds) leaves it
-believing the server is up while the kernel says weight 0, and it would never raise that weight
-again. So ``undrain`` sends ldirectord SIGHUP (its ``reload``) whenever a weight is still 0: on a
+file came and went within one of its check rounds, or while it was stopped) leaves it believing
+the server is up while the kernel says weight 0, and it would never raise that weight again. So
+``undrain`` sends ldirectord SIGHUP (its ``reload``) when a weight is still 0 and a maintenance
+file it removed is younger than ldirectord's worst-case check round (``core.lb.check_round``): on a
 reload ldirectord re-reads the kernel table and treats every weight-0 server as down, so its next
-successful check restores it. A rehearsal (``mailha_root`` other than ``/``) signals nothing.
+successful check restores it. Only then: a reload restarts every check process (``fork``) and
+re-checks every server in one pass, which on a slow balancer held back the checks, and the drains,
+of every other server for seconds. A rehearsal (``mailha_root`` other than ``/``) signals nothing.
 
 Minion config: ``mailha_root`` (prefix of the maintenance directory, default ``/``),
 ``mailha_ldirectord_maintenancedir`` (default ``/etc/ldirectord.maintenance``).
@@ -243,8 +246,9 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
 
     With an ldirectord maintenance directory the maintenance file is removed and ldirectord
     restores the weight after its next successful health check (``wait`` seconds, if given, are
-    spent polling the table for that); while a weight is still 0, ldirectord is reloaded first
-    (``reloaded``: the pids signalled; see the module docstring). Without a maintenance directory
+    spent polling the table for that); if ldirectord may not have seen the drain (a weight is
+    still 0 and the drain is younger than its check round), it is reloaded first (``reloaded``:
+    the pids signalled; see the module docstring). Without a maintenance directory
     the weight is set to ``weight`` directly.
 
     CLI Example:
@@ -258,18 +262,23 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
     address, found = _targets(server, vip, port, protocol)
     mdir = _maintenance_dir(maintenancedir)
     if os.path.isdir(mdir):
-        removed = []
+        removed, youngest = [], None
         if port is None:  # the whole server: its per-port drains go too
             names = [address] + [f for f in os.listdir(mdir) if f.startswith(address + ":")]
         else:
             names = [ipvs.endpoint(address, int(port))]
         for name in names:
             path = os.path.join(mdir, name)
-            if os.path.exists(path):
+            try:
+                age = time.time() - os.stat(path).st_mtime
                 os.unlink(path)
-                removed.append(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+            youngest = age if youngest is None else min(youngest, age)
+        unseen = youngest is not None and youngest < lb.check_round(glue.site_from_pillar(__pillar__))
         reloaded = []
-        if any(r.weight == 0 for _, r in found) and glue.root(__opts__, __pillar__) == "/":
+        if unseen and any(r.weight == 0 for _, r in found) and glue.root(__opts__, __pillar__) == "/":
             reloaded = _reload_ldirectord()
         deadline = time.monotonic() + float(wait)
         while True:

@@ -185,24 +185,54 @@ def test_ldirectord_every_service_with_gate_reals(site):
     assert "real=192.0.2.17" not in blocks["192.0.2.22:3306"]  # db VIP -> db nodes only
     assert "real=192.0.2.18:993 gate 1" in blocks["192.0.2.21:993"]
     mysql = blocks["192.0.2.22:3306"]
+    ld = site.ldirectord
+    t = ld.checktimeout
     for line in ('service=mysql', 'login="monitor"', 'passwd="CHANGE-ME-db-monitor"',
-                 # the DSN timeouts: checktimeout (3 in the example) bounds DBI's connect and reads
-                 'database="monitoring;mysql_connect_timeout=3;mysql_read_timeout=3;'
-                 'mysql_write_timeout=3"', 'scheduler=wrr', 'checktype=negotiate'):
+                 # the DSN timeouts: checktimeout bounds DBI's connect and reads
+                 f'database="monitoring;mysql_connect_timeout={t};mysql_read_timeout={t};'
+                 f'mysql_write_timeout={t}"', 'scheduler=wrr', 'checktype=negotiate'):
         assert f"\t{line}\n" in mysql
     assert '\trequest="ldirectord.txt"\n\treceive="ldirectord"\n' in blocks["192.0.2.21:443"]
     # imaps and pops: our TLS checks, never ldirectord's (see test_ldirectord_tls_checks)
     for port, check in (("993", "imaps"), ("995", "pops")):
-        assert f"\tchecktype=external\n\tcheckcommand=\"/etc/ha.d/mailha-check-{check}\"\n" in blocks[f"192.0.2.21:{port}"]
+        assert f"\tchecktype=external-perl\n\tcheckcommand=\"/etc/ha.d/mailha-check-{check}\"\n" in blocks[f"192.0.2.21:{port}"]
         assert "service=" not in blocks[f"192.0.2.21:{port}"]
     assert "\tchecktype=connect\n" in blocks["192.0.2.21:465"]
     # sh with quiescent servers falls back to another server when the hashed one has weight 0
     for port in ("80", "443"):
         assert "\tscheduler=sh\n\tschedflags=sh-fallback\n" in blocks[f"192.0.2.21:{port}"]
     assert "schedflags" not in blocks["192.0.2.21:993"] and "schedflags" not in blocks["192.0.2.22:3306"]
-    for line in ("checktimeout=3", "checkinterval=5", "failurecount=3", "quiescent=yes",
-                 "maintenancedir=/etc/ldirectord.maintenance"):
+    for line in (f"checktimeout={t}", f"checkinterval={ld.checkinterval}", f"failurecount={ld.failurecount}",
+                 "quiescent=yes", "fork=yes", "readdquiescent=yes", "maintenancedir=/etc/ldirectord.maintenance"):
         assert f"\n{line}\n" in text
+
+
+def test_check_round_is_the_worst_case_of_one_pass(pillar):
+    """fork: each service's process checks its real servers in turn; without: one process, all."""
+    p = copy.deepcopy(pillar)
+    p["mailha"]["ldirectord"].update(checkinterval=2, checktimeout=3, fork=True)
+    s = load_site(p)
+    per_service = [len(s.real_servers(s.vips[v.vip].name)) for v in s.services]
+    assert per_service == [2] * 7  # the example: two db and two mail real servers
+    assert lb.check_round(s) == 2 + 3 * 2
+    p["mailha"]["ldirectord"]["fork"] = False
+    assert lb.check_round(load_site(p)) == 2 + 3 * 14
+
+
+@pytest.mark.parametrize("value,line", [(True, "fork=yes"), (False, "fork=no")])
+def test_ldirectord_fork_from_the_pillar(pillar, value, line):
+    p = copy.deepcopy(pillar)
+    p["mailha"]["ldirectord"]["fork"] = value
+    s = load_site(p)
+    assert f"\n{line}\n" in lb.render_ldirectord_cf(s, s.node("lb1"))
+
+
+def test_ldirectord_fork_must_be_a_boolean(pillar):
+    p = copy.deepcopy(pillar)
+    p["mailha"]["ldirectord"]["fork"] = "sometimes"
+    with pytest.raises(ValidationError) as err:
+        load_site(p)
+    assert "mailha:ldirectord:fork" in str(err.value)
 
 
 def test_ldirectord_refuses_unquotable_password(pillar):
@@ -405,7 +435,7 @@ def test_sh_without_quiescent_needs_no_fallback(pillar):
 
 
 # --------------------------------------------------------------------------------------------
-# the imaps/pops checks (checktype=external): TLS as a client does it
+# the imaps/pops checks (checktype=external-perl): TLS as a client does it
 
 
 def site_with_tls(pillar, **tls):
@@ -432,7 +462,7 @@ def test_ldirectord_tls_checks(pillar, tmp_path, tls, ca_line, name_lines, check
     assert ("    SSL_verify_mode => SSL_VERIFY_PEER," in lines)
     assert (ca_line in lines) if ca_line else not any("SSL_ca_file" in line for line in lines)
     assert [line for line in lines if "SSL_hostname" in line or "SSL_verifycn" in line] == name_lines
-    assert greeting in text and "my $timeout = 3;" in text
+    assert greeting in text and f"my $timeout = {s.ldirectord.checktimeout};" in text
     assert text == getattr(lb, f"render_ldirectord_{check}_check")(s, s.node("lb1"))
     script = tmp_path / "check"
     script.write_text(text)

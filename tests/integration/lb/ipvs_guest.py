@@ -62,10 +62,13 @@ def table(mods):
             for vs in mods["mailha_ipvs.list"]()}
 
 
-def reload_log(real):
-    """ldirectord's own account of its first reload, up to its first check of ``real``:80."""
+def reload_log(real, whole=False):
+    """ldirectord's own account of its first reload, up to its first check of ``real``:80 (or,
+    ``whole``, all it logged)."""
     with open(f"{SHARE}/ldirectord.out") as f:
         lines = [line.strip() for line in f if line.startswith("DEBUG2: ")]
+    if whole:
+        return lines
     start = next((i for i, line in enumerate(lines) if "Reloading" in line), len(lines))
     end = next((i for i in range(start, len(lines))
                 if f"Checking negotiate: real server=negotiate:http:tcp:{real}:80:" in lines[i]), len(lines))
@@ -205,6 +208,17 @@ def main():
             os.kill(ld.pid, signal.SIGCONT)
         step("ld-unseen-drain", ret=ret, ldirectord=ld.pid,
              restored=wait_table(mods, {R1: 1, R2: 1}, 30, stable=3), table=table(mods))
+
+        # A drain older than ldirectord's check round (as when a node was down for minutes): it has
+        # been seen, ldirectord restores the weight on its own, and undrain does not reload it.
+        mods["mailha_ipvs.drain"]("mail1", port=80, maintenancedir=mdir)
+        wait_table(mods, {R1: 0, R2: 1}, 30, stable=3)  # ldirectord keeps it down: it saw the file
+        old = time.time() - 600
+        os.utime(os.path.join(mdir, f"{R1}:80"), (old, old))
+        reloads = sum("Reloading" in line for line in reload_log(R1, whole=True))
+        ret = mods["mailha_ipvs.undrain"]("mail1", port=80, maintenancedir=mdir, wait=60)
+        step("ld-old-drain", ret=ret, table=table(mods),
+             reloads=sum("Reloading" in line for line in reload_log(R1, whole=True)) - reloads)
 
         # the sh service: drain the server the client hashes to; the client must still be served
         wait_table(mods, {R1: 1, R2: 1}, 60, stable=2, port=8080)

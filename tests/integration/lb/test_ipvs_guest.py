@@ -158,6 +158,14 @@ def test_undrain_restores_a_drain_ldirectord_never_saw(guest_results):
     assert unseen["restored"] and unseen["table"][f"tcp:{VIP}:80"] == {R1: 1, R2: 1}, unseen
 
 
+def test_undrain_of_an_old_drain_leaves_ldirectord_alone(guest_results):
+    """A drain older than ldirectord's check round has been seen: undrain only removes the file,
+    ldirectord restores the weight itself, and no reload restarts its checks."""
+    old = guest_results["ld-old-drain"]
+    assert old["ret"]["reloaded"] == [] and old["ret"]["pending"] == [], old
+    assert old["reloads"] == 0 and old["table"][f"tcp:{VIP}:80"] == {R1: 1, R2: 1}, old
+
+
 def test_sh_client_of_a_drained_server_is_served_by_the_other(guest_results):
     """ldirectord (quiescent) drains the server the client's address hashes to: weight 0 in the
     kernel table, and the same client's new connections reach the other server instead of timing

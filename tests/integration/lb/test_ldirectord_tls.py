@@ -194,3 +194,35 @@ def test_stopped_dovecot_is_down(lan):
         run_ldirectord(net, base, pillar, "stopped", expect(site, "up", "down"))
     finally:
         dovecots["mail2"].start()
+
+
+def test_mute_server_is_down_and_ldirectord_lives_on(lan):
+    """mail2 accepts TCP on 993/995 and never speaks (a stalled host): the checks run inside
+    ldirectord (external-perl), so their timeout must end the check, not ldirectord. mail2 goes
+    down; mail1 keeps being judged up round after round (ldirectord is still alive and checking)."""
+    net, pillar, base, ca_file, dovecots = lan
+    pillar = copy.deepcopy(pillar)
+    pillar["mailha"]["mail"]["tls"] = {"ca": str(ca_file)}
+    site = load_site(pillar)
+    address = site.node("mail2").address("public")
+    dovecots["mail2"].stop()
+    mute = Daemon("mute-tls", net.argv("mail2", [
+        "perl", "-MIO::Socket::INET", "-e",
+        "for $p (993, 995) { push @s, IO::Socket::INET->new(Listen => 16, LocalAddr => $ARGV[0], "
+        "LocalPort => $p, ReuseAddr => 1) or die $! } while (1) { for (@s) { $_->blocking(0); "
+        "push @c, $_->accept } sleep 1 }", address]), base / "mute-tls.log").start()
+    try:
+        log = run_ldirectord(net, base, pillar, "mute", expect(site, "up", "down"))
+    finally:
+        mute.stop()
+        dovecots["mail2"].start()
+    mail1 = site.node("mail1").address("public")
+    vip = site.vips["mail"].address
+    lines = [line for line in log.splitlines() if line.startswith("DEBUG2: ")]
+    for port in (993, 995):
+        # one check process per service for the whole run: none died of the stalled check
+        assert sum(f"Spawned child tcp:{vip}:{port} " in line for line in lines) == 1, log[-3000:]
+        down = next(i for i, line in enumerate(lines)
+                    if f"Disabled real server=" in line and f":tcp:{address}:{port}:" in line)
+        # and that process went on judging mail1 after mail2's check timed out
+        assert any("Enabled" in line and f":tcp:{mail1}:{port}:" in line for line in lines[down:]), log[-3000:]
