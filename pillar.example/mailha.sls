@@ -73,11 +73,13 @@ mailha:
     unicast: false
     preempt: true
 
+  # ldirectord drains a dead real server itself within ~1 s (the reactor then makes the drain
+  # stick and withdraws the MX); the guide's 5 s / 3 failures took tens of seconds
   ldirectord:
     checkinterval: 1
-    checktimeout: 1
+    checktimeout: 1                 # every check, and DBI's connect/read timeouts
     failurecount: 1
-    fork: true                      # a process per virtual service
+    fork: true                      # a check process per virtual service
     quiescent: true                 # failed servers go to weight 0, connections drain
     health_page: ldirectord.txt
     health_content: ldirectord

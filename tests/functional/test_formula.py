@@ -7,6 +7,7 @@ appears in any return or log line."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -144,14 +145,15 @@ def test_test_mode_shows_the_real_diff_of_a_changed_file(tmp_path, example_pilla
     assert minion.apply()[0] == 0
     path = minion.root / "etc/ha.d/ldirectord.cf"
     before = path.read_text()
-    path.write_text(before.replace("checkinterval=5", "checkinterval=50"))
+    ours = re.search(r"^checkinterval=\d+\n", before, re.M).group(0)  # the pillar's value
+    path.write_text(before.replace(ours, "checkinterval=50\n"))
     edited = path.read_text()
     assert edited != before, "ldirectord.cf should carry checkinterval from the pillar"
 
     rc, ret = minion.apply(test=True)
     change = next(r for r in ret.values() if r["name"] == "/etc/ha.d/ldirectord.cf")
     assert change["result"] is None and "would update" in change["comment"]
-    assert "-checkinterval=50" in change["changes"]["diff"] and "+checkinterval=5" in change["changes"]["diff"]
+    assert "-checkinterval=50" in change["changes"]["diff"] and f"+{ours}" in change["changes"]["diff"]
     assert path.read_text() == edited, "test=True changed the file"
     assert_no_secret(minion.last_output, minion.log.read_text())
 
