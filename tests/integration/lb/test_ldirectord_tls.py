@@ -223,6 +223,6 @@ def test_mute_server_is_down_and_ldirectord_lives_on(lan):
         # one check process per service for the whole run: none died of the stalled check
         assert sum(f"Spawned child tcp:{vip}:{port} " in line for line in lines) == 1, log[-3000:]
         down = next(i for i, line in enumerate(lines)
-                    if f"Disabled real server=" in line and f":tcp:{address}:{port}:" in line)
+                    if "Disabled real server=" in line and f":tcp:{address}:{port}:" in line)
         # and that process went on judging mail1 after mail2's check timed out
         assert any("Enabled" in line and f":tcp:{mail1}:{port}:" in line for line in lines[down:]), log[-3000:]
