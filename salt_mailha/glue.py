@@ -2,7 +2,8 @@
 extension's ``utils/`` into ``__utils__``, so this is a plain module they import).
 
 The one place that turns the pillar into a ``Site``, finds which node this minion is, maps
-model paths under the ``mailha_root`` scratch root, and writes files atomically.
+model paths under the ``mailha_root`` scratch root, writes files atomically and unpacks archives
+safely.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import difflib
 import grp
 import inspect
 import os
+import posixpath
+import shutil
+import stat
+import tarfile
 import tempfile
 
 import salt.modules.pillar
@@ -125,6 +130,82 @@ def write_atomic(path, content, mode, gid=None):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _unsafe(root, m):
+    """Why tar member ``m`` may not be unpacked under ``root`` (None: it may). Decided on the
+    member's own name and link, then on what the disk holds so far (earlier members included):
+    nothing is ever written through a symlink."""
+    name = m.name
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if name.startswith("/") or ".." in parts or not parts:
+        return "an absolute path or a path with '..'"
+    if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+        return "a device, FIFO or other special file"
+    if m.issym() or m.islnk():
+        link = m.linkname
+        base = posixpath.dirname(name) if m.issym() else ""
+        if link.startswith("/") or posixpath.normpath(posixpath.join(base, link)).split("/")[0] == "..":
+            return f"a link to {link!r}, outside the archive"
+    path = root
+    for i, part in enumerate(parts):  # every existing component a real directory, the target no symlink
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            break
+        if stat.S_ISLNK(st.st_mode):
+            return "a path through a symlink" if i < len(parts) - 1 else "a replacement for a symlink"
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            return "a path through a file"
+    if m.islnk():  # the hard link's source: an earlier regular member, reached without a symlink
+        src = os.path.join(root, *[p for p in m.linkname.split("/") if p not in ("", ".")])
+        if _unsafe(root, tarfile.TarInfo(m.linkname)) or not os.path.isfile(src) or os.path.islink(src):
+            return f"a hard link to {m.linkname!r}, not a regular file of the archive"
+    return None
+
+
+def extract_tar(tarball, dest_parent):
+    """Unpack ``tarball`` into ``dest_parent`` without trusting it (Debian 12's Python has no
+    ``tarfile`` extraction filters): no absolute or ``..`` names, no devices, nothing written
+    through a symlink, links only to inside the archive (every symlink is resolved once all are
+    in place), modes without setuid/setgid or group/other write, no ownership from the archive.
+    It unpacks into a scratch directory beside the destination and moves the top-level entries in
+    only when all of it passed: a refused archive leaves nothing behind. Returns the names moved
+    in; raises MailhaError naming the first unsafe member."""
+    os.makedirs(dest_parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(dir=dest_parent, prefix=".mailha-unpack-")
+    root = os.path.realpath(scratch)
+    # a Python with PEP 706 filters adds its own "data" filter behind these checks
+    extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    try:
+        with tarfile.open(tarball) as tf:
+            for m in tf:
+                why = _unsafe(root, m)
+                if why:
+                    raise MailhaError(f"the archive {tarball} has an unsafe member {m.name!r} ({why}); refusing it")
+                tf.extract(m, root, set_attrs=False, **extra)
+                if m.isfile() or m.isdir():
+                    mode = (0o755 if m.isdir() or m.mode & 0o111 else 0o644) & (m.mode | 0o700)
+                    os.chmod(os.path.join(root, m.name), mode)
+        for dirpath, dirnames, filenames in os.walk(root):
+            for entry in sorted(dirnames + filenames):
+                path = os.path.join(dirpath, entry)
+                real = os.path.realpath(path)
+                if os.path.islink(path) and not (real == root or real.startswith(root + os.sep)):
+                    rel = os.path.relpath(path, root)
+                    raise MailhaError(f"the archive {tarball} has an unsafe member {rel!r} (a chain of "
+                                      f"symlinks leading outside the archive); refusing it")
+        names = sorted(os.listdir(root))
+        for entry in names:
+            if os.path.lexists(os.path.join(dest_parent, entry)):
+                raise MailhaError(f"{os.path.join(dest_parent, entry)} already exists; remove it to "
+                                  f"unpack {tarball} again")
+        for entry in names:
+            os.rename(os.path.join(root, entry), os.path.join(dest_parent, entry))
+        return names
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def redacted_diff(old, new, path, secrets):

@@ -446,24 +446,8 @@ def _hash_ok(path, source_hash):
 
 
 def _extract(tarball, dest_parent, expect_dir):
-    """Unpack without trusting member names: nothing may land outside ``dest_parent``."""
-    root = os.path.realpath(dest_parent)
-
-    def inside(path):
-        real = os.path.realpath(path)
-        return real == root or real.startswith(root + os.sep)
-
-    with tarfile.open(tarball) as tf:
-        for m in tf.getmembers():
-            target = os.path.join(root, m.name)
-            link_ok = True
-            if m.issym():
-                link_ok = inside(os.path.join(os.path.dirname(target), m.linkname))
-            elif m.islnk():
-                link_ok = inside(os.path.join(root, m.linkname))
-            if not inside(target) or not link_ok or m.isdev():
-                raise MailhaError(f"the installer tarball {tarball} has an unsafe member {m.name!r}; refusing it")
-        tf.extractall(root)  # noqa: S202 - every member, link target included, checked above
+    """Unpack the installer tarball (glue.extract_tar: nothing may land outside ``dest_parent``)."""
+    glue.extract_tar(tarball, dest_parent)
     if not os.path.isfile(os.path.join(expect_dir, core.INSTALLER)):
         raise MailhaError(f"{tarball} did not unpack {expect_dir}/{core.INSTALLER}; is it an iRedMail tarball?")
 

@@ -210,6 +210,33 @@ def test_iredmail_tarball_from_fileserver_checked_and_unpacked(minion):
     minion.assert_no_secret()
 
 
+def test_iredmail_tarball_with_an_escaping_symlink_chain_is_refused(minion):
+    """Each link alone points inside the tarball; together they lead out of it (the old check
+    resolved links before the earlier ones existed). Refused by name, nothing unpacked."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, link in (("iRedMail-1.6.8/a", "."), ("iRedMail-1.6.8/b", "a/a/a/../.."),
+                           ("iRedMail-1.6.8/c", "b/b/etc")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, link
+            tf.addfile(info)
+        data = FAKE_INSTALLER.encode()
+        info = tarfile.TarInfo("iRedMail-1.6.8/iRedMail.sh")
+        info.size, info.mode = len(data), 0o755
+        tf.addfile(info, io.BytesIO(data))
+    path = minion.srv / "iredmail" / "iRedMail-1.6.8.tar.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    pillar = copy.deepcopy(EXAMPLE)
+    pillar["mailha"]["mail"]["iredmail"]["source_hash"] = "sha256=" + hashlib.sha256(buf.getvalue()).hexdigest()
+    (minion.base / "pillar" / "mailha.sls").write_text(yaml.safe_dump(pillar))
+    ret = minion.single("mailha_mail.iredmail_installed")
+    assert ret["result"] is False and "unsafe member 'iRedMail-1.6.8/b'" in ret["comment"], ret["comment"]
+    workdir = minion.root / "root"
+    assert not workdir.exists() or os.listdir(workdir) == [], os.listdir(workdir)
+    assert not (minion.root / "var/lib/mailha/iredmail.installed").exists()
+
+
 def _lsattr(path):
     out = subprocess.run(["lsattr", "-d", str(path)], capture_output=True, text=True, check=True).stdout
     return out.split()[0]
