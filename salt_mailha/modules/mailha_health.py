@@ -22,6 +22,7 @@ from salt_mailha import glue
 from salt_mailha.core import health
 from salt_mailha.core.errors import MailhaError
 from salt_mailha.core.remediation import check_node
+from salt_mailha.core.secret import redact
 
 __virtualname__ = "mailha_health"
 WORKER = "salt_mailha.modules.mailha_health"  # this file, run as the probing interpreter
@@ -76,7 +77,9 @@ def _probe_isolated(node_id, timeout, attempts, interval):
     try:
         answer = json.loads(proc.stdout)
     except ValueError:
-        raise CommandExecutionError(f"probing {node_id} failed: {proc.stderr.strip()[-300:]}") from None
+        # the worker's traceback may quote the pillar it was handed
+        err = redact(proc.stderr, glue.site_from_pillar(__pillar__).secrets())  # noqa: F821
+        raise CommandExecutionError(f"probing {node_id} failed: {err.strip()[-300:]}") from None
     return {name: health.ProbeResult(r["ok"], r["detail"]) for name, r in answer.items()}
 
 

@@ -399,11 +399,21 @@ def _acting(test):
     return bool(test), None
 
 
+def _site_secrets():
+    """The site's secrets for redaction, or none when the pillar itself cannot be read (then the
+    reason is about the pillar, which validation words without values)."""
+    try:
+        return tuple(_site().secrets())
+    except Exception:  # noqa: BLE001 - a refusal must be reported whatever broke
+        return ()
+
+
 def _refused(node, exc, outcome="refused", **extra):
-    reason = str(exc)
+    # the reason may quote what a minion or a state said: redacted before the log and the event
+    reason = redact(str(exc), _site_secrets())
     log.warning("mailha remediation %s: %s", outcome, reason)
     out = {"node": str(node)[:64], "result": False, "outcome": outcome, "reason": reason,
-           "actions": [], "master": __opts__["id"], **extra}
+           "actions": [], "master": __opts__["id"], **redact(extra, _site_secrets())}
     tag_node = node if isinstance(node, str) and rem._NODE_ID.match(node) else "invalid"
     _fire(f"mailha/remediation/{tag_node}/{outcome}", out)
     return out

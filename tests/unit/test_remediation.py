@@ -393,3 +393,33 @@ def test_recheck_wait_refuses_bad_options(monkeypatch, key, value):
     monkeypatch.setattr(runner, "__opts__", {key: value}, raising=False)
     with pytest.raises(MailhaError, match=f"master option {key}: .* fix it in the master config"):
         runner._recheck_wait(load_site(example_pillar()), 1)
+
+
+def test_refusal_event_and_log_carry_no_secret(monkeypatch, caplog):
+    """A refusal's reason can quote what a minion or a state answered; the event fired and the
+    log line carry it redacted. When the pillar cannot be read at all, the refusal still fires."""
+    from salt_mailha.core.model import load_site
+    from salt_mailha.runners import mailha as runner
+    from tests.support.example import example_pillar
+
+    site = load_site(example_pillar())
+    secret = next(s.reveal() for s in site.secrets() if s.reveal().startswith("CHANGE-ME"))
+    fired = []
+    monkeypatch.setattr(runner, "__opts__", {"id": "master1"}, raising=False)
+    monkeypatch.setattr(runner, "_site", lambda: site)
+    monkeypatch.setattr(runner, "_fire", lambda tag, data: fired.append((tag, data)))
+    with caplog.at_level("WARNING"):
+        out = runner._refused("mail1", f"lb1 answered: access denied for 'monitor'@'%' ({secret})",
+                              reporter=f"x {secret}")
+    (tag, data), = fired
+    assert tag == "mailha/remediation/mail1/refused" and data == out
+    assert secret not in repr(out) and secret not in caplog.text
+    assert "access denied for 'monitor'@'%' (<redacted>)" in out["reason"] and out["reporter"] == "x <redacted>"
+
+    def broken():
+        raise RuntimeError("pillar render failed")
+
+    monkeypatch.setattr(runner, "_site", broken)
+    fired.clear()
+    assert runner._refused("bad node!", "no such node")["reason"] == "no such node"
+    assert fired[0][0] == "mailha/remediation/invalid/refused"
