@@ -2,9 +2,12 @@
 
 The topology is never forked: the example pillar is loaded and every address or network in it is
 moved to the same host offset inside a lab subnet (``networks`` in the example's order get
-10.99.0.0/24, 10.99.1.0/24, ...). Placeholder secrets (``CHANGE-ME``...) get random lab values of
-the same length, so length rules (keepalived's 8 characters) still hold.
+10.99.0.0/24, 10.99.1.0/24, ...). Placeholder secrets (what ``core.model.placeholder_problems``
+finds: ``CHANGE-ME``..., the base64 TSIG key) get random lab values of the same length (base64 of
+as many random bytes for a base64 one), so length rules (keepalived's 8 characters) hold and the
+lab's nodes, real ones, pass the placeholder gate.
 """
+import base64
 import ipaddress
 import pathlib
 import secrets
@@ -14,12 +17,12 @@ import yaml
 
 from salt_mailha import PACKAGE_ROOT
 from salt_mailha.core.errors import ValidationError
+from salt_mailha.core.model import placeholder_problems
 
 EXAMPLE = PACKAGE_ROOT.parent / "pillar.example" / "mailha.sls"
 LAB_SUPERNET = ipaddress.ip_network("10.99.0.0/16")
 GATEWAY_OFFSET = 1  # the bridge address: salt-master and the host side of the lab
 CLIENT_OFFSET = 250  # the drill's client namespace
-_PLACEHOLDER = "CHANGE"
 
 
 def lab_networks(example_networks):
@@ -63,16 +66,20 @@ def _readdress(value, nets, key, problems):
 
 
 def _secret_like(value, rng):
-    alphabet = string.ascii_letters + string.digits
-    return "".join(rng.choice(alphabet) for _ in range(len(value)))
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        alphabet = string.ascii_letters + string.digits
+        return "".join(rng.choice(alphabet) for _ in range(len(value)))
+    return base64.b64encode(bytes(rng.randrange(256) for _ in range(len(raw)))).decode()
 
 
-def _walk(obj, nets, key, problems, rng):
+def _walk(obj, nets, key, problems, rng, placeholders):
     if isinstance(obj, dict):
-        return {k: _walk(v, nets, f"{key}:{k}", problems, rng) for k, v in obj.items()}
+        return {k: _walk(v, nets, f"{key}:{k}", problems, rng, placeholders) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_walk(v, nets, f"{key}:{i}", problems, rng) for i, v in enumerate(obj)]
-    if isinstance(obj, str) and _PLACEHOLDER in obj.upper() and "source_hash" not in key:
+        return [_walk(v, nets, f"{key}:{i}", problems, rng, placeholders) for i, v in enumerate(obj)]
+    if key in placeholders:
         return _secret_like(obj, rng)
     return _readdress(obj, nets, key, problems)
 
@@ -86,7 +93,8 @@ def lab_pillar(example, rng=None):
                                 "the lab re-addresses the site network by network")])
     nets = lab_networks(top["networks"])
     problems = []
-    out = _walk(top, nets, "mailha", problems, rng)
+    placeholders = {k for k, _ in placeholder_problems(top)}
+    out = _walk(top, nets, "mailha", problems, rng, placeholders)
     if problems:
         raise ValidationError(problems)
     if isinstance(out.get("mail"), dict) and isinstance(out["mail"].get("vmail"), dict):

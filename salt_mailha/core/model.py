@@ -342,6 +342,8 @@ class Site:
     dns: DnsSpec | None
     mail: MailSpec | None
     remediation: RemediationSpec = field(default_factory=RemediationSpec)
+    #: the example's placeholder secrets are accepted on real nodes (a lab's own choice)
+    allow_placeholder_secrets: bool = False
 
     def node(self, node_id):
         for n in self.nodes:
@@ -562,6 +564,42 @@ def load_site(pillar):
     return parse_site(pillar["mailha"])
 
 
+_PLACEHOLDER = re.compile(r"(?<![a-z0-9])CHANGE-?ME", re.I)  # not inside a word (exchange-metrics)
+
+
+def placeholder_problems(data):
+    """``[(key, message)]`` for every value of the ``mailha`` pillar ``data`` that is still one of
+    the example's placeholders (``CHANGE-ME...``, ``CHANGEME``, or base64 of such a text, as the
+    example's TSIG key). Pure: the caller decides where they are refused (``mailha_site``: on
+    real nodes, unless ``allow_placeholder_secrets``)."""
+    found = []
+
+    def is_placeholder(text):
+        if _PLACEHOLDER.search(text):
+            return True
+        try:
+            decoded = base64.b64decode(text, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return bool(_PLACEHOLDER.search(decoded))
+
+    def walk(obj, key):
+        if isinstance(obj, Mapping):
+            for k, v in obj.items():
+                walk(v, f"{key}:{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, f"{key}:{i}")
+        elif isinstance(obj, (str, Secret)):
+            text = obj.reveal() if isinstance(obj, Secret) else obj
+            if is_placeholder(text):
+                found.append((key, "is still the example's placeholder: set a real secret (or, for a "
+                                   "throw-away lab, mailha:allow_placeholder_secrets: true)"))
+
+    walk(data, "mailha")
+    return found
+
+
 def parse_site(data):
     problems = []
     top = _Section(problems, "mailha", data)
@@ -578,6 +616,7 @@ def parse_site(data):
     dns = _parse_dns(top)
     mail = _parse_mail(top)
     remediation = _parse_remediation(top)
+    allow_placeholders = top.bool("allow_placeholder_secrets", False)
     top.done()
     # Build the site from what parsed, then check the topology too: the user sees every problem
     # in one run (the rules skip values that already failed to parse).
@@ -585,7 +624,7 @@ def parse_site(data):
         name=name, domain=domain, networks=_frozen(networks), nodes=tuple(nodes),
         vips=_frozen(vips), services=tuple(services), keepalived=keepalived,
         ldirectord=ldirectord, galera=galera, ldap=ldap, dns=dns, mail=mail,
-        remediation=remediation,
+        remediation=remediation, allow_placeholder_secrets=bool(allow_placeholders),
     )
     _check_topology(site, problems)
     if problems:

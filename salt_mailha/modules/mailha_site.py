@@ -6,7 +6,8 @@ comes from ``salt_mailha.core``. Nothing here returns a secret: ``show`` redacts
 
 from salt_mailha import glue
 from salt_mailha.core import render
-from salt_mailha.core.errors import MailhaError
+from salt_mailha.core.errors import MailhaError, ValidationError
+from salt_mailha.core.model import placeholder_problems
 from salt_mailha.core.secret import redact
 
 __virtualname__ = "mailha_site"
@@ -20,6 +21,18 @@ def _site():
     return glue.site_from_pillar(__pillar__)
 
 
+def _gated_site():
+    """The validated site for ``validate`` and ``state.apply mailha`` (``formula``): on a real node
+    (not a rehearsal) the example's placeholder secrets are refused too, each by key, before
+    anything is rendered or written (``test=True`` included: it shows what a run would do)."""
+    site = _site()
+    if not site.allow_placeholder_secrets and not rehearsal():
+        problems = placeholder_problems(__pillar__.get("mailha"))
+        if problems:
+            raise ValidationError(problems)
+    return site
+
+
 def validate():
     """Validate the whole ``mailha`` pillar; raises with every problem, each naming its key.
 
@@ -29,7 +42,7 @@ def validate():
 
         salt '*' mailha_site.validate
     """
-    site = _site()
+    site = _gated_site()
     return {"site": site.name, "nodes": len(site.nodes), "valid": True}
 
 
@@ -81,7 +94,7 @@ def formula(node=None):
 
         salt 'ns1' mailha_site.formula
     """
-    site = _site()
+    site = _gated_site()
     return render.formula_for(site, glue.this_node(site, __opts__, node))
 
 

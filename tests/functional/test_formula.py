@@ -176,6 +176,35 @@ def test_bad_pillar_fails_with_every_message_and_writes_nothing(tmp_path):
     assert "muchtoolongpassword" not in minion.last_output + minion.log.read_text()
 
 
+def test_placeholder_secrets_are_refused_on_a_real_node(tmp_path):
+    """The example's placeholders (CHANGE-ME..., CHANGEME, the base64 TSIG key) pass in a
+    rehearsal (scratch mailha_root) but a real node refuses them, each by key, before anything is
+    rendered; a lab opts in with mailha:allow_placeholder_secrets."""
+    pillar = tmp_path / "pillar"
+    pillar.mkdir()
+    shutil.copy(REPO / "pillar.example" / "top.sls", pillar / "top.sls")
+    data = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
+    (pillar / "mailha.sls").write_text(yaml.safe_dump(data))
+    minion = Minion(tmp_path / "m", "ns1", pillar)
+    assert minion.run("mailha_site.validate").returncode == 0  # a rehearsal: accepted
+
+    conf = yaml.safe_load((minion.conf / "minion").read_text())
+    del conf["mailha_root"]  # a real node (test=True only: nothing may be changed on this host)
+    (minion.conf / "minion").write_text(yaml.safe_dump(conf))
+    for args in (["mailha_site.validate"], ["state.apply", "mailha", "test=True"]):
+        proc = minion.run(*args)
+        assert proc.returncode != 0, minion.last_output
+        for key in ("mailha:keepalived:auth_pass", "mailha:galera:root_password",
+                    "mailha:galera:monitor:password", "mailha:ldap:rootpw", "mailha:dns:tsig:secret"):
+            assert f"pillar {key}: is still the example's placeholder" in minion.last_output, key
+        assert_no_secret(minion.last_output, minion.log.read_text())
+
+    data["mailha"]["allow_placeholder_secrets"] = True
+    (pillar / "mailha.sls").write_text(yaml.safe_dump(data))
+    proc = minion.run("mailha_site.validate")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["local"]["valid"] is True, minion.last_output
+
+
 def test_loader_lists_our_modules(tmp_path, example_pillar):
     minion = Minion(tmp_path, "mail1", example_pillar)
     proc = minion.run("sys.list_modules")

@@ -92,6 +92,15 @@ def test_lab_pillar_replaces_placeholders_with_same_length_secrets(example, lab)
     assert "CHANGE" not in repr(dst).replace("sha256=CHANGE-ME", "")
     assert len(dst["keepalived"]["auth_pass"]) == len(src["keepalived"]["auth_pass"])
     assert dst["galera"]["root_password"] != src["galera"]["root_password"]
+    # the base64 TSIG key too: the lab's nodes are real ones, and real nodes refuse placeholders
+    import base64
+
+    from salt_mailha.core.model import placeholder_problems
+
+    key = dst["dns"]["tsig"]["secret"]
+    assert key != src["dns"]["tsig"]["secret"]
+    assert len(base64.b64decode(key, validate=True)) == len(base64.b64decode(src["dns"]["tsig"]["secret"]))
+    assert placeholder_problems(dst) == []
 
 
 def test_lab_pillar_is_a_valid_site(lab):

@@ -223,3 +223,45 @@ def test_mail_tls_ca(tls, ca):
     site = parse_site(data)
     assert site.mail.tls.ca == ca
     assert site.mail.tls.cert == (tls or {}).get("cert", "/etc/ssl/certs/iRedMail.crt")
+
+
+def test_placeholder_problems_name_every_placeholder_by_key():
+    import base64
+    import copy
+
+    from salt_mailha.core.model import placeholder_problems
+    from tests.support.example import example_pillar
+
+    data = example_pillar()["mailha"]
+    keys = [k for k, _ in placeholder_problems(data)]
+    for key in ("mailha:keepalived:auth_pass", "mailha:galera:root_password", "mailha:galera:sst_password",
+                "mailha:galera:monitor:password", "mailha:ldap:rootpw", "mailha:dns:tsig:secret"):
+        assert key in keys, key
+    assert all("set a real secret" in m for _, m in placeholder_problems(data))
+    real = copy.deepcopy(data)
+
+    def replace(obj):
+        for k, v in list(obj.items()) if isinstance(obj, dict) else enumerate(obj):
+            if isinstance(v, (dict, list)):
+                replace(v)
+            elif isinstance(v, str) and k in keys_leaf:
+                obj[k] = base64.b64encode(b"a real, long secret").decode() if k == "secret" else "s3cr3t-x9"
+    keys_leaf = {k.rsplit(":", 1)[1] for k in keys}
+    replace(real)
+    assert placeholder_problems(real) == []
+    for placeholder in ("change-me", "ChangeMe", base64.b64encode(b"xx CHANGE-ME xx").decode()):
+        assert [k for k, _ in placeholder_problems({"x": [{"y": placeholder}]})] == ["mailha:x:0:y"]
+    for value in ("monitor", "dGVzdA==", "exchange-metrics", "QUJD"):  # not placeholders
+        assert placeholder_problems({"x": value}) == [], value
+    assert load_site_allows(data) is False
+
+
+def load_site_allows(data):
+    import copy
+
+    from salt_mailha.core.model import parse_site
+
+    flagged = copy.deepcopy(data)
+    flagged["allow_placeholder_secrets"] = True
+    assert parse_site(flagged).allow_placeholder_secrets is True
+    return parse_site(data).allow_placeholder_secrets
