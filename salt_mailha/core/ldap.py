@@ -23,14 +23,12 @@ clear): callers pass anything shown to a user through ``secret.redact(.., site.s
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
-import hashlib
-import hmac
 import re
 import shlex
 
+from . import secret
 from .errors import MailhaError, ParseError, ValidationError
 from .render import environment
 
@@ -747,21 +745,13 @@ def apply_ops(conn, ops):
 # ----------------------------------------------------------------------------------- native path
 
 
-def ssha(password, salt):
-    """``{SSHA}`` of ``password`` with ``salt`` (bytes), as slappasswd writes it."""
-    digest = hashlib.sha1(password.encode() + salt).digest()
-    return "{SSHA}" + base64.b64encode(digest + salt).decode()
-
-
 def render_native_slapd_conf(site, node):
     """The whole slapd.conf of a mail node on the native path (no iRedMail installer), with the
-    mirror-mode block merged in. The rootpw is stored hashed; its salt is derived from the secret
-    and the node so the render stays deterministic (same model, same bytes)."""
+    mirror-mode block merged in. The rootpw is stored hashed (``secret.slapd_rootpw_hash``)."""
     lds = site.ldap
-    salt = hmac.new(lds.rootpw.reveal().encode(), f"slapd-rootpw:{site.name}:{node.id}".encode(),
-                    hashlib.sha256).digest()[:8]
     base = environment().get_template("slapd-native.conf.j2").render(
-        node=node, suffix=lds.suffix, rootdn=lds.rootdn, rootpw_hash=ssha(lds.rootpw.reveal(), salt))
+        node=node, suffix=lds.suffix, rootdn=lds.rootdn,
+        rootpw_hash=secret.slapd_rootpw_hash(lds.rootpw, site.name, node.id))
     return merge_slapd_conf(base, site, "/etc/ldap/slapd.conf")
 
 

@@ -6,6 +6,10 @@ that must place it in a config file or a protocol message calls ``reveal()`` exp
 before it reaches a state return, a comment, an event or a log line.
 """
 
+import base64
+import hashlib
+import hmac
+
 REDACTED = "<redacted>"
 
 
@@ -75,3 +79,18 @@ def _redact(data, values):
     if isinstance(data, (list, tuple, set)):
         return type(data)(_redact(v, values) for v in data)
     return data
+
+
+def ssha(password, salt):
+    """``{SSHA}`` of ``password`` with ``salt`` (bytes), as slappasswd writes it."""
+    digest = hashlib.sha1(password.encode() + salt).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def slapd_rootpw_hash(rootpw, site_name, node_id):
+    """The hashed rootpw of ``node_id``'s native slapd.conf. Its salt is derived from the secret
+    and the node, so a render stays deterministic (same model, same bytes) and the hash can be
+    redacted like the secret it derives from (``Site.secrets``)."""
+    value = rootpw.reveal() if isinstance(rootpw, Secret) else str(rootpw)
+    salt = hmac.new(value.encode(), f"slapd-rootpw:{site_name}:{node_id}".encode(), hashlib.sha256).digest()[:8]
+    return ssha(value, salt)

@@ -265,3 +265,20 @@ def load_site_allows(data):
     flagged["allow_placeholder_secrets"] = True
     assert parse_site(flagged).allow_placeholder_secrets is True
     return parse_site(data).allow_placeholder_secrets
+
+
+def test_secrets_include_the_native_slapd_rootpw_hash_of_each_mail_node():
+    """A derived credential is a secret too: the hash in a mail node's slapd.conf is redacted in
+    diffs and output like the rootpw it comes from (it would let anyone test guesses offline)."""
+    from salt_mailha.core import ldap
+    from salt_mailha.core.model import load_site
+    from salt_mailha.core.secret import redact
+    from tests.support.example import example_pillar
+
+    site = load_site(example_pillar())
+    for node in site.nodes_with("mail"):
+        text = ldap.render_native_slapd_conf(site, node)
+        (line,) = [x for x in text.splitlines() if x.startswith("rootpw")]
+        digest = line.split()[1]
+        assert digest.startswith("{SSHA}") and digest in {s.reveal() for s in site.secrets()}
+        assert "{SSHA}" not in redact(text, site.secrets()) and "rootpw" in redact(text, site.secrets())
