@@ -450,7 +450,7 @@ class _Section:
         if choices and v not in choices:
             self.problem(name, f"{v!r} is not one of {', '.join(choices)}")
             return None
-        if pattern and not pattern.match(v):
+        if pattern and not pattern.fullmatch(v):
             self.problem(name, f"{v!r} is not valid{hint}")
             return None
         return v
@@ -659,7 +659,7 @@ def _parse_nodes(top, networks, domain):
         return nodes
     for order, node_id in enumerate(sec.data):
         sec.seen.add(node_id)
-        if not isinstance(node_id, str) or not _LABEL.match(node_id):
+        if not isinstance(node_id, str) or not _LABEL.fullmatch(node_id):
             sec.problem(str(node_id), "node ids must be hostnames: lowercase letters, digits and '-'")
             continue
         n = sec.section(node_id)
@@ -683,7 +683,9 @@ def _parse_nodes(top, networks, domain):
                 addresses[net] = ip
             addrs_sec.done()
         interface = n.str("interface", "eth0", pattern=re.compile(r"^[A-Za-z0-9_.:-]{1,15}$"))
-        fqdn = n.str("fqdn", f"{node_id}.{domain}" if domain else node_id)
+        fqdn = n.str("fqdn", f"{node_id}.{domain}" if domain else node_id, pattern=_DNS_NAME,
+                     hint=": a host name of letters, digits and '-' labels (1-63 each, 253 in all), "
+                          "e.g. mail1.example.net")
         n.done()
         nodes.append(Node(node_id, tuple(r for r in roles if r in ROLES), _frozen(addresses),
                           interface or "eth0", order, fqdn or node_id))
@@ -933,7 +935,7 @@ def _parse_dns(top):
             mx_sec.problem("", "list at least one mail node with its MX preference")
     names = s.list("names", ["mail", "smtp", "imap", "pop"]) or []
     for i, n in enumerate(names):
-        if not isinstance(n, str) or not _LABEL.match(n):
+        if not isinstance(n, str) or not _LABEL.fullmatch(n):
             s.problem(f"names:{i}", f"{n!r} is not a DNS label (lowercase letters, digits, '-')")
     spec = DnsSpec(
         zone=s.str("zone"), updater=s.str("updater"), servers=tuple(servers), tsig=tsig,
@@ -948,7 +950,7 @@ def _abs_path(sec, name, default=MISSING, example="/var/vmail", empty_ok=False):
     v = sec.raw(name, default)
     if v is None or (empty_ok and v == ""):
         return v
-    if not isinstance(v, str) or not re.match(r"^/[A-Za-z0-9_./+-]*$", v) or "/../" in v + "/":
+    if not isinstance(v, str) or not re.fullmatch(r"^/[A-Za-z0-9_./+-]*$", v) or "/../" in v + "/":
         sec.problem(name, f"{v!r} must be an absolute path (letters, digits, _ . / + -), e.g. {example}")
         return None
     return v
@@ -965,13 +967,13 @@ def _parse_mail(top):
         export = _abs_path(v, "export", example="/srv/var/vmail")
         options = v.list("options", ["vers=3", "noatime", "nodiratime", "noexec"]) or []
         for i, o in enumerate(options):
-            if not isinstance(o, str) or not re.match(r"^[A-Za-z0-9_=.-]+$", o):
+            if not isinstance(o, str) or not re.fullmatch(r"^[A-Za-z0-9_=.-]+$", o):
                 v.problem(f"options:{i}", f"{o!r} is not a mount option")
         if not options and "options" in v.data:
             v.problem("options", "list at least one NFS mount option, e.g. [vers=3, noatime]")
         export_options = v.list("export_options", list(VmailSpec.export_options)) or []
         for i, o in enumerate(export_options):
-            if not isinstance(o, str) or not re.match(r"^[A-Za-z0-9_=.-]+$", o):
+            if not isinstance(o, str) or not re.fullmatch(r"^[A-Za-z0-9_=.-]+$", o):
                 v.problem(f"export_options:{i}", f"{o!r} is not an exports(5) option")
         if not export_options and "export_options" in v.data:
             v.problem("export_options", "list at least one exports(5) option, e.g. [rw, sync, no_subtree_check]")
@@ -988,10 +990,10 @@ def _parse_mail(top):
             if c not in IREDMAIL_COMPONENTS:
                 i.problem(f"components:{n}", f"{c!r} is not one of {', '.join(IREDMAIL_COMPONENTS)}")
         source = i.str("source")
-        if source and not re.match(r"^(salt|https?|file)://\S+$|^/\S+$", source):
+        if source and not re.fullmatch(r"^(salt|https?|file)://\S+$|^/\S+$", source):
             i.problem("source", f"{source!r} must be a salt://, http(s):// or file:// URL or an absolute path")
         source_hash = i.str("source_hash")
-        if source_hash and not re.match(r"^(sha256|sha512)=\S+$", source_hash):
+        if source_hash and not re.fullmatch(r"^(sha256|sha512)=\S+$", source_hash):
             i.problem("source_hash", f"{source_hash!r} must be sha256=<hex> (sha256sum of the tarball)")
         iredmail = IredmailSpec(source, source_hash,
                                 i.str("admin_user", "admin_iredmail", pattern=re.compile(r"^[A-Za-z0-9_]{1,32}$"),
@@ -1209,7 +1211,7 @@ def _check_topology(site, problems):  # noqa: C901 - one flat list of rules read
         lds = site.ldap
         if not lds.suffix:
             pass
-        elif not all(_DN_RDN.match(x.strip()) for x in lds.suffix.split(",")):
+        elif not all(_DN_RDN.fullmatch(x.strip()) for x in lds.suffix.split(",")):
             p("mailha:ldap:suffix", f"{lds.suffix!r} is not a DN, e.g. dc=example,dc=net")
         else:
             for key, dn in (("rootdn", lds.rootdn),
@@ -1251,10 +1253,16 @@ def _check_topology(site, problems):  # noqa: C901 - one flat list of rules read
             p("mailha:dns:updater", f"{d.updater!r} is not a node of this site")
         if d.zone and site.domain and not (d.zone == site.domain or site.domain.endswith("." + d.zone)):
             p("mailha:dns:zone", f"{d.zone!r} does not contain the site domain {site.domain!r}")
+        zone = (d.zone or "").rstrip(".").lower()
         for node_id in d.mx:
             if node_id not in ids or not site.node(node_id).has("mail"):
                 p(f"mailha:dns:mx:{node_id}", f"{node_id!r} is not a mail node; MX targets must be mail nodes "
                                               f"({', '.join(n.id for n in mail_nodes) or 'none declared'})")
+                continue
+            fqdn = site.node(node_id).fqdn.lower()
+            if zone and not (fqdn == zone or fqdn.endswith("." + zone)):
+                p(f"mailha:nodes:{node_id}:fqdn", f"{fqdn!r} is outside the DNS zone {zone!r}: an MX target "
+                                                  f"needs an A record the zone serves; use a name under {zone}")
         if "mail" not in site.vips and d.names:
             p("mailha:dns:names", "A records point at the mail VIP, but mailha:vips has no 'mail' VIP")
 
