@@ -262,6 +262,7 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
     address, found = _targets(server, vip, port, protocol)
     mdir = _maintenance_dir(maintenancedir)
     if os.path.isdir(mdir):
+        check_round = lb.check_round(glue.site_from_pillar(__pillar__))  # before anything changes
         removed, youngest = [], None
         if port is None:  # the whole server: its per-port drains go too
             names = [address] + [f for f in os.listdir(mdir) if f.startswith(address + ":")]
@@ -276,7 +277,7 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
                 continue
             removed.append(path)
             youngest = age if youngest is None else min(youngest, age)
-        unseen = youngest is not None and youngest < lb.check_round(glue.site_from_pillar(__pillar__))
+        unseen = youngest is not None and youngest < check_round
         reloaded = []
         if unseen and any(r.weight == 0 for _, r in found) and glue.root(__opts__, __pillar__) == "/":
             reloaded = _reload_ldirectord()
