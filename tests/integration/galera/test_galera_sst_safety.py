@@ -236,8 +236,13 @@ def test_donor_killed_mid_transfer_with_writes_loses_no_acknowledged_row(lab, si
     writer.stop()
     power_cut_site(lab, proc)
     assert writer.acked
+    # ground truth, read before recovery: the joiner's own marker (its script removes it when
+    # the transfer ends). Usually db1 is cut mid-copy; on a fast run the copy finished before
+    # the donor died, and then db1 holds a complete copy and may be chosen.
+    cut = (lab.member("db1").datadir / "sst_in_progress").exists()
 
     done = runner.cmd("mailha.galera_recover", kwarg={"apply": True}, print_event=False)
     assert done["outcome"] == "applied" and done["result"] is True, done
-    assert done["plan"]["node"] != "db1", done["reason"]
-    assert_healthy_everywhere(lab, writer.acked)
+    if cut:
+        assert done["plan"]["node"] != "db1", done["reason"]
+    assert_healthy_everywhere(lab, writer.acked)  # the property itself: no acknowledged row lost
