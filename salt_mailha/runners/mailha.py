@@ -685,9 +685,10 @@ def _status(site, accepted=None):
                    "mailha_galera.status", []),
         "ldap": (known([n.id for n in site.nodes_with("mail")])[:1] if site.ldap else [],
                  "mailha_ldap.replication_status", []),
-        "ipvs": (known(lbs), "mailha_ipvs.list", []),
-        # the probes wait as long as a remediation's re-check does: several at once on a slow
-        # balancer took longer than the 5 s of the other reads
+        # the balancers' reads wait as long as a remediation's re-check does: several jobs at once
+        # on a slow balancer took longer than the 5 s of the other reads (a UML balancer just
+        # after `up` left its weights at "?")
+        "ipvs": (known(lbs), "mailha_ipvs.list", [], _recheck_wait(site, 1)[0]),
         **{("probe", r): (known(lbs), "mailha_health.probe", [r], _recheck_wait(site, 1)[0])
            for r in reals},
     }
