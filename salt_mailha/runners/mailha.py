@@ -679,6 +679,7 @@ def _status(site, accepted=None):
     reals = health.real_server_ids(site)
     rows = {}
     updater = site.dns.updater if site.dns else None
+    wait = _recheck_wait(site, 1)[0]
     requests = {
         "mx": (known([updater] if updater else []), "mailha_dns.query", ["@", "MX"]),
         "galera": (known([n.id for n in site.galera_members()] if site.galera else []),
@@ -688,9 +689,8 @@ def _status(site, accepted=None):
         # the balancers' reads wait as long as a remediation's re-check does: several jobs at once
         # on a slow balancer took longer than the 5 s of the other reads (a UML balancer just
         # after `up` left its weights at "?")
-        "ipvs": (known(lbs), "mailha_ipvs.list", [], _recheck_wait(site, 1)[0]),
-        **{("probe", r): (known(lbs), "mailha_health.probe", [r], _recheck_wait(site, 1)[0])
-           for r in reals},
+        "ipvs": (known(lbs), "mailha_ipvs.list", [], wait),
+        **{("probe", r): (known(lbs), "mailha_health.probe", [r], wait) for r in reals},
     }
     answers = _ask_all(requests)
     mx_now = answers["mx"].get(updater) if updater else None
