@@ -42,10 +42,12 @@ def pillar_get(salt_funcs, key, default=None):
     return salt_funcs["pillar.get"](key, default)
 
 
-def site_from_pillar(pillar):
-    """The validated ``Site`` of this pillar; every problem becomes one CommandExecutionError."""
+def site_from_pillar(pillar, opts, node=None):
+    """The validated ``Site`` of this minion's pillar, with the secrets of the node it acts as
+    (``node_id``) required and no other: each node receives only the secrets its roles use.
+    Every problem becomes one CommandExecutionError."""
     try:
-        return load_site(pillar)
+        return load_site(pillar, node=node_id(opts, node))
     except MailhaError as exc:
         raise CommandExecutionError(str(exc)) from None
 
@@ -67,7 +69,7 @@ def this_node(site, opts, node=None):
 
 def site_and_node(pillar, opts, node=None):
     """``(Site, Node)`` of this minion (or ``node``); errors as CommandExecutionError."""
-    site = site_from_pillar(pillar)
+    site = site_from_pillar(pillar, opts, node)
     return site, this_node(site, opts, node)
 
 

@@ -561,11 +561,11 @@ def _check_galera_instances(site, g, members, p):
 # ----------------------------------------------------------------------------------- parse
 
 
-def load_site(pillar):
-    """Parse the ``mailha`` key of a whole pillar dict."""
+def load_site(pillar, node=None):
+    """Parse the ``mailha`` key of a whole pillar dict (``node``: see ``parse_site``)."""
     if not isinstance(pillar, Mapping) or "mailha" not in pillar:
         raise ValidationError([("mailha", "the pillar has no 'mailha' key: assign the site pillar to this minion")])
-    return parse_site(pillar["mailha"])
+    return parse_site(pillar["mailha"], node=node)
 
 
 _PLACEHOLDER = re.compile(r"(?<![a-z0-9])CHANGE-?ME", re.I)  # not inside a word (exchange-metrics)
@@ -604,7 +604,7 @@ def placeholder_problems(data):
     return found
 
 
-def parse_site(data):
+def parse_site(data, node=None):
     problems = []
     top = _Section(problems, "mailha", data)
     name = top.str("site", pattern=_LABEL, hint=": use lowercase letters, digits and '-'")

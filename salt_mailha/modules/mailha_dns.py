@@ -58,7 +58,7 @@ def __virtual__():
 
 
 def _site():
-    site = glue.site_from_pillar(__pillar__)  # noqa: F821 - injected by the loader
+    site = glue.site_from_pillar(__pillar__, __opts__)  # noqa: F821 - injected by the loader
     if site.dns is None or site.dns.tsig is None or not site.dns.servers:
         raise CommandExecutionError("pillar mailha:dns with servers and tsig is required to manage "
                                     "DNS records: see pillar.example/mailha.sls")
@@ -336,7 +336,7 @@ def is_updater(node=None):
 
         salt '*' mailha_dns.is_updater
     """
-    site = glue.site_from_pillar(__pillar__)  # noqa: F821
+    site = glue.site_from_pillar(__pillar__, __opts__)  # noqa: F821
     return bool(site.dns and site.dns.updater == glue.node_id(__opts__, node))  # noqa: F821
 
 

@@ -65,7 +65,7 @@ def __virtual__():
 
 def _ctx(node=None):
     """(site, node, GaleraSpec, GaleraInstance) of this minion, or CommandExecutionError."""
-    site = glue.site_from_pillar(__pillar__)  # noqa: F821
+    site = glue.site_from_pillar(__pillar__, __opts__, node)  # noqa: F821
     n = glue.this_node(site, __opts__, node)  # noqa: F821
     g = site.galera
     if g is None:

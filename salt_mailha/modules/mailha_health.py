@@ -33,7 +33,7 @@ def __virtual__():
 
 
 def _site():
-    return glue.site_from_pillar(__pillar__)  # noqa: F821 - injected by the loader
+    return glue.site_from_pillar(__pillar__, __opts__)  # noqa: F821 - injected by the loader
 
 
 def _number(value, name, lo, hi):
@@ -67,7 +67,7 @@ def _report(site, node_id, prober, timeout, attempts, interval):
 def _probe_isolated(node_id, timeout, attempts, interval):
     """``health.probe_all`` of ``node_id`` in a new interpreter, bounded by a hard deadline."""
     request = {"mailha": __pillar__["mailha"], "node": node_id, "timeout": timeout,  # noqa: F821
-               "attempts": attempts, "interval": interval}
+               "attempts": attempts, "interval": interval, "prober": glue.node_id(__opts__)}  # noqa: F821
     deadline = (timeout * 3 + 1) * attempts + interval * (attempts - 1) + 10  # TLS: connect + handshake + read
     try:
         proc = subprocess.run([sys.executable, "-m", WORKER], input=json.dumps(request, default=str),
@@ -78,7 +78,7 @@ def _probe_isolated(node_id, timeout, attempts, interval):
         answer = json.loads(proc.stdout)
     except ValueError:
         # the worker's traceback may quote the pillar it was handed
-        err = redact(proc.stderr, glue.site_from_pillar(__pillar__).secrets())  # noqa: F821
+        err = redact(proc.stderr, glue.site_from_pillar(__pillar__, __opts__).secrets())  # noqa: F821
         raise CommandExecutionError(f"probing {node_id} failed: {err.strip()[-300:]}") from None
     return {name: health.ProbeResult(r["ok"], r["detail"]) for name, r in answer.items()}
 
@@ -86,7 +86,7 @@ def _probe_isolated(node_id, timeout, attempts, interval):
 def _worker(stream):
     """The new interpreter's side: the request on ``stream``, ``{service: {ok, detail}}`` out."""
     request = json.load(stream)
-    site = glue.site_from_pillar({"mailha": request["mailha"]})
+    site = glue.site_from_pillar({"mailha": request["mailha"]}, {"id": request["prober"]})
     results = health.probe_all(site, health.targets(site, request["node"]), request["timeout"],
                                request["attempts"], request["interval"])
     return {name: {"ok": r.ok, "detail": r.detail} for name, r in results.items()}

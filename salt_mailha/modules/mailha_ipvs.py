@@ -109,7 +109,7 @@ def _server_address(server):
     if "mailha" not in __pillar__:
         raise CommandExecutionError(f"server {server!r} is not an IP address (and no mailha pillar "
                                     "to look a node up in); give the real server's address")
-    site = glue.site_from_pillar(__pillar__)
+    site = glue.site_from_pillar(__pillar__, __opts__)
     if not site.has_node(server):
         raise CommandExecutionError(f"server {server!r} is neither an IP address nor a node of "
                                     f"site {site.name} ({', '.join(n.id for n in site.nodes)})")
@@ -262,7 +262,7 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
     address, found = _targets(server, vip, port, protocol)
     mdir = _maintenance_dir(maintenancedir)
     if os.path.isdir(mdir):
-        check_round = lb.check_round(glue.site_from_pillar(__pillar__))  # before anything changes
+        check_round = lb.check_round(glue.site_from_pillar(__pillar__, __opts__))  # before anything changes
         removed, youngest = [], None
         if port is None:  # the whole server: its per-port drains go too
             names = [address] + [f for f in os.listdir(mdir) if f.startswith(address + ":")]
@@ -311,5 +311,5 @@ def diff(weight=1):
 
         salt lb1 mailha_ipvs.diff
     """
-    site = glue.site_from_pillar(__pillar__)
+    site = glue.site_from_pillar(__pillar__, __opts__)
     return ipvs.diff(_table(), lb.desired_table(site, weight=ipvs.check_weight(weight)))

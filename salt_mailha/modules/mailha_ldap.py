@@ -37,7 +37,7 @@ def __virtual__():
 
 def _site():
     try:
-        site = load_site(__pillar__)  # noqa: F821 - Salt dunder
+        site = load_site(__pillar__, node=glue.node_id(__opts__))  # noqa: F821 - Salt dunder
     except ValidationError as exc:
         raise CommandExecutionError(str(exc)) from None
     if site.ldap is None:

@@ -122,7 +122,7 @@ def installer():
 
         salt 'mail*' mailha_mail.installer
     """
-    site = glue.site_from_pillar(__pillar__)
+    site = glue.site_from_pillar(__pillar__, __opts__)
     if site.mail is None:
         raise CommandExecutionError("pillar mailha:mail is missing: a mail node needs the vmail share settings")
     return "native" if core.uses_native_path(site) else "iredmail"

@@ -18,7 +18,7 @@ def __virtual__():
 
 
 def _site():
-    return glue.site_from_pillar(__pillar__)
+    return glue.site_from_pillar(__pillar__, __opts__)
 
 
 def _gated_site():

@@ -92,7 +92,7 @@ def zone_seeded(name):
     """
     ret = glue.state_ret(name)
     try:
-        site = glue.site_from_pillar(__pillar__)  # noqa: F821
+        site = glue.site_from_pillar(__pillar__, __opts__)  # noqa: F821
         if name != core_dns.zone_file_path(site):
             raise MailhaError(f"name {name!r} is not the zone file of mailha:dns:zone "
                               f"({core_dns.zone_file_path(site)})")

@@ -75,7 +75,7 @@ def configured(name, node=None, persist=True, live=None):
         live = __opts__.get("mailha_live", True)
     ret = glue.state_ret(name)
     try:
-        site = glue.site_from_pillar(__pillar__)
+        site = glue.site_from_pillar(__pillar__, __opts__)
         n = glue.this_node(site, __opts__, node)
         plan = []
         if live:

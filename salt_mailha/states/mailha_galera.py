@@ -51,7 +51,7 @@ def __virtual__():
 
 
 def _ctx(node):
-    site = glue.site_from_pillar(__pillar__)  # noqa: F821
+    site = glue.site_from_pillar(__pillar__, __opts__, node)  # noqa: F821
     n = glue.this_node(site, __opts__, node)  # noqa: F821
     if site.galera is None:
         raise CommandExecutionError("pillar mailha:galera is missing: see pillar.example/mailha.sls")

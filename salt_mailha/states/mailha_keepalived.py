@@ -45,7 +45,7 @@ def notify_hook(name=lb.NOTIFY_SCRIPT, salt_call=None, node=None):
     salt_call = salt_call or _own_salt_call()
     ret = glue.state_ret(name)
     try:
-        site = glue.site_from_pillar(__pillar__)
+        site = glue.site_from_pillar(__pillar__, __opts__)
         n = glue.this_node(site, __opts__, node)
         content = lb.render_keepalived_notify(site, n, salt_call=salt_call)
     except (MailhaError, glue.CommandExecutionError) as exc:

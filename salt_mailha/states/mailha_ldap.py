@@ -174,7 +174,7 @@ def mirrormode(name, config=None, uri=None, service=None, restart=True):
     ret = _ret(name)
     site = None
     try:
-        site = load_site(__pillar__)  # noqa: F821
+        site = load_site(__pillar__, node=glue.node_id(__opts__))  # noqa: F821
         if site.ldap is None:
             return _fail(ret, None, "pillar mailha:ldap is missing: this site has no LDAP tier")
         core_ldap.mirror_servers(site)

@@ -33,7 +33,7 @@ def rendered(name, artifact, node=None):
     holds exactly what the model renders for this node, with the registry's mode."""
     ret = glue.state_ret(name)
     try:
-        site = glue.site_from_pillar(__pillar__)
+        site = glue.site_from_pillar(__pillar__, __opts__)
         n = glue.this_node(site, __opts__, node)
         art = render.artifact(artifact)
         if name != art.path:

@@ -21,6 +21,7 @@ def test_worker_stderr_is_redacted(monkeypatch):
         return subprocess.CompletedProcess(argv, 1, "", f"Traceback ...\nValueError: bad value {secret!r}\n")
 
     monkeypatch.setattr(mailha_health, "__pillar__", pillar, raising=False)
+    monkeypatch.setattr(mailha_health, "__opts__", {"id": "lb1"}, raising=False)
     monkeypatch.setattr(mailha_health.subprocess, "run", crashed)
     with pytest.raises(CommandExecutionError) as err:
         mailha_health._probe_isolated("mail1", 1.0, 1, 0)
