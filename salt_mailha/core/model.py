@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from . import formats
 from .errors import ValidationError
 from .secret import Secret, slapd_rootpw_hash
 
@@ -631,6 +632,7 @@ def parse_site(data, node=None):
         remediation=remediation, allow_placeholder_secrets=bool(allow_placeholders),
     )
     _check_topology(site, problems)
+    problems += formats.site_problems(site)
     if problems:
         raise ValidationError(problems)
     return site
