@@ -19,8 +19,7 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-import yaml  # noqa: E402
-
+from salt_mailha import data as mailha_data  # noqa: E402
 from salt_mailha.core import dns as core  # noqa: E402
 from salt_mailha.core.model import parse_site  # noqa: E402
 from salt_mailha.modules import mailha_dns  # noqa: E402
@@ -45,7 +44,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         ns = NamedServer(tmp).start()
         try:
-            pillar = copy.deepcopy(yaml.safe_load((REPO / "pillar.example/mailha.sls").read_text()))
+            pillar = copy.deepcopy(mailha_data.example_pillar())
             pillar["mailha"]["dns"]["servers"] = [{"address": ns.address, "port": ns.port}]
             pillar["mailha"]["dns"]["tsig"]["secret"] = ns.secret
             site = parse_site(pillar["mailha"])

@@ -12,13 +12,12 @@ import pathlib
 import statistics
 import time
 
-import yaml
-
+from salt_mailha import data as mailha_data
 from salt_mailha.core import render
 from salt_mailha.core.model import parse_site
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-EXAMPLE = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())["mailha"]
+EXAMPLE = mailha_data.example_pillar()["mailha"]
 
 
 def generated(total):

@@ -1,7 +1,8 @@
 # One site: the guide's topology (lb1/lb2, db1/db2 + filer1 as the Galera quorum member,
 # mail1/mail2, filer1 serving Maildirs over NFS) plus the site's authoritative DNS server ns1.
 # Every key is validated as a whole by salt_mailha.core.model.parse_site; unknown keys are errors.
-# Secrets are placeholders: replace every value marked CHANGE-ME (pillar GPG works too).
+# This file is the topology and holds no secret: every node receives it. The secrets live in
+# mailha_secrets/, one file per group, and top.sls gives each node only those its roles use.
 mailha:
   site: example
   domain: example.net
@@ -66,9 +67,8 @@ mailha:
     submission: {vip: mail, port: 587,  check: smtp,      scheduler: wrr}
     smtps:      {vip: mail, port: 465,  check: connect,   scheduler: wrr}
 
-  keepalived:
-    auth_pass: CHANGEME             # keepalived uses at most 8 characters
-    advert_int: 1
+  keepalived:                       # VRRPv3 has no auth; with vrrp_version: 2, auth_pass (at most
+    advert_int: 1                   # 8 characters) is a secret of the lb nodes: mailha_secrets/
     vrrp_version: 3
     unicast: false
     preempt: true
@@ -90,18 +90,14 @@ mailha:
     network: private
     sst_method: rsync               # rsync | mariabackup | mysqldump
     arbitrator: none                # none | garbd (on the node with role garbd)
-    root_password: CHANGE-ME-db-root
-    sst_user: sst
-    sst_password: CHANGE-ME-db-sst
-    monitor:
-      user: monitor
-      password: CHANGE-ME-db-monitor
+    sst_user: sst                   # with mariabackup/mysqldump, its sst_password is a secret of
+    monitor:                        # the db and quorum nodes (rsync needs none)
+      user: monitor                 # its password: mailha_secrets/galera_monitor.sls
       database: monitoring
 
   ldap:
     suffix: dc=example,dc=net       # ONE suffix: every DN below must sit under it
-    rootdn: cn=Manager,dc=example,dc=net
-    rootpw: CHANGE-ME-ldap-root
+    rootdn: cn=Manager,dc=example,dc=net   # its rootpw: mailha_secrets/mail.sls
     network: private
     port: 389
     config_format: slapd.conf       # slapd.conf (what iRedMail writes) | cn=config
@@ -116,8 +112,7 @@ mailha:
       - {address: 192.0.2.10, port: 53}
     tsig:
       name: mailha-update
-      algorithm: hmac-sha256
-      secret: Q0hBTkdFLU1FLXRzaWctc2VjcmV0LWJhc2U2NA==    # CHANGE-ME (base64)
+      algorithm: hmac-sha256        # its secret: mailha_secrets/dns.sls
     ttl: {default: 3600, failover: 60}
     mx:                             # mail node -> preference
       mail1: 10
@@ -142,13 +137,12 @@ mailha:
     #   name: imap.example.net        # the name clients use: the balancers' imaps/pops checks verify it
     # Without an iredmail section, mail nodes run Debian's Postfix + Dovecot configured by
     # salt-mailha (what the lab and the tests run). With it, iRedMail's installer runs once per
-    # node from one shared config; put its tarball on the Salt fileserver first:
+    # node from one shared config; put its tarball on the Salt fileserver first (its two
+    # passwords: mailha_secrets/mail.sls):
     # iredmail:
     #   source: salt://iredmail/iRedMail-1.6.8.tar.gz
     #   source_hash: sha256=<sha256 of the tarball>
     #   admin_user: admin_iredmail
-    #   admin_password: CHANGE-ME-iredmail-admin
-    #   postmaster_password: CHANGE-ME-postmaster
 
   remediation:
     probe_interval: 1               # seconds between beacon probes

@@ -13,6 +13,8 @@ plain reactor paths to the fileserver backend, or who wants the example configs.
 import pathlib
 import sys
 
+import yaml
+
 PACKAGE = pathlib.Path(__file__).resolve().parent
 PARTS = ("states", "reactor", "examples", "pillar.example")
 
@@ -35,6 +37,42 @@ def paths():
     base = root()
     return {"file_roots": str(base / "states"), "reactor": str(base / "reactor"),
             "examples": str(base / "examples"), "pillar_example": str(base / "pillar.example")}
+
+
+SITE_SLS = "mailha"  # the topology: no secret
+SECRETS_DIR = "mailha_secrets"  # one file per group of secrets, assigned by role in top.sls
+
+
+def pillar_files(pillar_dir):
+    """``{sls name: data}`` of a site's pillar tree laid out as ``pillar.example/``: ``mailha.sls``
+    and every ``mailha_secrets/*.sls``."""
+    base = pathlib.Path(pillar_dir)
+    files = {SITE_SLS: base / f"{SITE_SLS}.sls"}
+    files.update({f"{SECRETS_DIR}.{p.stem}": p for p in sorted((base / SECRETS_DIR).glob("*.sls"))})
+    return {name: yaml.safe_load(path.read_text()) or {} for name, path in files.items()}
+
+
+def merge(into, data):
+    """Merge the mapping ``data`` into ``into`` key by key, as Salt merges pillar files."""
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def whole_pillar(pillar_dir):
+    """Every file of a site's pillar tree merged: the pillar of a node holding every role."""
+    out = {}
+    for data in pillar_files(pillar_dir).values():
+        merge(out, data)
+    return out
+
+
+def example_pillar():
+    """The example site's whole pillar (``pillar.example/``, every secret file merged in)."""
+    return whole_pillar(pathlib.Path(paths()["pillar_example"]))
 
 
 def main(argv=None):

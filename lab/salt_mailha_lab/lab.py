@@ -10,8 +10,7 @@ import secrets
 import shutil
 import signal
 
-import yaml
-
+from salt_mailha import data
 from salt_mailha.core.errors import CommandFailed, Refused
 from salt_mailha_lab import network, uml
 from salt_mailha_lab import pillar as labpillar
@@ -302,9 +301,8 @@ class Lab:
     def _pillar_if_up(self):
         if not (self.run_dir / "lab.json").exists():
             return None
-        path = self.run_dir / "master/pillar/mailha.sls"
         try:
-            return yaml.safe_load(path.read_text())
+            return data.whole_pillar(self.run_dir / "master/pillar")
         except (OSError, ValueError):
             return None
 

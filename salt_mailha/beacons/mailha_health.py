@@ -58,7 +58,8 @@ def validate(config):
 
 
 def _site():
-    return load_site({"mailha": glue.pillar_get(__salt__, "mailha", {})})  # noqa: F821
+    return load_site({"mailha": glue.pillar_get(__salt__, "mailha", {})},  # noqa: F821
+                     node=glue.node_id(__opts__))  # noqa: F821
 
 
 def _tracker(site):

@@ -50,7 +50,8 @@ def beacon(config):
     """Probe this node's own services once; an event if its state changed."""
     merged = health.beacon_options(config)
     try:
-        site = load_site({"mailha": glue.pillar_get(__salt__, "mailha", {})})  # noqa: F821
+        site = load_site({"mailha": glue.pillar_get(__salt__, "mailha", {})},  # noqa: F821
+                         node=glue.node_id(__opts__))  # noqa: F821
     except MailhaError as exc:
         if _STATE.get("error") != str(exc):
             _STATE["error"] = str(exc)

@@ -155,7 +155,6 @@ class GaleraSpec:
     network: str
     sst_method: str
     arbitrator: str
-    root_password: Secret
     sst_user: str
     sst_password: Secret
     monitor: MonitorSpec
@@ -559,11 +558,64 @@ def _check_galera_instances(site, g, members, p):
             taken[key] = f"{m.id} ({k})"
 
 
+# ---------------------------------------------------------------------------------- secrets
+
+NO_SECRETS = "<no secrets>"  # parse_site(node=NO_SECRETS): a pillar that carries the topology alone
+
+
+def secret_fields(site):
+    """``[(pillar key, Secret or None, ids of the nodes that use it)]`` for every secret the
+    model knows: the one table behind least privilege. A secret the configuration does not call
+    for (auth_pass under VRRPv3, sst_password with rsync) has no user, so no node should hold it."""
+    ids = lambda *roles: frozenset(n.id for n in site.nodes if any(n.has(r) for r in roles))  # noqa: E731
+    out = []
+    if site.keepalived is not None:
+        out.append(("mailha:keepalived:auth_pass", site.keepalived.auth_pass,
+                    ids("lb") if site.keepalived.vrrp_version == 2 else frozenset()))
+    g = site.galera
+    if g is not None:
+        out.append(("mailha:galera:sst_password", g.sst_password,
+                    ids("db", "quorum") if g.sst_method != "rsync" else frozenset()))
+        if g.monitor is not None:  # balancers log in with it; the members create the account
+            out.append(("mailha:galera:monitor:password", g.monitor.password, ids("lb", "db", "quorum")))
+    lds = site.ldap
+    if lds is not None:
+        out.append(("mailha:ldap:rootpw", lds.rootpw, ids("mail")))
+        repl = lds.replication
+        if repl is not None and repl.credentials is not lds.rootpw:
+            out.append(("mailha:ldap:replication:credentials", repl.credentials, ids("mail")))
+    d = site.dns
+    if d is not None and d.tsig is not None:  # the updater signs; the servers verify
+        out.append(("mailha:dns:tsig:secret", d.tsig.secret, ids("dns") | {d.updater} - {None}))
+    m = site.mail
+    if m is not None and m.iredmail is not None:
+        out.append(("mailha:mail:iredmail:admin_password", m.iredmail.admin_password, ids("mail")))
+        out.append(("mailha:mail:iredmail:postmaster_password", m.iredmail.postmaster_password, ids("mail")))
+    if m is not None and m.lookup.bind_password is not None:
+        out.append(("mailha:mail:lookup:bind_password", m.lookup.bind_password, ids("mail")))
+    return out
+
+
+def _check_secrets(site, node, problems):
+    for key, value, users in secret_fields(site):
+        if value is not None or node == NO_SECRETS or not users:
+            continue
+        if node is None:
+            problems.append((key, f"is required: {', '.join(sorted(users))} use(s) it"))
+        elif node in users:
+            roles = ", ".join(site.node(node).roles)
+            problems.append((key, f"is required on {node} (roles {roles}): assign the pillar file that "
+                                  f"holds it to this minion"))
+
+
 # ----------------------------------------------------------------------------------- parse
 
 
 def load_site(pillar, node=None):
     """Parse the ``mailha`` key of a whole pillar dict (``node``: see ``parse_site``)."""
+    errors = pillar.get("_errors") if isinstance(pillar, Mapping) else None
+    if errors:  # Salt's own rendering errors (a YAML mistake): a file of the site is missing
+        raise ValidationError([("mailha", f"the pillar did not render: {e}") for e in errors])
     if not isinstance(pillar, Mapping) or "mailha" not in pillar:
         raise ValidationError([("mailha", "the pillar has no 'mailha' key: assign the site pillar to this minion")])
     return parse_site(pillar["mailha"], node=node)
@@ -606,6 +658,10 @@ def placeholder_problems(data):
 
 
 def parse_site(data, node=None):
+    """The validated ``Site`` of the ``mailha`` pillar ``data``, or one ``ValidationError`` with
+    every problem. ``node`` sets whose secrets must be present (``secret_fields``): None, every
+    secret the site's configuration uses (the master's whole-site check); a node id, only those of
+    that node's roles (what a minion receives); ``NO_SECRETS``, none (the topology alone)."""
     problems = []
     top = _Section(problems, "mailha", data)
     name = top.str("site", pattern=_LABEL, hint=": use lowercase letters, digits and '-'")
@@ -632,6 +688,7 @@ def parse_site(data, node=None):
         remediation=remediation, allow_placeholder_secrets=bool(allow_placeholders),
     )
     _check_topology(site, problems)
+    _check_secrets(site, node, problems)
     problems += formats.site_problems(site)
     if problems:
         raise ValidationError(problems)
@@ -736,7 +793,7 @@ def _parse_keepalived(top):
     k = top.section("keepalived", None)
     if k is None:
         return None
-    auth = k.secret("auth_pass")
+    auth = k.secret("auth_pass", None)  # required where used: _check_secrets
     if auth is not None and len(auth) > VRRP_AUTH_MAX:
         k.problem("auth_pass", f"is {len(auth)} characters; keepalived silently uses only the first "
                                f"{VRRP_AUTH_MAX}: set a password of at most {VRRP_AUTH_MAX} characters")
@@ -778,18 +835,21 @@ def _parse_galera(top):
     m = g.section("monitor")
     monitor = None
     if m is not None:
-        monitor = MonitorSpec(m.str("user", "monitor"), m.secret("password"),
+        monitor = MonitorSpec(m.str("user", "monitor"), m.secret("password", None),
                               m.str("database", "monitoring", pattern=re.compile(r"^\w{1,64}$")))
         m.done()
+    if "root_password" in g.data:
+        g.seen.add("root_password")
+        g.problem("root_password", "is not used: salt-mailha manages MariaDB as root over the local socket "
+                                   "(unix_socket authentication), so no node needs it; remove it from the pillar")
     spec = GaleraSpec(
         cluster_name=g.str("cluster_name", pattern=re.compile(r"^[\w.-]{1,64}$")),
         bootstrap_node=g.str("bootstrap_node"),
         network=g.str("network", "private"),
         sst_method=g.str("sst_method", "rsync", choices=SST_METHODS),
         arbitrator=g.str("arbitrator", "none", choices=ARBITRATORS),
-        root_password=g.secret("root_password"),
         sst_user=g.str("sst_user", "sst", pattern=re.compile(r"^\w{1,32}$")),
-        sst_password=g.secret("sst_password"),
+        sst_password=g.secret("sst_password", None),
         monitor=monitor,
         launcher=g.str("launcher", "systemd", choices=GALERA_LAUNCHERS),
         provider=g.str("provider", "/usr/lib/galera/libgalera_smm.so", pattern=_ABS_PATH,
@@ -858,7 +918,7 @@ def _parse_ldap(top, nodes):
     s = top.section("ldap", None)
     if s is None:
         return None
-    rootdn, rootpw = s.data.get("rootdn"), s.secret("rootpw")
+    rootdn, rootpw = s.data.get("rootdn"), s.secret("rootpw", None)
     r = s.section("replication")
     repl = None
     if r is not None:
@@ -871,8 +931,6 @@ def _parse_ldap(top, nodes):
                 r.problem("credentials", "differs from mailha:ldap:rootpw but binddn is the rootdn, so slapd "
                                          "would refuse the bind (err=49): drop credentials (rootpw is used)")
             credentials = rootpw
-        elif credentials is None:
-            r.problem("credentials", "is required when replication:binddn is not the rootdn")
         repl = LdapReplication(binddn, credentials, r.str("searchbase", s.data.get("suffix")))
         r.done()
     servers = []
@@ -910,7 +968,7 @@ def _parse_dns(top):
     tsig = None
     if t is not None:
         tsig = TsigSpec(t.str("name", pattern=re.compile(r"^[A-Za-z0-9.-]+$")),
-                        t.str("algorithm", "hmac-sha256"), t.secret("secret"))
+                        t.str("algorithm", "hmac-sha256"), t.secret("secret", None))
         if tsig.algorithm and tsig.algorithm not in TSIG_ALGORITHMS:
             t.problem("algorithm", f"{tsig.algorithm!r} is too weak or unknown: use one of "
                                    f"{', '.join(TSIG_ALGORITHMS)} (tsig-keygen -a hmac-sha256)")
@@ -1000,7 +1058,7 @@ def _parse_mail(top):
         iredmail = IredmailSpec(source, source_hash,
                                 i.str("admin_user", "admin_iredmail", pattern=re.compile(r"^[A-Za-z0-9_]{1,32}$"),
                                       hint=": a MySQL user name (letters, digits, _)"),
-                                i.secret("admin_password"), i.secret("postmaster_password"),
+                                i.secret("admin_password", None), i.secret("postmaster_password", None),
                                 components=tuple(components), workdir=_abs_path(i, "workdir", "/root", "/root"))
         i.done()
     t = s.section("tls", {})

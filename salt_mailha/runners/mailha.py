@@ -72,9 +72,10 @@ import salt.utils.event
 
 from salt_mailha.core import health
 from salt_mailha.core import remediation as rem
-from salt_mailha.core.errors import MailhaError, Refused
-from salt_mailha.core.model import load_site
+from salt_mailha.core.errors import MailhaError, Refused, ValidationError
+from salt_mailha.core.model import NO_SECRETS, load_site, secret_fields
 from salt_mailha.core.secret import redact
+from salt_mailha.data import merge
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,12 @@ _SITE_CACHE = {}
 _MAX_RETRY_WAIT = 30.0  # seconds a reaction may wait to re-check a node held by the hysteresis
 
 
+def _compile_pillar(minion_id):
+    return salt.pillar.get_pillar(
+        __opts__, __opts__.get("grains", {}), minion_id, saltenv=__opts__.get("saltenv")
+    ).compile_pillar()
+
+
 def _site():
     """The site model from the pillar the master compiles for ``mailha_pillar_id``.
 
@@ -103,10 +110,9 @@ def _site():
     cached = _SITE_CACHE.get(minion_id)
     if cached and time.monotonic() - cached[0] < ttl:
         return cached[1]
-    pillar = salt.pillar.get_pillar(
-        __opts__, __opts__.get("grains", {}), minion_id, saltenv=__opts__.get("saltenv")
-    ).compile_pillar()
-    site = load_site(pillar)
+    pillar = _compile_pillar(minion_id)
+    # The master acts on the topology: it needs no node's secrets (least privilege).
+    site = load_site(pillar, node=NO_SECRETS)
     _SITE_CACHE[minion_id] = (time.monotonic(), site)
     return site
 
@@ -604,6 +610,60 @@ def undrain(node, test=False):
         salt-run mailha.undrain mail2
     """
     return _operator(node, rem.plan_operator_undrain, test)
+
+
+def validate():
+    """Validate the whole site from the master, as every node receives it.
+
+    The pillar is compiled for each node of ``mailha:nodes`` (its minion id is its node id) and
+    parsed with the secrets of that node's roles required; no node may receive a secret its roles
+    do not use, and every copy of a secret must be the same. Then the nodes' pillars merged must
+    form one valid site. Returns ``{"site", "nodes", "valid", "problems"}`` (exit code 1 when
+    invalid); each problem names the pillar key, the node and the fix. No secret is shown.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run mailha.validate
+    """
+    problems, merged, copies = [], {}, {}
+    try:
+        site = _site()
+    except MailhaError as exc:
+        return _invalid(None, 0, [str(exc)])
+    for n in site.nodes:
+        pillar = _compile_pillar(n.id)
+        try:
+            own = load_site(pillar, node=n.id)
+        except ValidationError as exc:
+            problems += [f"{n.id}: pillar {key}: {msg}" for key, msg in exc.problems]
+            continue
+        for key, value, users in secret_fields(own):
+            if value is None:
+                continue
+            if n.id not in users:
+                who = ", ".join(sorted(users)) or "no node (remove it from the pillar)"
+                problems.append(f"{n.id}: pillar {key}: reaches {n.id}, whose roles "
+                                f"({', '.join(n.roles)}) do not use it: assign it only to {who}")
+            first = copies.setdefault(key, (n.id, value))
+            if first[1] != value:
+                problems.append(f"{n.id}: pillar {key}: differs from the copy {first[0]} receives: "
+                                "keep each secret in one pillar file")
+        merge(merged, pillar["mailha"])
+    if not problems:
+        try:
+            load_site({"mailha": merged})
+        except ValidationError as exc:
+            problems += [f"pillar {key}: {msg}" for key, msg in exc.problems]
+    if problems:
+        return _invalid(site.name, len(site.nodes), problems)
+    return {"site": site.name, "nodes": len(site.nodes), "valid": True, "problems": []}
+
+
+def _invalid(name, nodes, problems):
+    __context__["retcode"] = 1  # noqa: F821 - Salt dunder
+    return {"site": name, "nodes": nodes, "valid": False, "problems": problems}
 
 
 def _call(client, tgt, fun, args=(), timeout=5):

@@ -1,11 +1,11 @@
 """The example pillar as tests use it."""
 
 import copy
-import pathlib
 
-import yaml
+from salt_mailha import data
+from salt_mailha.data import PACKAGE
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = PACKAGE.parent
 
 # pillar.example documents the iRedMail section commented out (the native Postfix/Dovecot path is
 # the default); tests of the iRedMail path add exactly that documented section.
@@ -15,8 +15,8 @@ IREDMAIL = {"source": "salt://iredmail/iRedMail-1.6.8.tar.gz", "source_hash": "s
 
 
 def example_pillar(iredmail=False):
-    """A fresh copy of the whole example pillar (``{"mailha": ...}``)."""
-    data = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
+    """A fresh copy of the whole example pillar (``{"mailha": ...}``, every secret file merged)."""
+    pillar = data.example_pillar()
     if iredmail:
-        data["mailha"]["mail"]["iredmail"] = copy.deepcopy(IREDMAIL)
-    return data
+        pillar["mailha"]["mail"]["iredmail"] = copy.deepcopy(IREDMAIL)
+    return pillar

@@ -4,15 +4,15 @@ import copy
 import pathlib
 
 import pytest
-import yaml
 
+from salt_mailha import data as mailha_data
 from salt_mailha.core import dns as core
 from salt_mailha.core.errors import ParseError, Refused
 from salt_mailha.core.model import parse_site
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DATA = pathlib.Path(__file__).with_name("data") / "dns"
-EXAMPLE = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
+EXAMPLE = mailha_data.example_pillar()
 APEX = "example.net."
 MX = (APEX, "MX")
 

@@ -4,14 +4,14 @@ import copy
 import pathlib
 
 import pytest
-import yaml
 
+from salt_mailha import data as mailha_data
 from salt_mailha.core.errors import MailhaError, ValidationError
 from salt_mailha.core.galera import garbd_argv, gcomm_address, render_galera_cnf
 from salt_mailha.core.model import parse_site
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXAMPLE = yaml.safe_load((ROOT / "pillar.example" / "mailha.sls").read_text())["mailha"]
+EXAMPLE = mailha_data.example_pillar()["mailha"]
 
 
 def example(**galera):
@@ -44,7 +44,7 @@ def test_rsync_cnf_holds_no_secret_and_mariabackup_gets_sst_auth():
     site = parse_site(example())
     text = render_galera_cnf(site, site.node("filer1"))
     assert all(s.reveal() not in text for s in site.secrets())
-    site = parse_site(example(sst_method="mariabackup"))
+    site = parse_site(example(sst_method="mariabackup", sst_password="CHANGE-ME-db-sst"))
     assert "wsrep_sst_auth = sst:CHANGE-ME-db-sst" in lines(render_galera_cnf(site, site.node("db2")))
 
 

@@ -90,8 +90,8 @@ def test_lab_pillar_keeps_topology_and_moves_every_address(example, lab):
 def test_lab_pillar_replaces_placeholders_with_same_length_secrets(example, lab):
     src, dst = example["mailha"], lab["mailha"]
     assert "CHANGE" not in repr(dst).replace("sha256=CHANGE-ME", "")
-    assert len(dst["keepalived"]["auth_pass"]) == len(src["keepalived"]["auth_pass"])
-    assert dst["galera"]["root_password"] != src["galera"]["root_password"]
+    src_pw, dst_pw = src["galera"]["monitor"]["password"], dst["galera"]["monitor"]["password"]
+    assert len(dst_pw) == len(src_pw) and dst_pw != src_pw
     # the base64 TSIG key too: the lab's nodes are real ones, and real nodes refuse placeholders
     import base64
 
@@ -139,9 +139,20 @@ def test_lab_pillar_rejects_what_it_cannot_map(example, mutate, key, msg):
 
 
 def test_write_pillar_roots_is_private(tmp_path, lab):
-    path = labpillar.write_pillar_roots(lab, tmp_path / "pillar")
-    assert (path.stat().st_mode & 0o777) == 0o600
-    assert (tmp_path / "pillar/top.sls").read_text().strip().endswith("- mailha")
+    from salt_mailha import data
+
+    root = tmp_path / "pillar"
+    path = labpillar.write_pillar_roots(lab, root)
+    # the example's shape: its top file, the topology and each secret file, all private
+    assert (root / "top.sls").read_text() == (labpillar.EXAMPLE / "top.sls").read_text()
+    files = data.pillar_files(root)
+    assert set(files) == set(data.pillar_files(labpillar.EXAMPLE)) and len(files) > 1
+    for sls in [path, *root.glob("mailha_secrets/*.sls")]:
+        assert (sls.stat().st_mode & 0o777) == 0o600, sls
+    assert data.whole_pillar(root) == lab
+    site = load_site(lab)
+    topology = path.read_text()
+    assert not [s for s in site.secrets() if s.reveal() in topology]
 
 
 # ------------------------------------------------------------------ summaries and tables

@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
+from salt_mailha import data as mailha_data
 from salt_mailha.core import lb
 from salt_mailha.core.errors import MailhaError, ValidationError
 from salt_mailha.core.model import load_site
@@ -18,7 +18,7 @@ DATA = Path(__file__).parent / "data" / "lb"
 
 @pytest.fixture(scope="module")
 def pillar():
-    return yaml.safe_load((ROOT / "pillar.example" / "mailha.sls").read_text())
+    return mailha_data.example_pillar()
 
 
 def site_with(pillar, **keepalived):
@@ -53,7 +53,7 @@ def test_keepalived_priorities_follow_lb_order(site, node, prio):
 
 @needs_keepalived
 @pytest.mark.parametrize(
-    "opts", [{}, {"vrrp_version": 2, "advert_int": 2}, {"unicast": True, "preempt": False,
+    "opts", [{}, {"vrrp_version": 2, "advert_int": 2, "auth_pass": "CHANGEME"}, {"unicast": True, "preempt": False,
                                                          "advert_int": 0.1}],
     ids=["example-v3", "v2-auth", "unicast-nopreempt"])
 def test_keepalived_config_test_passes(pillar, tmp_path, opts):
@@ -100,10 +100,10 @@ def test_keepalived_config_test_catches_a_bad_file(site, tmp_path):
 
 
 def test_auth_only_with_vrrp2(pillar):
-    v3 = site_with(pillar)
+    v3 = site_with(pillar, auth_pass="CHANGEME")  # held but unused: VRRPv3 has no auth
     assert "CHANGEME" not in lb.render_keepalived_conf(v3, v3.node("lb1"))
     assert "VRRPv3 (RFC 5798) has no authentication" in lb.render_keepalived_conf(v3, v3.node("lb1"))
-    v2 = site_with(pillar, vrrp_version=2)
+    v2 = site_with(pillar, vrrp_version=2, auth_pass="CHANGEME")
     text = lb.render_keepalived_conf(v2, v2.node("lb1"))
     assert text.count("auth_pass CHANGEME\n") == 2 and "auth_type PASS" in text
 

@@ -4,8 +4,8 @@ import copy
 import pathlib
 
 import pytest
-import yaml
 
+from salt_mailha import data as mailha_data
 from salt_mailha.core import ldap
 from salt_mailha.core.errors import ParseError, ValidationError
 from salt_mailha.core.model import parse_site
@@ -13,7 +13,7 @@ from salt_mailha.core.secret import redact
 from tests.support.slapd import iredmail_like_conf
 
 DATA = pathlib.Path(__file__).parent / "data" / "ldap"
-EXAMPLE = yaml.safe_load((pathlib.Path(__file__).parents[2] / "pillar.example" / "mailha.sls").read_text())
+EXAMPLE = mailha_data.example_pillar()
 SUFFIX = "dc=example,dc=net"
 
 

@@ -1,16 +1,15 @@
 """core.ldap: the suffix entry of the native mail path (what it is, who creates it, what each
 node does), and why it is the only container the native Postfix/Dovecot lookups need."""
 import copy
-import pathlib
 
 import pytest
-import yaml
 
+from salt_mailha import data as mailha_data
 from salt_mailha.core import ldap, mail
 from salt_mailha.core.errors import ValidationError
 from salt_mailha.core.model import parse_site
 
-EXAMPLE = yaml.safe_load((pathlib.Path(__file__).parents[2] / "pillar.example" / "mailha.sls").read_text())
+EXAMPLE = mailha_data.example_pillar()
 
 
 def site_from(mutate=None):

@@ -1,14 +1,13 @@
 """LdapSpec validation beyond tests/unit/test_model.py: serverID overrides and addresses."""
 import copy
-import pathlib
 
 import pytest
-import yaml
 
+from salt_mailha import data as mailha_data
 from salt_mailha.core.errors import ValidationError
 from salt_mailha.core.model import parse_site
 
-EXAMPLE = yaml.safe_load((pathlib.Path(__file__).parents[2] / "pillar.example" / "mailha.sls").read_text())
+EXAMPLE = mailha_data.example_pillar()
 
 
 def _with(mutate):

@@ -5,14 +5,14 @@ import copy
 import pathlib
 
 import pytest
-import yaml
 
+from salt_mailha import data as mailha_data
 from salt_mailha.core.errors import ValidationError
-from salt_mailha.core.model import dn_under, load_site, parse_site
+from salt_mailha.core.model import NO_SECRETS, dn_under, load_site, parse_site
 from salt_mailha.core.secret import Secret, redact
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXAMPLE = yaml.safe_load((ROOT / "pillar.example" / "mailha.sls").read_text())["mailha"]
+EXAMPLE = mailha_data.example_pillar()["mailha"]
 
 
 def example():
@@ -166,7 +166,7 @@ def test_every_problem_is_reported_at_once():
 def test_secrets_are_typed_and_never_printed():
     site = parse_site(example())
     values = [s.reveal() for s in site.secrets()]
-    assert "CHANGEME" in values and "CHANGE-ME-ldap-root" in values
+    assert "CHANGE-ME-db-monitor" in values and "CHANGE-ME-ldap-root" in values
     text = repr(site) + str(site)
     for v in values:
         assert v not in text
@@ -249,8 +249,7 @@ def test_placeholder_problems_name_every_placeholder_by_key():
 
     data = example_pillar()["mailha"]
     keys = [k for k, _ in placeholder_problems(data)]
-    for key in ("mailha:keepalived:auth_pass", "mailha:galera:root_password", "mailha:galera:sst_password",
-                "mailha:galera:monitor:password", "mailha:ldap:rootpw", "mailha:dns:tsig:secret"):
+    for key in ("mailha:galera:monitor:password", "mailha:ldap:rootpw", "mailha:dns:tsig:secret"):
         assert key in keys, key
     assert all("set a real secret" in m for _, m in placeholder_problems(data))
     real = copy.deepcopy(data)
@@ -297,3 +296,71 @@ def test_secrets_include_the_native_slapd_rootpw_hash_of_each_mail_node():
         digest = line.split()[1]
         assert digest.startswith("{SSHA}") and digest in {s.reveal() for s in site.secrets()}
         assert "{SSHA}" not in redact(text, site.secrets()) and "rootpw" in redact(text, site.secrets())
+
+
+# ------------------------------------------------------------------ secrets by role
+
+
+def without(data, *paths):
+    for path in paths:
+        *parents, leaf = path.split(":")[1:]
+        sec = data
+        for k in parents:
+            sec = sec[k]
+        del sec[leaf]
+    return data
+
+
+@pytest.mark.parametrize("node,missing,ok", [
+    ("lb1", ["mailha:ldap:rootpw", "mailha:dns:tsig:secret"], True),
+    ("ns1", ["mailha:ldap:rootpw", "mailha:galera:monitor:password"], True),
+    ("mail1", ["mailha:galera:monitor:password", "mailha:dns:tsig:secret"], True),
+    ("mail1", ["mailha:ldap:rootpw"], False),
+    ("lb2", ["mailha:galera:monitor:password"], False),
+    ("filer1", ["mailha:galera:monitor:password"], False),
+    ("ns1", ["mailha:dns:tsig:secret"], False),
+])
+def test_a_node_needs_the_secrets_of_its_roles_and_no_other(node, missing, ok):
+    data = without(example(), *missing)
+    if ok:
+        assert parse_site(data, node=node).node(node).id == node
+    else:
+        with pytest.raises(ValidationError) as err:
+            parse_site(data, node=node)
+        assert [k for k, _ in err.value.problems] == missing
+        assert f"is required on {node}" in str(err.value)
+    with pytest.raises(ValidationError) as err:  # the whole site needs every one
+        parse_site(copy.deepcopy(data))
+    assert sorted(k for k, _ in err.value.problems) == sorted(missing)
+    assert parse_site(copy.deepcopy(data), node=NO_SECRETS).secrets() is not None  # the topology alone
+
+
+@pytest.mark.parametrize("section,change,key,users", [
+    ("keepalived", {"vrrp_version": 2}, "mailha:keepalived:auth_pass", "lb1, lb2"),
+    ("galera", {"sst_method": "mariabackup"}, "mailha:galera:sst_password", "db1, db2, filer1"),
+    ("galera", {"sst_method": "mysqldump"}, "mailha:galera:sst_password", "db1, db2, filer1"),
+])
+def test_a_secret_is_required_only_where_the_configuration_uses_it(section, change, key, users):
+    data = example()
+    parse_site(copy.deepcopy(data))  # VRRPv3 and rsync: neither secret is used
+    data[section].update(change)
+    with pytest.raises(ValidationError) as err:
+        parse_site(data)
+    assert err.value.problems == [(key, f"is required: {users} use(s) it")]
+
+
+def test_the_unused_galera_root_password_is_refused_by_name():
+    data = example()
+    data["galera"]["root_password"] = "s3cret-root"
+    with pytest.raises(ValidationError) as err:
+        parse_site(data)
+    assert [k for k, _ in err.value.problems] == ["mailha:galera:root_password"]
+    assert "remove it from the pillar" in str(err.value) and "s3cret-root" not in str(err.value)
+
+
+def test_a_pillar_that_did_not_render_says_so_not_missing_key():
+    msg = "Rendering SLS 'mailha_secrets.mail' failed. Please see master log for details."
+    for pillar in ({"_errors": [msg]}, {"_errors": [msg], "mailha": example()}):
+        with pytest.raises(ValidationError) as err:
+            load_site(pillar)
+        assert err.value.problems == [("mailha", f"the pillar did not render: {msg}")]

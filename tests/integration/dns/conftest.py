@@ -9,11 +9,12 @@ import sys
 import pytest
 import yaml
 
+from salt_mailha import data as mailha_data
 from tests.support.named import NamedServer
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
-EXAMPLE = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
+EXAMPLE = mailha_data.example_pillar()
 
 
 def site_pillar(named, **dns_overrides):

@@ -26,9 +26,8 @@ import yaml
 REPO = pathlib.Path(__file__).resolve().parents[3]
 SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
 MONITOR_PASSWORD = "mon-" + uuid.uuid4().hex[:12]
-ROOT_PASSWORD = "root-" + uuid.uuid4().hex[:12]
 SST_PASSWORD = "sst-" + uuid.uuid4().hex[:12]
-SECRETS = (MONITOR_PASSWORD, ROOT_PASSWORD, SST_PASSWORD)
+SECRETS = (MONITOR_PASSWORD, SST_PASSWORD)
 # Tuned group-communication timeouts (REAL-SERVICES.md): eviction in ~1.5 s instead of ~5.6 s.
 EVS = {"suspect_timeout": 1, "inactive_timeout": 2, "inactive_check_period": 0.3, "keepalive_period": 0.25,
        "install_timeout": 2, "join_retrans_period": 0.5}
@@ -296,7 +295,6 @@ class GaleraLab:
                 "network": "private",
                 "sst_method": self.sst_method,
                 "arbitrator": "garbd" if self.garbd else "none",
-                "root_password": ROOT_PASSWORD,
                 "sst_password": SST_PASSWORD,
                 "monitor": {"user": "monitor", "password": MONITOR_PASSWORD, "database": "monitoring"},
                 "launcher": "direct",

@@ -5,8 +5,8 @@ import pathlib
 import subprocess
 
 import pytest
-import yaml
 
+from salt_mailha import data as mailha_data
 from salt_mailha.core.galera import render_galera_cnf
 from salt_mailha.core.model import parse_site
 from tests.integration.galera.harness import EVS, have_galera
@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not have_galera(), reason="apt-get install mariadb-server galera-4 "
                                                            "(scripts/setup-host.sh)")]
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-EXAMPLE = yaml.safe_load((ROOT / "pillar.example" / "mailha.sls").read_text())["mailha"]
+EXAMPLE = mailha_data.example_pillar()["mailha"]
 
 
 def check(path):

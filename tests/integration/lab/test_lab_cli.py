@@ -18,6 +18,7 @@ import warnings
 
 import pytest
 
+from salt_mailha import data
 from salt_mailha_lab import network
 from salt_mailha_lab.util import CACHE_DIR, PREFIX, RUN_DIR
 
@@ -93,14 +94,13 @@ def test_up_boots_every_node_with_systemd_and_a_minion(up_lab):
 
 
 def test_balancers_run_their_own_kernel_with_real_ipvs(up_lab):
-    import yaml
 
     from salt_mailha.core.ipvs import parse_list
     from salt_mailha.core.model import load_site
     from salt_mailha_lab.lab import Lab
 
     lab = Lab()
-    site = load_site(yaml.safe_load((RUN_DIR / "master/pillar/mailha.sls").read_text()))
+    site = load_site(data.whole_pillar(RUN_DIR / "master/pillar"))
     release = json.loads((RUN_DIR / "lab.json").read_text())["uml_kernel"]["release"]
     for name, own in (("lb1", "13"), ("lb2", "14")):
         node = lab.node(name)
@@ -228,11 +228,10 @@ def test_up_again_is_idempotent(up_lab):
 
 
 def test_no_secret_in_lab_output_or_logs(up_lab):
-    import yaml
 
     from salt_mailha.core.model import load_site
 
-    site = load_site(yaml.safe_load((RUN_DIR / "master/pillar/mailha.sls").read_text()))
+    site = load_site(data.whole_pillar(RUN_DIR / "master/pillar"))
     values = [s.reveal() for s in site.secrets() if s.reveal()]
     assert values
     # the drill's own SQL and mailbox passwords, too

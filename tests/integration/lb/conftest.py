@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from salt_mailha import data as mailha_data
 from tests.support import netns
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def lab_pillar(net="10.99.77", keepalived=None, ldirectord=None):
     """pillar.example with every 192.0.2.x address moved to ``net``.x (a netns LAN), plus overrides."""
-    text = (ROOT / "pillar.example" / "mailha.sls").read_text().replace("192.0.2.", net + ".")
+    text = yaml.safe_dump(mailha_data.example_pillar()).replace("192.0.2.", net + ".")
     pillar = yaml.safe_load(text)
     pillar["mailha"]["keepalived"].update(keepalived or {})
     pillar["mailha"]["ldirectord"].update(ldirectord or {})

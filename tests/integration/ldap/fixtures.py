@@ -27,6 +27,7 @@ import sys
 import ldap3
 import yaml
 
+from salt_mailha import data as mailha_data
 from salt_mailha.core import ldap as core_ldap
 from salt_mailha.core.model import load_site
 from tests.support.daemon import wait_until
@@ -34,7 +35,6 @@ from tests.support.example import IREDMAIL
 from tests.support.slapd import Slapd, free_port, iredmail_like_conf
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
-PILLAR_EXAMPLE = REPO / "pillar.example" / "mailha.sls"
 SALT_CALL = str(pathlib.Path(sys.executable).with_name("salt-call"))
 NODES = {"mail1": "127.0.1.17", "mail2": "127.0.1.18"}
 
@@ -42,7 +42,7 @@ NODES = {"mail1": "127.0.1.17", "mail2": "127.0.1.18"}
 def example_pillar(port, config_format, iredmail=True):
     """pillar.example with the LDAP listeners on loopback: only the addresses/port change (and,
     with ``iredmail``, the documented iRedMail section is added)."""
-    data = yaml.safe_load(PILLAR_EXAMPLE.read_text())
+    data = mailha_data.example_pillar()
     site = copy.deepcopy(data["mailha"])
     site["networks"]["loop"] = "127.0.0.0/8"
     for node, addr in NODES.items():

@@ -22,8 +22,10 @@ import threading
 
 import yaml
 
+from salt_mailha import data as mailha_data
+
 REPO = pathlib.Path(__file__).resolve().parents[3]
-EXAMPLE = yaml.safe_load((REPO / "pillar.example" / "mailha.sls").read_text())
+EXAMPLE = mailha_data.example_pillar()
 # overridable: the Salt-version matrix (tests/compat) runs this site in a child pytest while
 # another run on the same host may hold the default ports
 IMAP_PORT = int(os.environ.get("MAILHA_REMTEST_IMAP_PORT", "20143"))

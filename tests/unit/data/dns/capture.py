@@ -12,12 +12,11 @@ import pathlib
 import sys
 import tempfile
 
-import yaml
-
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[3]
 sys.path.insert(0, str(REPO))
 
+from salt_mailha import data as mailha_data  # noqa: E402
 from salt_mailha.core import dns as core  # noqa: E402
 from salt_mailha.core.model import parse_site  # noqa: E402
 from salt_mailha.modules import mailha_dns  # noqa: E402
@@ -29,7 +28,7 @@ def main():
         ns = NamedServer(tmp, records=["www IN A 192.0.2.80", '@ IN TXT "v=spf1 mx -all"',
                                        "@ IN MX 50 backup-mx.provider.example."]).start()
         try:
-            pillar = copy.deepcopy(yaml.safe_load((REPO / "pillar.example/mailha.sls").read_text()))
+            pillar = copy.deepcopy(mailha_data.example_pillar())
             pillar["mailha"]["dns"]["servers"] = [{"address": ns.address, "port": ns.port}]
             pillar["mailha"]["dns"]["tsig"]["secret"] = ns.secret
             site = parse_site(pillar["mailha"])
