@@ -728,6 +728,9 @@ def _parse_nodes(top, networks, domain):
             n.problem("roles", f"unknown role(s) {bad}; roles are {', '.join(ROLES)}")
         if not roles and "roles" in n.data:
             n.problem("roles", "give the node at least one role")
+        twice = sorted({r for r in roles if isinstance(r, str) and roles.count(r) > 1})
+        if twice:
+            n.problem("roles", f"lists {', '.join(twice)} more than once: list each role once")
         addrs_sec = n.section("addresses")
         addresses = {}
         if addrs_sec is not None:
@@ -1194,7 +1197,19 @@ def _check_topology(site, problems):  # noqa: C901 - one flat list of rules read
                               f"{v.address} is also the {via} VIP held on lo by {n.id}; the {v.name} VIP must "
                               f"be its own address (a real server cannot reach a VIP it holds on lo)")
 
+    # a balancer forwards to real servers by direct routing and holds the VIP on its interface: it
+    # cannot also be a real server of a VIP (held on lo, behind itself)
+    for n in site.nodes_with("lb"):
+        for v in site.vips.values():
+            if n.has(v.real_servers):
+                p(f"mailha:nodes:{n.id}:roles",
+                  f"{n.id} is a balancer (role lb) and a real server of the {v.name} VIP (role "
+                  f"{v.real_servers}): a director cannot forward to itself; put these roles on different nodes")
+
     # services
+    if site.nodes_with("lb") and not site.services:
+        p("mailha:services", "declare the virtual services the balancers forward (e.g. imaps: {vip: mail, "
+                             "port: 993, check: imaps})")
     seen_ports = {}
     for s in site.services:
         key = f"mailha:services:{s.name}"
@@ -1307,6 +1322,9 @@ def _check_topology(site, problems):  # noqa: C901 - one flat list of rules read
             ids_seen[sid] = node.id
 
     # DNS
+    if site.dns is None and site.nodes_with("dns"):
+        p("mailha:dns", f"is required when nodes have role dns ({', '.join(n.id for n in site.nodes_with('dns'))}): "
+                        "zone, updater, servers, tsig")
     if site.dns is not None:
         d = site.dns
         if d.updater and d.updater not in ids:

@@ -136,6 +136,23 @@ BAD = [
     ("tls-ca-not-a-string", _set("mail:tls", {"ca": ["/etc/ssl/a.pem"]}), "mailha:mail:tls:ca", "absolute path"),
     ("tls-ca-is-the-key", _set("mail:tls", {"key": "/etc/ssl/private/m.pem", "ca": "/etc/ssl/private/m.pem"}),
      "mailha:mail:tls:ca", "is the private key"),
+    # roles that cannot be held together, and roles whose section is missing
+    ("lb-is-also-a-mail-real-server", _set("nodes:lb1:roles", ["lb", "mail"]), "mailha:nodes:lb1:roles",
+     "cannot forward to itself"),
+    ("lb-is-also-a-db-real-server", _set("nodes:lb2:roles", ["db", "lb"]), "mailha:nodes:lb2:roles",
+     "cannot forward to itself"),
+    ("role-listed-twice", _set("nodes:mail1:roles", ["mail", "mail"]), "mailha:nodes:mail1:roles", "more than once"),
+    ("dns-role-without-dns-section", _set("dns", DELETE), "mailha:dns", "role dns (ns1)"),
+    ("lb-role-without-services", _set("services", DELETE), "mailha:services", "virtual services"),
+    ("mail-role-without-ldap", _set("ldap", DELETE), "mailha:ldap", "role mail"),
+    ("db-role-without-galera", _set("galera", DELETE), "mailha:galera", "role db or quorum"),
+    # secrets: required where the configuration uses them, refused where nothing does
+    ("vrrp2-without-auth-pass", _set("keepalived:vrrp_version", 2), "mailha:keepalived:auth_pass", "lb1, lb2"),
+    ("mariabackup-without-sst-password", _set("galera:sst_method", "mariabackup"), "mailha:galera:sst_password",
+     "db1, db2, filer1"),
+    ("unused-galera-root-password", _set("galera:root_password", "x"), "mailha:galera:root_password", "not used"),
+    ("repl-binddn-without-credentials", _set("ldap:replication:binddn", "cn=repl,dc=example,dc=net"),
+     "mailha:ldap:replication:credentials", "mail1, mail2"),
 ]
 
 
