@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from . import formats
 from .errors import MailhaError, ParseError
 
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
@@ -641,7 +642,8 @@ def render_galera_cnf(site, node):
         node_address=_hostport(addr, inst.gmcast_port),
         cluster_address=gcomm_address(site),
         provider_options=provider_options(site, node),
-        sst_auth=(f"{g.sst_user}:{g.sst_password.reveal()}" if g.sst_method != "rsync" else None),
+        sst_auth=(formats.mariadb_quote(f"{g.sst_user}:{g.sst_password.reveal()}")
+                  if g.sst_method != "rsync" else None),
     )
 
 

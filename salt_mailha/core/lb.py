@@ -20,7 +20,7 @@ import ipaddress
 import json
 import re
 
-from salt_mailha.core import galera, ipvs
+from salt_mailha.core import formats, galera, ipvs
 from salt_mailha.core.errors import MailhaError, ParseError, ValidationError
 
 NOTIFY_SCRIPT = "/etc/keepalived/mailha-notify.sh"
@@ -120,7 +120,8 @@ def render_keepalived_conf(site, node, notify_script=NOTIFY_SCRIPT, ready_script
     return _render(
         "keepalived.conf.j2", site=site, node=node, ka=ka, instances=_instances(site, node),
         priority=priority(site, node), advert_int=_advert(ka.advert_int),
-        auth_pass=ka.auth_pass.reveal() if ka.vrrp_version == 2 else None,
+        # quoted: unquoted, keepalived would cut it at a blank and drop it after "#" or "!"
+        auth_pass=formats.keepalived_quote(ka.auth_pass.reveal()) if ka.vrrp_version == 2 else None,
         notify_script=notify_script, ready_script=ready_script, ready_weight=ready_weight(site),
     )
 
@@ -156,11 +157,8 @@ def _ldirectord_virtuals(site, check_paths):
             if g is None or g.monitor is None:
                 raise ValidationError([("mailha:galera:monitor",
                                         f"is required: service {s.name} has check mysql")])
+            # formats.site_problems has refused what ldirectord.cf cannot carry ('#', tabs, ...)
             pw = g.monitor.password.reveal()
-            if any(c in pw for c in '"\n\r'):
-                raise ValidationError([("mailha:galera:monitor:password",
-                                        "contains a double quote or a line break, which "
-                                        "ldirectord.cf cannot hold; choose another password")])
             # ldirectord's mysql check (DBI) has no timeout of its own: a server that accepts and
             # never greets (a joiner mid-SST, a stalled host) hung it, and every check of every
             # service with it, for good. ldirectord pastes this value into the DSN, where DBD::mysql

@@ -28,7 +28,7 @@ import datetime
 import re
 import shlex
 
-from . import secret
+from . import formats, secret
 from .errors import MailhaError, ParseError, ValidationError
 from .render import environment
 
@@ -95,11 +95,9 @@ def mirror_servers(site):
 
 
 def _quote(value):
-    """A slapd.conf / syncrepl quoted value; refuses what slapd cannot quote."""
-    value = str(value)
-    if any(c in value for c in '"\\\n\r'):
-        raise ValueError("slapd values cannot contain a double quote, backslash or newline")
-    return f'"{value}"'
+    """A slapd.conf / syncrepl quoted value (``formats.site_problems`` has refused what slapd
+    cannot carry: a double quote, a backslash, control characters)."""
+    return formats.slapd_quote(str(value))
 
 
 def syncrepl_params(site, server):

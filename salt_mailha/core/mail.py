@@ -15,6 +15,7 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from . import formats
 from .errors import MailhaError, ParseError
 from .render import render_template
 
@@ -203,16 +204,14 @@ def _context(site, node):
     _require_mail(site, node)
     inst = site.mail.instance(node.id)
     bind_dn, bind_pw = lookup_bind(site)
-    pw = bind_pw.reveal()
-    if pw != pw.strip() or any(c in pw for c in "\r\n\0"):
-        key = "mail:lookup:bind_password" if site.mail.lookup.bind_dn else "ldap:rootpw"
-        # Postfix's and Dovecot's "key = value" files cannot carry it (value not shown: a secret)
-        raise MailhaError(f"pillar mailha:{key} has a line break or leading/trailing blanks; "
-                          f"Postfix and Dovecot config lines cannot hold it: choose another password")
+    # formats.site_problems has refused what these files cannot carry (blanks at either end for
+    # Postfix, control characters); Dovecot's values are quoted, Postfix's written as they are.
     return {
         "site": site, "node": node, "inst": inst, "vmail": site.mail.vmail, "tls": site.mail.tls,
         "ldap_uri": ldap_uri(site, node), "suffix": site.ldap.suffix, "bind_dn": bind_dn,
-        "bind_pw": bind_pw.reveal(), "object_class": site.mail.lookup.object_class,
+        "bind_pw": bind_pw.reveal(), "dovecot_ldap": {"dn": formats.dovecot_quote(bind_dn),
+        "dnpass": formats.dovecot_quote(bind_pw.reveal()), "base": formats.dovecot_quote(site.ldap.suffix)},
+        "object_class": site.mail.lookup.object_class,
         "maps": postfix_map_paths(site, node), "dovecot": dovecot_paths(site, node),
         "listen": inst.bind_address, "myhostname": node.fqdn or f"{node.id}.{site.domain}",
     }

@@ -45,7 +45,7 @@ def test_rsync_cnf_holds_no_secret_and_mariabackup_gets_sst_auth():
     text = render_galera_cnf(site, site.node("filer1"))
     assert all(s.reveal() not in text for s in site.secrets())
     site = parse_site(example(sst_method="mariabackup", sst_password="CHANGE-ME-db-sst"))
-    assert "wsrep_sst_auth = sst:CHANGE-ME-db-sst" in lines(render_galera_cnf(site, site.node("db2")))
+    assert 'wsrep_sst_auth = "sst:CHANGE-ME-db-sst"' in lines(render_galera_cnf(site, site.node("db2")))
 
 
 def test_cnf_refuses_non_member():

@@ -245,9 +245,16 @@ def test_rendering_is_deterministic_and_holds_the_credential_only_in_syncrepl():
     assert secret not in shown and 'credentials="<redacted>"' in shown
 
 
-def test_quote_refuses_values_slapd_cannot_hold():
-    with pytest.raises(ValueError, match="double quote"):
-        ldap._quote('pa"ss')
+@pytest.mark.parametrize("value", ['pa"ss', "pa\\ss", "pa\nss"], ids=["quote", "backslash", "newline"])
+def test_values_slapd_cannot_hold_are_refused_before_rendering(value):
+    """The replication credential (here rootpw: replication binds as the rootdn) is refused by
+    the model, naming the key, never the value."""
+    p = copy.deepcopy(EXAMPLE["mailha"])
+    p["ldap"]["rootpw"] = value
+    with pytest.raises(ValidationError) as exc:
+        parse_site(p)
+    assert [k for k, _ in exc.value.problems] == ["mailha:ldap:rootpw"]
+    assert "slapd" in str(exc.value) and value not in str(exc.value)
 
 
 # ---------------------------------------------------------------------------------- cn=config

@@ -103,6 +103,6 @@ def test_native_lookups_search_the_suffix_itself(render):
     Should a template search a container below it, the base entry state must create that too."""
     site = site_from()
     text = render(site, site.node("mail1"))
-    bases = [line.split("=", 1)[1].strip() for line in text.splitlines()
+    bases = [line.split("=", 1)[1].strip().strip('"') for line in text.splitlines()
              if line.split("=", 1)[0].strip() in ("search_base", "base")]
     assert bases == [site.ldap.suffix]
