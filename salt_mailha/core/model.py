@@ -18,7 +18,7 @@ from typing import Any
 
 from . import formats
 from .errors import ValidationError
-from .secret import Secret, slapd_rootpw_hash
+from .secret import Secret, derived_secrets
 
 ROLES = ("lb", "db", "quorum", "garbd", "mail", "filer", "dns")
 # Which VIP tier each role is a client of: mail nodes reach the database through the db VIP.
@@ -375,14 +375,12 @@ class Site:
         return self.node(node_id).roles
 
     def secrets(self):
-        """Every secret of the site and the forms derived from them that a render writes (the
-        native slapd.conf's rootpw hash of each mail node), for ``secret.redact``."""
+        """Every secret of the site and every form derived from them that code writes, sends or
+        may print (``secret.derived_secrets``: hashes, encodings, keepalived's 8 characters ...),
+        for ``secret.redact``."""
         found = []
         _collect_secrets(self, found, set())
-        if self.ldap is not None and self.ldap.rootpw is not None:
-            found += [Secret(slapd_rootpw_hash(self.ldap.rootpw, self.name, n.id))
-                      for n in self.nodes_with("mail")]
-        return tuple(found)
+        return tuple(found) + derived_secrets(self, found)
 
 
 def _collect_secrets(obj, found, seen):
