@@ -25,7 +25,7 @@ from salt_mailha.core.remediation import check_node
 from salt_mailha.core.secret import redact
 
 __virtualname__ = "mailha_health"
-WORKER = "salt_mailha.modules.mailha_health"  # this file, run as the probing interpreter
+WORKER = "salt_mailha.live.probe_worker"  # the probing interpreter: core only, no Salt to import
 
 
 def __virtual__():
@@ -83,15 +83,6 @@ def _probe_isolated(node_id, timeout, attempts, interval):
     return {name: health.ProbeResult(r["ok"], r["detail"]) for name, r in answer.items()}
 
 
-def _worker(stream):
-    """The new interpreter's side: the request on ``stream``, ``{service: {ok, detail}}`` out."""
-    request = json.load(stream)
-    site = glue.site_from_pillar({"mailha": request["mailha"]}, {"id": request["prober"]})
-    results = health.probe_all(site, health.targets(site, request["node"]), request["timeout"],
-                               request["attempts"], request["interval"])
-    return {name: {"ok": r.ok, "detail": r.detail} for name, r in results.items()}
-
-
 def probe(node, timeout=1.0, attempts=1, interval=None):
     """Probe every load-balanced service of ``node`` from this minion.
 
@@ -140,7 +131,3 @@ def local(timeout=1.0):
     site = _site()
     me = glue.this_node(site, __opts__).id  # noqa: F821
     return _report(site, me, me, _number(timeout, "timeout", 0.05, 60), 1, 0)
-
-
-if __name__ == "__main__":
-    print(json.dumps(_worker(sys.stdin)))
