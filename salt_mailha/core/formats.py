@@ -32,7 +32,9 @@ Two tables make the rules:
                                                                        ``-`` and ``.`` labels
   ======================  ===========================================  ================================
 
-  Every format also refuses text with no UTF-8 form (lone surrogates): no file can hold it.
+  Every format also refuses text with no UTF-8 form (lone surrogates), and U+2028/U+2029: no
+  file can hold the first, and Python's ``splitlines`` (the slapd.conf merge, the diffs) breaks
+  a line at the others.
 
 * ``routes(site)``: which pillar value reaches which formats, for this site (the LDAP root
   password reaches the syncrepl statement only when replication binds as the rootdn, Postfix and
@@ -61,6 +63,8 @@ def describe_char(c):
         return names[c]
     if _is_control(c):
         return f"a control character (U+{ord(c):04X})"
+    if c in "\u2028\u2029":
+        return f"a Unicode line separator (U+{ord(c):04X})"
     if 0xD800 <= ord(c) <= 0xDFFF:
         return f"a lone surrogate (U+{ord(c):04X}) that has no UTF-8 form"
     return f"{c!r}"
@@ -76,8 +80,10 @@ def _first(value, pred):
 
 
 def _universal(value):
-    """What no file of ours can hold: control characters, text without a UTF-8 form."""
-    c = _first(value, lambda ch: _is_control(ch) or 0xD800 <= ord(ch) <= 0xDFFF)
+    """What no file of ours can hold: control characters, Unicode line separators (Python's
+    ``splitlines``, which the merge and diff code uses, cuts a line there), text without a UTF-8
+    form."""
+    c = _first(value, lambda ch: _is_control(ch) or ch in "\u2028\u2029" or 0xD800 <= ord(ch) <= 0xDFFF)
     return f"contains {describe_char(c)}" if c is not None else None
 
 
@@ -247,6 +253,8 @@ def routes(site):  # noqa: C901 - one flat table reads best
     d = site.dns
     if d is not None:
         add("mailha:dns:zone", d.zone, ("named",))
+        if d.tsig is not None:
+            add("mailha:dns:tsig:name", d.tsig.name, ("named",))
     return out
 
 
