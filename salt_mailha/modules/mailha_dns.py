@@ -11,12 +11,20 @@ a return, a log line or an argv.
 
 Without AXFR, records under names the pillar no longer lists cannot be found, so they are left in
 place; allow the key to transfer the zone (``allow-transfer { key <name>; };``) to clean them up.
+
+Rehearsals are offline (``salt_mailha.rehearsal``): with a scratch ``mailha_root`` nothing is
+sent to any DNS server, neither a query, a transfer nor an UPDATE. :func:`records`,
+:func:`withdraw_mx` and :func:`restore_mx` then plan against the rehearsal's own zone file
+(``<mailha_root>/var/lib/bind/<zone>.db``, as ``mailha_dns.zone_seeded`` wrote it on a dns node)
+or, without one, against the zone seed a new site's server starts from, and return that plan with
+``rehearsal`` True and ``updates_sent`` 0; :func:`query` refuses. Minion config
+``mailha_live: True`` sends anyway (a test's own named on loopback).
 """
 import logging
 
 from salt.exceptions import CommandExecutionError
 
-from salt_mailha import glue
+from salt_mailha import glue, rehearsal
 from salt_mailha.core import dns as core
 from salt_mailha.core.errors import CommandFailed, MailhaError
 from salt_mailha.core.secret import redact
@@ -29,10 +37,12 @@ try:
     import dns.rcode
     import dns.rdataset
     import dns.rdatatype
+    import dns.rrset
     import dns.tsig
     import dns.tsigkeyring
     import dns.update
     import dns.xfr
+    import dns.zone
 
     HAS_DNSPYTHON = True
 except ImportError:  # pragma: no cover - dnspython is a hard dependency of the package
@@ -221,8 +231,57 @@ class _Conn:
                             f"{self.zone}; nothing was applied")
 
 
+def _rehearsal_zone(site):
+    """``({(name, type): RRset}, basis)`` of the zone a rehearsal plans against, read from no
+    server: the zone file under the scratch root when the rehearsal wrote one, else the seed."""
+    path = glue.under_root(core.zone_file_path(site), __opts__, __pillar__)  # noqa: F821
+    text = glue.read_text(path)
+    basis = f"the rehearsal's zone file {path}"
+    if text is None:
+        text, basis = core.render_zone_seed(site), "the zone seed (as a new site's server starts)"
+    try:
+        zone = dns.zone.from_text(text, origin=core.absolute(site.dns.zone, "."), relativize=False)
+    except dns.exception.DNSException as exc:
+        raise CommandFailed(f"{basis} is not a zone file of {site.dns.zone}: {exc}") from None
+    lines = [dns.rrset.from_rdata_list(name, rds.ttl, list(rds)).to_text()
+             for name, rds in zone.iterate_rdatasets()]
+    return core.parse_rrsets("\n".join(lines)), basis
+
+
+def _rehearse(site, test, **plan_kwargs):
+    """The plan of a rehearsal: computed from :func:`_rehearsal_zone`, never sent."""
+    try:
+        current, basis = _rehearsal_zone(site)
+        the_plan = core.plan(site, current, **plan_kwargs)
+    except MailhaError as exc:
+        __context__["retcode"] = 1  # noqa: F821
+        return redact({"result": False, "comment": str(exc), "updates_sent": 0, "rehearsal": True,
+                       "error": type(exc).__name__}, site.secrets())
+    servers = ", ".join(f"{s.address}:{s.port}" for s in site.dns.servers)
+    out = {
+        "result": True,
+        "changes": the_plan.changes_dict(),
+        "plan": the_plan.text(),
+        "adds": the_plan.counts()[0],
+        "deletes": the_plan.counts()[1],
+        "withdrawn": sorted(the_plan.withdrawn),
+        "server": None,
+        "read": basis,
+        "serial": core.soa_serial(current, site.dns.zone),
+        "updates_sent": 0,
+        "test": bool(test),
+        "rehearsal": True,
+        "not_sent": (f"nothing sent to {servers}: {rehearsal.why(__opts__, __pillar__)}"),  # noqa: F821
+    }
+    log.info("mailha_dns: rehearsal, nothing sent; planned against %s:\n%s", basis, the_plan.text())
+    return redact(out, site.secrets())
+
+
 def _run(site, timeout, test, **plan_kwargs):
-    """Read, plan, and (unless ``test``) send. Returns plain data; errors as CommandExecutionError."""
+    """Read, plan, and (unless ``test``) send. Returns plain data; errors as CommandExecutionError.
+    In a rehearsal (not :func:`salt_mailha.rehearsal.live`) nothing goes over the network."""
+    if not rehearsal.live(__opts__, __pillar__):  # noqa: F821
+        return _rehearse(site, test, **plan_kwargs)
     conn = _Conn(site, timeout)
     try:
         current, method = conn.read(site)
@@ -240,6 +299,7 @@ def _run(site, timeout, test, **plan_kwargs):
             "serial": serial_before,
             "updates_sent": 0,
             "test": bool(test),
+            "rehearsal": False,
         }
         if the_plan and not test:
             conn.send(the_plan)
@@ -263,7 +323,9 @@ def records(take_over=False, force=False, test=False, timeout=DEFAULT_TIMEOUT):
 
     Keeps nodes withdrawn by :func:`withdraw_mx` withdrawn. Returns the plan text, the per-RRset
     ``changes`` and ``updates_sent`` (0 or 1); ``result`` False with a ``comment`` when a safety
-    rule, an ownership conflict or the server refused.
+    rule, an ownership conflict or the server refused. In a rehearsal (scratch ``mailha_root``)
+    nothing is read from or sent to a server: ``rehearsal`` is True, ``updates_sent`` 0, ``read``
+    names the zone the plan was made against and ``not_sent`` says why (see the module doc).
 
     take_over
         Adopt records that already exist under managed names but are not ours (and delete those
@@ -344,6 +406,7 @@ def query(name, rdtype="A", timeout=DEFAULT_TIMEOUT):
     """The records of ``name``/``rdtype`` as the site's DNS servers answer them (TCP, signed).
 
     ``name`` is relative to the zone unless it ends with a dot. Returns a sorted list of rdata.
+    Refused in a rehearsal (scratch ``mailha_root``): it would ask the real server.
 
     CLI Example:
 
@@ -360,6 +423,9 @@ def query(name, rdtype="A", timeout=DEFAULT_TIMEOUT):
         dns.name.from_text(fqdn)
     except dns.exception.DNSException as exc:
         raise CommandExecutionError(f"name {name!r} is not a domain name: {exc}") from None
+    if not rehearsal.live(__opts__, __pillar__):  # noqa: F821
+        raise CommandExecutionError(f"mailha_dns.query {fqdn} {rdtype} would ask the site's DNS "
+                                    f"server; refused: {rehearsal.why(__opts__, __pillar__)}")  # noqa: F821
     conn = _Conn(site, timeout)
     try:
         text = conn.each_server("query", lambda srv: conn.query_text(srv, {(fqdn, rdtype)}))

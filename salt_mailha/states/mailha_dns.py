@@ -4,6 +4,13 @@ Apply on the pillar's ``mailha:dns:updater`` node. The plan is computed from the
 server has it; ``test=True`` shows that real plan (per-RRset adds and deletes) and sends nothing.
 Records not owned by salt-mailha are never changed (see ``salt_mailha.core.dns``).
 
+Rehearsals are offline: with a scratch ``mailha_root`` the record states send nothing, not even a
+query (see ``salt_mailha.rehearsal``). They return ``result`` True, no ``changes`` (the zone was
+not changed) and a comment that starts ``REHEARSAL, nothing sent`` followed by the plan, made
+against the rehearsal's own zone file (``zone_seeded`` writes it on a dns node) or else the zone
+seed. Minion config ``mailha_live: True`` makes a rehearsal send its updates (tests against their
+own named).
+
 .. code-block:: yaml
 
     mailha-dns-records:
@@ -40,6 +47,12 @@ def _ret(name, out, test, done, would, nothing):
     ret = {"name": name, "result": True, "changes": {}, "comment": nothing}
     if not out.get("result"):
         ret.update(result=False, comment=out.get("comment", "mailha_dns failed"))
+        return ret
+    if out.get("rehearsal"):
+        # nothing was or will be sent: no changes in either mode; the plan is the comment
+        what = would if out["changes"] else nothing
+        ret["comment"] = (f"REHEARSAL, nothing sent ({out['not_sent']}). {what}, planned against "
+                          f"{out['read']}:\n{out['plan']}")
         return ret
     if not out["changes"]:
         return ret

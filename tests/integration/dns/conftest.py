@@ -25,9 +25,12 @@ def site_pillar(named, **dns_overrides):
 
 
 class Minion:
-    """``salt-call --local`` as node ns1, with a pillar we can rewrite between calls."""
+    """``salt-call --local`` as node ns1, with a pillar we can rewrite between calls.
 
-    def __init__(self, base, pillar):
+    ``live`` (minion config ``mailha_live``): True sends the records to the test's own named
+    although files go under a scratch root; False is a plain rehearsal, which sends nothing."""
+
+    def __init__(self, base, pillar, live=True):
         self.base = pathlib.Path(base)
         self.conf = self.base / "conf"
         self.pillar_dir = self.base / "pillar"
@@ -42,8 +45,10 @@ class Minion:
             "pillar_roots": {"base": [str(self.pillar_dir)]},
             "root_dir": str(self.base / "salt"),
             # a rehearsal: role dns's BIND files go under this scratch root and no service of this
-            # host is touched; the records still go to the test's own named (pillar dns:servers)
+            # host is touched; mailha_live opts in to sending the records to the test's own named
+            # (pillar dns:servers), which a rehearsal alone never does
             "mailha_root": str(self.base / "root"),
+            "mailha_live": live,
             "log_file": str(self.log),
             "log_level_logfile": "debug",
         }))
