@@ -103,7 +103,8 @@ class Site:
             "id": mid, "root_dir": str(self.base / f"{mid}-root"), "user": "root",
             "master": "127.0.0.1", "master_port": self.ret_port, "publish_port": self.pub_port,
             "log_level_logfile": "info", "loop_interval": 1, "acceptance_wait_time": 1,
-            "mailha_root": str(self.roots / mid),
+            # live although rooted: the reactor's MX withdrawal must reach the test's named
+            "mailha_root": str(self.roots / mid), "mailha_live": True,
             "beacons": {"mailha_health": [{"interval": 1}, {"timeout": 0.5}]},
         }
         (etc / "minion").write_text(yaml.safe_dump(conf))

@@ -197,8 +197,10 @@ def maintenance_files(root, lb):
 def minion_overrides(minion_id, root, beacon_interval=1):
     # loop_interval 1: Salt runs beacons from a 1 s periodic callback but counts a beacon's
     # ``interval`` in loop_interval steps (the factories default 0.05 would make 1 s into 20 s).
-    over = {"mailha_root": str(pathlib.Path(root) / minion_id), "log_level_logfile": "info",
-            "loop_interval": 1}
+    # mailha_live: a scratch root is a rehearsal, which sends nothing; these minions must still
+    # withdraw MX on the test's named and drain through fakebin/ipvsadm
+    over = {"mailha_root": str(pathlib.Path(root) / minion_id), "mailha_live": True,
+            "log_level_logfile": "info", "loop_interval": 1}
     if minion_id.startswith("lb"):
         over["beacons"] = {"mailha_health": [{"interval": beacon_interval}, {"timeout": 0.5}]}
     return over
