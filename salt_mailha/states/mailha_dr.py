@@ -13,8 +13,12 @@ touched. Live changes use iproute2 (argv, validated values) and ``/proc/sys`` of
 network namespace. With ``persist`` (default) the ifupdown stanza and the /etc/sysctl.d file are
 written too (the same renderers as ``mailha_site.rendered``, so the two never disagree), under
 minion config ``mailha_root`` when set.
+
+Rehearsals are offline: under a scratch ``mailha_root`` the state writes the files only and neither
+reads nor changes ``lo`` or ``/proc/sys`` (they are this host's, not the rehearsed node's), unless
+minion config ``mailha_live: True`` (a network namespace of its own) or ``live=True`` says so.
 """
-from salt_mailha import glue
+from salt_mailha import glue, rehearsal
 from salt_mailha.core import lb, render
 from salt_mailha.core.errors import MailhaError
 
@@ -67,12 +71,15 @@ def configured(name, node=None, persist=True, live=None):
         Also write ``/etc/network/interfaces.d/mailha-lo0`` and
         ``/etc/sysctl.d/90-mailha-dr.conf`` so the setup survives a reboot.
     live
-        Change the running kernel (addresses on lo, /proc/sys). False manages only the files:
-        for rehearsals with a scratch ``mailha_root`` outside a dedicated network namespace.
-        Default: minion config ``mailha_live`` (default True).
+        Change the running kernel (addresses on lo, /proc/sys). False manages only the files.
+        Default: minion config ``mailha_live``, else True on the real root and False in a
+        rehearsal (scratch ``mailha_root``).
     """
+    skipped = ""
     if live is None:
-        live = __opts__.get("mailha_live", True)
+        live = rehearsal.live(__opts__, __pillar__)
+        if not live:
+            skipped = f"; lo and /proc/sys were not read or changed: {rehearsal.why(__opts__, __pillar__)}"
     ret = glue.state_ret(name)
     try:
         site = glue.site_from_pillar(__pillar__, __opts__)
@@ -97,7 +104,8 @@ def configured(name, node=None, persist=True, live=None):
 
     if not plan and not files:
         held = ", ".join(f"{v.address} ({label})" for label, v in lb.dr_wanted(site, n)) or "no VIP"
-        ret["comment"] = f"{n.id} is already a DR real server of {held}"
+        ret["comment"] = (f"{n.id} is already a DR real server of {held}" if live else
+                          f"the DR files of {n.id} (a real server of {held}) are already in place{skipped}")
         return ret
 
     changes = {}
@@ -116,7 +124,7 @@ def configured(name, node=None, persist=True, live=None):
     todo = [_describe(s) for s in plan] + [f"write {path}" for _, path, _, _ in files]
     if __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = "would " + "; ".join(todo)
+        ret["comment"] = "would " + "; ".join(todo) + skipped
         return ret
 
     done = []
@@ -139,5 +147,5 @@ def configured(name, node=None, persist=True, live=None):
         ret["comment"] = (f"failed after: {'; '.join(done) or 'nothing'}; error: {exc}; "
                           "re-run the state once the cause is fixed")
         return ret
-    ret["comment"] = "did: " + "; ".join(done)
+    ret["comment"] = "did: " + "; ".join(done) + skipped
     return ret

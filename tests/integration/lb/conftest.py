@@ -31,7 +31,7 @@ class LocalMinion:
     """``salt-call --local`` with our pillar, node and scratch ``mailha_root`` (argv via ``wrap``,
     e.g. ``ip netns exec``); every output and the log are checked for pillar secrets."""
 
-    def __init__(self, base, pillar, node, wrap=None):
+    def __init__(self, base, pillar, node, wrap=None, live=None):
         import json
         import sys
 
@@ -52,6 +52,8 @@ class LocalMinion:
             "pillar_roots": {"base": [str(pdir)]}, "file_roots": {"base": [str(self.base)]},
             "root_dir": str(self.base / "salt"), "log_file": str(self.log),
             "log_level_logfile": "debug", "mailha_root": str(self.root),
+            # live=True: minion config mailha_live, the scratch root's run acts on its namespace too
+            **({} if live is None else {"mailha_live": live}),
         }))
         self.salt_call = Path(sys.executable).with_name("salt-call")
         self.wrap = wrap or (lambda argv: argv)

@@ -109,7 +109,8 @@ def main():
         enter(ns)
         runs = []
         for test in (True, False, False):
-            opts = dict(base, test=test, mailha_node=node, mailha_root=f"{SHARE}/root-{node}")
+            opts = dict(base, test=test, mailha_node=node, mailha_root=f"{SHARE}/root-{node}",
+                        mailha_live=True)  # a rehearsal root, but this namespace is the node's
             states = salt.loader.states(opts, mods, utils, {})
             ret = states["mailha_dr.configured"](name="dr")
             runs.append({"result": ret["result"], "changes": sorted(ret["changes"]),

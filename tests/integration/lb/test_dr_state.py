@@ -23,7 +23,8 @@ FILES = {"etc/network/interfaces.d/mailha-lo0": 0o644, "etc/sysctl.d/90-mailha-d
 def node(netns_ok, tmp_path):
     lan = Lan("dr", bridge_address=f"{NET}.254/24")
     lan.add_host("db1", f"{DB1}/24")
-    minion = LocalMinion(tmp_path, lab_pillar(NET), "db1", wrap=lambda argv: lan.argv("db1", argv))
+    # mailha_live: the scratch root alone is a rehearsal (files only); this namespace is disposable
+    minion = LocalMinion(tmp_path, lab_pillar(NET), "db1", wrap=lambda argv: lan.argv("db1", argv), live=True)
     root = minion.root
 
     def apply(test=False):
