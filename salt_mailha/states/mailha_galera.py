@@ -28,6 +28,12 @@ their own ``--wsrep-start-position``. A cluster that stopped as a whole is never
 state: that is ``salt-run mailha.galera_recover``, which compares every member's position first.
 With ``test=True`` nothing is touched (not even ``--wsrep-recover``): the comment says what
 would happen.
+
+Rehearsals are offline: under a scratch ``mailha_root`` only ``configured`` acts (it writes
+galera.cnf under that root). ``synced``, ``monitor_present``, ``sst_user_present`` and
+``arbitrator_running`` connect to no server, ask no peer and start nothing; they return
+``result`` True, no changes and a comment starting ``REHEARSAL, nothing done`` that says what
+they would ensure. Minion config ``mailha_live: True`` lifts that (see ``salt_mailha.rehearsal``).
 """
 
 import os
@@ -35,7 +41,7 @@ import time
 
 from salt.exceptions import CommandExecutionError
 
-from salt_mailha import glue
+from salt_mailha import glue, rehearsal
 from salt_mailha.core import galera as core
 from salt_mailha.core.errors import MailhaError
 
@@ -56,6 +62,15 @@ def _ctx(node):
     if site.galera is None:
         raise CommandExecutionError("pillar mailha:galera is missing: see pillar.example/mailha.sls")
     return site, n, site.galera, site.galera.instance(n.id)
+
+
+def _rehearsed(name, what):
+    """The return of a live step left out of a rehearsal, or None when live (see the module doc)."""
+    if rehearsal.live(__opts__, __pillar__):  # noqa: F821
+        return None
+    ret = glue.state_ret(name)
+    ret["comment"] = f"REHEARSAL, nothing done: {what}; {rehearsal.why(__opts__, __pillar__)}"  # noqa: F821
+    return ret
 
 
 def _fail(ret, msg):
@@ -138,6 +153,10 @@ def synced(name="galera", node=None, timeout=None):
       component, then join; none -> fail: the whole cluster is down, run
       ``salt-run mailha.galera_recover``.
     """
+    rehearsed = _rehearsed(name, "would make this member Synced in a Primary component (join, or "
+                                 "bootstrap a new cluster on galera:bootstrap_node); no server or peer asked")
+    if rehearsed:
+        return rehearsed
     ret = glue.state_ret(name)
     mod = __salt__  # noqa: F821
     test = __opts__["test"]  # noqa: F821
@@ -262,6 +281,10 @@ def monitor_present(name="galera-monitor", node=None):
     """The monitoring database, its one-row table and the monitoring user (``galera:monitor``)
     exist, with the pillar's password. Apply on a Synced member; Galera replicates it. The
     password never appears in changes or comments: a change reads ``password``."""
+    rehearsed = _rehearsed(name, "would ensure the monitoring database, table and user (galera:monitor) "
+                                 "on the local server; not connected")
+    if rehearsed:
+        return rehearsed
     ret = glue.state_ret(name)
     mod = __salt__  # noqa: F821
     try:
@@ -303,6 +326,10 @@ def sst_user_present(name="galera-sst-user", node=None):
         galera-sst-user:
           mailha_galera.sst_user_present: []
     """
+    rehearsed = _rehearsed(name, "would ensure the SST account of wsrep_sst_auth on the local server; "
+                                 "not connected")
+    if rehearsed:
+        return rehearsed
     ret = glue.state_ret(name)
     mod = __salt__  # noqa: F821
     test = __opts__["test"]  # noqa: F821
@@ -335,6 +362,9 @@ def sst_user_present(name="galera-sst-user", node=None):
 
 def arbitrator_running(name="garbd", node=None):
     """garbd runs on this node (role garbd) as the group's tie-breaking voter."""
+    rehearsed = _rehearsed(name, "would ensure garbd runs and joins the group; not checked or started")
+    if rehearsed:
+        return rehearsed
     ret = glue.state_ret(name)
     mod = __salt__  # noqa: F821
     try:

@@ -14,6 +14,12 @@ the ``mailha`` pillar, and leaves every other setting alone.
 
 The replication credential is compared but never shown: changes and comments are redacted.
 
+Rehearsals are offline: under a scratch ``mailha_root`` (see ``salt_mailha.rehearsal``)
+``base_entry_present`` connects to no LDAP server and the cn=config form is neither read nor
+changed (``result`` True, no changes, a comment starting ``REHEARSAL, nothing done``); the
+slapd.conf form is merged into the file under the root and slapd is not restarted. Minion config
+``mailha_live: True`` lifts that.
+
 Defaults come from minion config (or pillar) through ``config.get``: ``mailha_ldap:slapd_conf``
 (``/etc/ldap/slapd.conf``), ``mailha_ldap:config_uri`` (Debian's ldapi socket) and
 ``mailha_ldap:service`` (``slapd``).
@@ -47,7 +53,7 @@ import time
 
 from salt.exceptions import CommandExecutionError
 
-from salt_mailha import glue
+from salt_mailha import glue, rehearsal
 from salt_mailha.core import ldap as core_ldap
 from salt_mailha.core.errors import MailhaError, ValidationError
 from salt_mailha.core.model import load_site
@@ -66,6 +72,15 @@ def __virtual__():
 
 def _ret(name):
     return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _live():
+    return rehearsal.live(__opts__, __pillar__)  # noqa: F821
+
+
+def _rehearsed(ret, what):
+    ret["comment"] = f"REHEARSAL, nothing done: {what}; {rehearsal.why(__opts__, __pillar__)}"  # noqa: F821
+    return ret
 
 
 def _fail(ret, site, message):
@@ -109,6 +124,9 @@ def base_entry_present(name, wait=120, force=False, timeout=3):
             raise ValueError
     except (TypeError, ValueError):
         return _fail(ret, None, f"wait={wait!r} / timeout={timeout!r}: give seconds, wait >= 0 and timeout > 0")
+    if not _live():
+        return _rehearsed(ret, "would ensure the suffix entry (the first mail node creates it, the "
+                               "others wait for syncrepl); no LDAP server was asked")
     status_fn = __salt__["mailha_ldap.base_entry_status"]  # noqa: F821
     try:
         status = first = status_fn(force=force, timeout=timeout)
@@ -183,10 +201,14 @@ def mirrormode(name, config=None, uri=None, service=None, restart=True):
     cfg = __salt__["config.get"]  # noqa: F821
     try:
         if site.ldap.config_format == "cn=config":
+            if not _live():
+                return _rehearsed(ret, f"would bring cn=config at "
+                                       f"{uri or cfg('mailha_ldap:config_uri', core_ldap.DEFAULT_CONFIG_URI)} "
+                                       f"to mirror mode; not connected")
             return _cnconfig(ret, site, uri or cfg("mailha_ldap:config_uri", core_ldap.DEFAULT_CONFIG_URI))
         default_conf = glue.under_root("/etc/ldap/slapd.conf", __opts__, __pillar__)  # noqa: F821
         return _slapd_conf(ret, site, config or cfg("mailha_ldap:slapd_conf", default_conf),
-                           service or cfg("mailha_ldap:service", "slapd"), restart)
+                           service or cfg("mailha_ldap:service", "slapd"), restart and _live())
     except (MailhaError, ValueError, OSError) as exc:
         return _fail(ret, site, f"{type(exc).__name__}: {exc}")
 

@@ -42,8 +42,10 @@ site out of its way; the filer's export.
       mailha_mail.vmail_export: []
 
 Paths are prefixed by minion config ``mailha_root`` when set (a scratch root for rehearsals and
-tests: then nothing is mounted and no exports are reloaded); the mount table is always the real
-one (``/proc/self/mounts``). Secrets (the LDAP bind password in the maps, every password of the
+tests); the mount table is always the real one (``/proc/self/mounts``). Rehearsals are offline
+(see ``salt_mailha.rehearsal``): nothing is mounted, no exports are reloaded and the iRedMail
+installer is neither fetched nor run (``iredmail_installed`` returns ``result`` True, no changes
+and a comment starting ``REHEARSAL, nothing done``), unless minion config ``mailha_live: True``. Secrets (the LDAP bind password in the maps, every password of the
 installer ``config``) never reach a return, a comment, a log line, a command line or a command's
 environment.
 """
@@ -57,7 +59,7 @@ import shutil
 import stat
 import tarfile
 
-from salt_mailha import glue
+from salt_mailha import glue, rehearsal
 from salt_mailha.core import mail as core
 from salt_mailha.core.errors import MailhaError, ParseError
 from salt_mailha.core.secret import redact
@@ -259,8 +261,8 @@ def vmail_share(name, node=None, mount=None):
         A label; not used.
     mount
         Mount the share when it is not mounted (``mount -T <fstab> <path>``). False only writes
-        the fstab line and protects the mountpoint. Default: True, except under a scratch
-        ``mailha_root`` (a rehearsal mounts nothing).
+        the fstab line and protects the mountpoint. Default: True, except in a rehearsal
+        (scratch ``mailha_root`` without minion config ``mailha_live``: it mounts nothing).
     """
     ret = glue.state_ret(name)
     try:
@@ -279,7 +281,7 @@ def vmail_share(name, node=None, mount=None):
         return _fail(ret, f"{fstab}: {exc}; fix that line by hand, then re-apply")
     test = __opts__["test"]
     if mount is None:
-        mount = glue.root(__opts__, __pillar__) == "/"
+        mount = rehearsal.live(__opts__, __pillar__)
     done, would = [], []
 
     mounted = core.mount_at(mounts, mountpoint) is not None
@@ -352,8 +354,8 @@ def vmail_export(name, node=None, reload=None):
     name
         A label; not used.
     reload
-        Run ``exportfs -ra`` after changing the line. Default: True, except under a scratch
-        ``mailha_root``.
+        Run ``exportfs -ra`` after changing the line. Default: True, except in a rehearsal
+        (scratch ``mailha_root`` without minion config ``mailha_live``).
     """
     ret = glue.state_ret(name)
     try:
@@ -364,7 +366,7 @@ def vmail_export(name, node=None, reload=None):
     v = site.mail.vmail
     test = __opts__["test"]
     if reload is None:
-        reload = glue.root(__opts__, __pillar__) == "/"
+        reload = rehearsal.live(__opts__, __pillar__)
     export_dir = _rooted(v.export)
     exports = _rooted("/etc/exports")
     done, would = [], []
@@ -492,6 +494,12 @@ def iredmail_installed(name, node=None, installer_dir=None, timeout=7200):
         directory = _rooted(core.iredmail_dir(site, im.source))
     plan = {"installer": os.path.join(directory, core.INSTALLER), "config": os.path.join(directory, "config"),
             "marker": marker, "MYSQL_SERVER": env["MYSQL_SERVER"], "INITIALIZE_SQL_DATA": env["INITIALIZE_SQL_DATA"]}
+    if not rehearsal.live(__opts__, __pillar__):
+        src = directory if installer_dir else im.source
+        ret["comment"] = (f"REHEARSAL, nothing done: would install iRedMail on {n.id} from {src} (unattended, "
+                          f"MYSQL_SERVER={env['MYSQL_SERVER']}); the installer was neither fetched nor run; "
+                          f"{rehearsal.why(__opts__, __pillar__)}")
+        return ret
     if __opts__["test"]:
         if (not installer_dir and not os.path.isfile(plan["installer"]) and im.source.startswith("salt://")
                 and not __salt__["cp.hash_file"](im.source)):

@@ -56,7 +56,7 @@ exit $rc
 class Minion:
     """``salt-call --local`` as mail1 with a scratch ``mailha_root`` and an extra file root."""
 
-    def __init__(self, base, pillar, node="mail1"):
+    def __init__(self, base, pillar, node="mail1", live=None):
         self.base = pathlib.Path(base)
         self.root = self.base / "root"
         self.srv = self.base / "srv"
@@ -71,6 +71,7 @@ class Minion:
             "file_roots": {"base": [str(self.srv), str(REPO / "states")]},
             "pillar_roots": {"base": [str(self.base / "pillar")]},
             "root_dir": str(self.base / "salt"), "log_file": str(self.log), "log_level_logfile": "debug",
+            **({} if live is None else {"mailha_live": live}),
         }))
         self.outputs = []
 
@@ -114,6 +115,13 @@ def minion(tmp_path):
     return Minion(tmp_path, copy.deepcopy(EXAMPLE))
 
 
+@pytest.fixture
+def live_minion(tmp_path):
+    """The same scratch root with minion config mailha_live: True, so the (fake) installer runs:
+    a rehearsal alone never runs it."""
+    return Minion(tmp_path, copy.deepcopy(EXAMPLE), live=True)
+
+
 def _fake_installer(directory, rc=0):
     directory.mkdir(parents=True, exist_ok=True)
     script = directory / "iRedMail.sh"
@@ -131,7 +139,8 @@ def _record(directory):
             "config_mode": (rec / "config_mode").read_text().strip(), "cwd": (rec / "cwd").read_text().strip()}
 
 
-def test_iredmail_installed_runs_once_unattended(minion, tmp_path):
+def test_iredmail_installed_runs_once_unattended(live_minion, tmp_path):
+    minion = live_minion
     inst = _fake_installer(tmp_path / "inst" / "iRedMail-1.6.8")
     marker = minion.root / "var/lib/mailha/iredmail.installed"
 
@@ -163,7 +172,8 @@ def test_iredmail_installed_runs_once_unattended(minion, tmp_path):
     minion.assert_no_secret()
 
 
-def test_iredmail_failure_is_reported_redacted_and_retried(minion, tmp_path):
+def test_iredmail_failure_is_reported_redacted_and_retried(live_minion, tmp_path):
+    minion = live_minion
     inst = _fake_installer(tmp_path / "inst" / "iRedMail-1.6.8", rc=3)
     ret = minion.single("mailha_mail.iredmail_installed", installer_dir=inst)
     assert ret["result"] is False
@@ -188,7 +198,8 @@ def _tarball(path, rc=0):
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
-def test_iredmail_tarball_from_fileserver_checked_and_unpacked(minion):
+def test_iredmail_tarball_from_fileserver_checked_and_unpacked(live_minion):
+    minion = live_minion
     for test in (True, False):  # test mode predicts the failure too
         ret = minion.single("mailha_mail.iredmail_installed", test=test)
         assert ret["result"] is False
@@ -210,9 +221,10 @@ def test_iredmail_tarball_from_fileserver_checked_and_unpacked(minion):
     minion.assert_no_secret()
 
 
-def test_iredmail_tarball_with_an_escaping_symlink_chain_is_refused(minion):
+def test_iredmail_tarball_with_an_escaping_symlink_chain_is_refused(live_minion):
     """Each link alone points inside the tarball; together they lead out of it (the old check
     resolved links before the earlier ones existed). Refused by name, nothing unpacked."""
+    minion = live_minion
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
         for name, link in (("iRedMail-1.6.8/a", "."), ("iRedMail-1.6.8/b", "a/a/a/../.."),
@@ -418,9 +430,10 @@ def test_filer_exports_the_vmail_share_to_the_mail_nodes(tmp_path):
     filer.assert_no_secret()
 
 
-def test_iredmail_tarball_from_a_url_with_checksum(minion, tmp_path):
+def test_iredmail_tarball_from_a_url_with_checksum(live_minion, tmp_path):
     """``source: http://...``: fetched by Salt (cp.cache_file), checked, unpacked, run (a loopback
     HTTP server stands for the download site)."""
+    minion = live_minion
     import functools
     import http.server
     import threading
@@ -443,4 +456,19 @@ def test_iredmail_tarball_from_a_url_with_checksum(minion, tmp_path):
         server.server_close()
     assert ret["result"] is True, ret["comment"]
     assert _record(minion.root / "root" / "iRedMail-1.6.8")["count"] == 1
+    minion.assert_no_secret()
+
+
+def test_iredmail_in_a_rehearsal_is_neither_fetched_nor_run(minion, tmp_path):
+    """A plain rehearsal (no mailha_live): the installer would act on this host, so it is not run,
+    in either mode, and no marker is written; the comment says what would be installed."""
+    inst = _fake_installer(tmp_path / "inst" / "iRedMail-1.6.8")
+    for test in (True, False):
+        ret = minion.single("mailha_mail.iredmail_installed", installer_dir=inst, test=test)
+        assert ret["result"] is True and ret["changes"] == {}, ret
+        assert ret["comment"].startswith("REHEARSAL, nothing done: would install iRedMail on mail1"), ret
+        assert f"mailha_root {minion.root}" in ret["comment"]
+    assert not (inst.parent / "record").exists(), "the installer ran in a rehearsal"
+    assert not (inst / "config").exists()
+    assert not (minion.root / "var/lib/mailha/iredmail.installed").exists()
     minion.assert_no_secret()
