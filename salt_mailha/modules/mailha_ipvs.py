@@ -23,6 +23,12 @@ successful check restores it. Only then: a reload restarts every check process (
 re-checks every server in one pass, which on a slow balancer held back the checks, and the drains,
 of every other server for seconds. A rehearsal (``mailha_root`` other than ``/``) signals nothing.
 
+Rehearsals are offline (``salt_mailha.rehearsal``): under a scratch ``mailha_root`` the kernel
+table is read but never changed; ``drain``, ``undrain`` and ``set_weight`` then write or remove
+only the maintenance files under the root and list the weights they left alone under
+``not_changed``. Minion config ``mailha_live: True`` lifts that (the remediation tests, a UML
+guest).
+
 Minion config: ``mailha_root`` (prefix of the maintenance directory, default ``/``),
 ``mailha_ldirectord_maintenancedir`` (default ``/etc/ldirectord.maintenance``).
 """
@@ -33,7 +39,7 @@ import time
 
 from salt.exceptions import CommandExecutionError
 
-from salt_mailha import glue
+from salt_mailha import glue, rehearsal
 from salt_mailha.core import ipvs, lb
 from salt_mailha.core.errors import MailhaError
 
@@ -139,7 +145,19 @@ def _targets(server, vip, port, protocol):
 
 
 def _set(vs, real, weight):
+    """Change one weight in the kernel; False (nothing changed) in a rehearsal."""
+    if not rehearsal.live(__opts__, __pillar__):
+        return False
     _ipvsadm(*ipvs.edit_real_argv(vs, real, weight))
+    return True
+
+
+def _offline(out, left):
+    """Mark a rehearsal's result: the weights it left alone, and why."""
+    if not rehearsal.live(__opts__, __pillar__):
+        out["not_changed"] = left
+        out["rehearsal"] = rehearsal.why(__opts__, __pillar__)
+    return out
 
 
 @_checked
@@ -169,9 +187,10 @@ def set_weight(vip, port, server, weight, protocol="tcp", server_port=None):
         raise CommandExecutionError(
             f"{ipvs.endpoint(server, server_port)} is not a real server of {vs.key}; it has "
             f"{', '.join(r.key for r in vs.real_servers) or 'none'}")
-    if real.weight != weight:
-        _set(vs, real, weight)
-    return {"service": vs.key, "real": real.key, "old": real.weight, "new": weight}
+    left = []
+    if real.weight != weight and not _set(vs, real, weight):
+        left.append(f"{vs.key} {real.key} weight {real.weight} -> {weight}")
+    return _offline({"service": vs.key, "real": real.key, "old": real.weight, "new": weight}, left)
 
 
 @_checked
@@ -194,14 +213,16 @@ def drain(server, vip=None, port=None, protocol="tcp", maintenancedir=None):
         mfile = os.path.join(mdir, address if port is None else ipvs.endpoint(address, int(port)))
         with open(mfile, "w", encoding="ascii") as f:
             f.write("drained by salt-mailha\n")
-    drained, already = [], []
+    drained, already, left = [], [], []
     for vs, real in found:
         if real.weight == 0:
             already.append(f"{vs.key} {real.key}")
-        else:
-            _set(vs, real, 0)
+        elif _set(vs, real, 0):
             drained.append(f"{vs.key} {real.key}")
-    return {"server": address, "drained": drained, "already": already, "maintenance_file": mfile}
+        else:
+            left.append(f"{vs.key} {real.key} weight {real.weight} -> 0")
+    return _offline({"server": address, "drained": drained, "already": already, "maintenance_file": mfile},
+                    left)
 
 
 def _ldirectord_pids(proc="/proc"):
@@ -279,7 +300,8 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
             youngest = age if youngest is None else min(youngest, age)
         unseen = youngest is not None and youngest < check_round
         reloaded = []
-        if unseen and any(r.weight == 0 for _, r in found) and glue.root(__opts__, __pillar__) == "/":
+        if (unseen and any(r.weight == 0 for _, r in found) and glue.root(__opts__, __pillar__) == "/"
+                and rehearsal.live(__opts__, __pillar__)):
             reloaded = _reload_ldirectord()
         deadline = time.monotonic() + float(wait)
         while True:
@@ -291,12 +313,14 @@ def undrain(server, vip=None, port=None, protocol="tcp", weight=1, maintenancedi
         return {"server": address, "via": "ldirectord", "removed": removed,
                 "restored": [f"{vs.key} {r.key}" for vs, r in found if r.weight > 0],
                 "pending": pending, "reloaded": reloaded}
-    restored = []
+    restored, left = [], []
     for vs, real in found:
         if real.weight != weight:
-            _set(vs, real, weight)
-            restored.append(f"{vs.key} {real.key}")
-    return {"server": address, "via": "ipvsadm", "restored": restored, "pending": []}
+            if _set(vs, real, weight):
+                restored.append(f"{vs.key} {real.key}")
+            else:
+                left.append(f"{vs.key} {real.key} weight {real.weight} -> {weight}")
+    return _offline({"server": address, "via": "ipvsadm", "restored": restored, "pending": []}, left)
 
 
 @_checked

@@ -22,7 +22,7 @@ SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
 
 
 class Minion:
-    def __init__(self, base, node, pillar):
+    def __init__(self, base, node, pillar, live=None):
         self.base, self.node, self.root = base, node, base / "root"
         (base / "pillar").mkdir(parents=True)
         self.root.mkdir()
@@ -32,14 +32,14 @@ class Minion:
             "id": node, "file_client": "local", "root_dir": str(base / "salt"),
             "file_roots": {"base": [str(REPO / "states")]},
             "pillar_roots": {"base": [str(base / "pillar")]},
-            "mailha_root": str(self.root),
+            "mailha_root": str(self.root), **({} if live is None else {"mailha_live": live}),
         }))
 
-    def call(self, *args):
+    def call(self, *args, env=None):
         proc = subprocess.run(
             ["unshare", "--net", "--", str(SALT_CALL), "--local", "-c", str(self.base), "--out", "json",
              "-l", "quiet", "--skip-grains", *args],
-            capture_output=True, text=True, timeout=300, check=False)
+            capture_output=True, text=True, timeout=300, check=False, env=env)
         try:
             return proc.returncode, json.loads(proc.stdout)["local"]
         except (ValueError, KeyError):
@@ -125,3 +125,40 @@ def test_whole_formula_without_a_network(tmp_path, node):
         if node == "ns1":
             records = next(v for v in ret.values() if v["__id__"] == "mailha-dns-records")
             assert records["changes"] == {} and records["comment"].startswith("REHEARSAL, nothing sent")
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["rehearsal", "mailha_live"])
+def test_drain_in_a_rehearsal_leaves_the_ipvs_table_alone(tmp_path, live):
+    """mailha_ipvs.drain/undrain on lb1 (the host kernel has no IPVS: the remediation tests'
+    stand-in ipvsadm keeps a table and logs every call): a rehearsal only reads the table and
+    writes the maintenance file under its root; mailha_live: True changes the weights."""
+    from salt_mailha.core.model import parse_site
+    from tests.integration.remediation.cluster import MAINTENANCE, prepare_balancer
+
+    pillar = example_pillar()
+    minion = Minion(tmp_path / "m", "lb1", pillar, live=live)
+    env = prepare_balancer(tmp_path / "m", "root", parse_site(pillar["mailha"]))  # under the root
+    calls = pathlib.Path(env["MAILHA_FAKE_IPVS"] + ".log")
+
+    def writes():
+        return [c for c in calls.read_text().splitlines() if c.startswith('["-e"')]
+
+    rc, out = minion.call("mailha_ipvs.drain", "mail1", env=env)
+    assert rc == 0, out
+    assert pathlib.Path(out["maintenance_file"]).parent == minion.root / MAINTENANCE
+    if live:
+        assert out["drained"] and writes() and "not_changed" not in out, out
+    else:
+        assert out["drained"] == [] and writes() == [], out
+        assert out["not_changed"] and all(w.endswith("-> 0") for w in out["not_changed"]), out
+        assert f"mailha_root {minion.root}" in out["rehearsal"]
+
+    pathlib.Path(out["maintenance_file"]).unlink()
+    (minion.root / MAINTENANCE).rmdir()  # no ldirectord: undrain sets the weights itself
+    rc, out = minion.call("mailha_ipvs.undrain", "mail1", env=env)
+    assert rc == 0 and out["via"] == "ipvsadm", out
+    if live:
+        assert out["restored"] and "not_changed" not in out, out
+    else:
+        assert out["restored"] == [] and out["not_changed"] == [], out  # the weights were never 0
+        assert writes() == []
