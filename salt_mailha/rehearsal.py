@@ -15,6 +15,10 @@ Minion config ``mailha_live`` overrides that default:
   never from pillar: a pillar cannot turn a rehearsal live.
 * ``mailha_live: False`` without ``mailha_root``: files only, on the real root.
 """
+import functools
+
+from salt.exceptions import CommandExecutionError
+
 from salt_mailha import glue
 
 
@@ -34,3 +38,20 @@ def why(opts, pillar=None):
         return "minion config mailha_live is False: live actions are off"
     return (f"a rehearsal (mailha_root {root}) acts on nothing live and sends nothing over the "
             f"network; set minion config mailha_live: True to act live anyway")
+
+
+def refused_offline(what):
+    """Decorator of an execution module function that ``what`` (acts on the live host or
+    connects): in a rehearsal it raises CommandExecutionError naming the function and the switch,
+    before anything happens. The loader's ``__opts__``/``__pillar__`` are read from the module."""
+    def wrap(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            env = func.__globals__
+            opts, pillar = env.get("__opts__") or {}, env.get("__pillar__")
+            if not live(opts, pillar):
+                name = f"{env.get('__virtualname__', func.__module__)}.{func.__name__}"
+                raise CommandExecutionError(f"{name} {what}; refused: {why(opts, pillar)}")
+            return func(*args, **kwargs)
+        return wrapper
+    return wrap

@@ -15,6 +15,11 @@ How mariadbd is started follows ``mailha:galera:launcher``:
 
 Every start passes ``--wsrep-start-position`` when the node has a history: restarting after a
 crash without it re-forms the cluster under a zeroed state UUID (see REAL-SERVICES.md).
+
+Rehearsals are offline: under a scratch ``mailha_root`` every function that connects to a server,
+starts or stops a process or prepares the datadir raises CommandExecutionError saying so; only
+``config_path``, ``launcher`` and ``garbd_status`` answer. Minion config ``mailha_live: True``
+lifts that (see ``salt_mailha.rehearsal``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 
 from salt.exceptions import CommandExecutionError
 
-from salt_mailha import glue
+from salt_mailha import glue, rehearsal
 from salt_mailha.core import galera as core
 from salt_mailha.core.errors import ParseError
 from salt_mailha.core.secret import redact
@@ -327,6 +332,7 @@ def _incomplete_evidence(inst):
 # ----------------------------------------------------------------------------------- public
 
 
+@rehearsal.refused_offline("connects to the local MariaDB")
 def status(node=None):
     """Where this node's mariadbd stands in its cluster.
 
@@ -351,6 +357,7 @@ def status(node=None):
     return out
 
 
+@rehearsal.refused_offline("reads the local MariaDB (its socket, mariadbd --wsrep-recover)")
 def position(node=None, recover=True):
     """This node's Galera position (``uuid:seqno``) and ``safe_to_bootstrap``.
 
@@ -417,6 +424,7 @@ def launcher():
     return _ctx()[2].launcher
 
 
+@rehearsal.refused_offline("prepares this host's datadir")
 def prepare(node=None):
     """Create the instance's directories (owned by ``galera:user``) and, when the datadir is
     empty, initialize it with ``mariadb-install-db``. Needs the rendered galera.cnf in place.
@@ -452,6 +460,7 @@ def _start_checked(g, inst, extra, timeout):
     return st
 
 
+@rehearsal.refused_offline("starts this host's MariaDB")
 def bootstrap(position=None, node=None, timeout=None):
     """Start this node as the first member of a new Primary component (``--wsrep-new-cluster``).
 
@@ -502,6 +511,7 @@ def bootstrap(position=None, node=None, timeout=None):
     return {"node": n.id, "action": "bootstrap", "position": str(position) if position else None, **st.as_dict()}
 
 
+@rehearsal.refused_offline("starts this host's MariaDB")
 def join(position=None, node=None, timeout=None):
     """Start this node and join the running Primary component (IST when ``position`` is given and
     the donor's gcache still holds it, else SST).
@@ -534,6 +544,7 @@ def _check_history(site, n, g, local):
             return
 
 
+@rehearsal.refused_offline("starts this host's MariaDB")
 def recover(node=None, timeout=None):
     """Recover this stopped node's position (grastate.dat, else ``--wsrep-recover``) and start
     it with ``--wsrep-start-position`` to rejoin the Primary component.
@@ -562,6 +573,7 @@ RESYNC_GRASTATE = (f"# GALERA saved state\nversion: 2.1\nuuid:    {core.ZERO_UUI
                    "safe_to_bootstrap: 0\n")
 
 
+@rehearsal.refused_offline("starts this host's MariaDB")
 def resync(node=None, timeout=None):
     """Discard this stopped node's copy and rejoin the Primary component by a full state
     transfer (SST): grastate.dat is set to the zero UUID (what Galera itself writes after a
@@ -591,6 +603,7 @@ def resync(node=None, timeout=None):
     return {"node": n.id, "action": "resync", "position": None, **st.as_dict()}
 
 
+@rehearsal.refused_offline("changes the local MariaDB")
 def pc_bootstrap(node=None):
     """Promote this running, non-Primary node to a new Primary component
     (``pc.bootstrap=YES``): the other running members join it.
@@ -607,6 +620,7 @@ def pc_bootstrap(node=None):
     return {"node": n.id, "action": "pc_bootstrap", **st.as_dict()}
 
 
+@rehearsal.refused_offline("stops this host's MariaDB")
 def stop(node=None, timeout=120):
     """Stop this node's mariadbd cleanly (SIGTERM, or ``systemctl stop mariadb``).
 
@@ -632,6 +646,7 @@ def stop(node=None, timeout=120):
     return {"node": n.id, "stopped": True, "pid": pid}
 
 
+@rehearsal.refused_offline("connects to the other members")
 def peers(node=None, timeout=1.0):
     """Ask every other full member over TCP (as the monitoring user) whether it is in a Primary
     component. Returns ``{member: {"answering", "primary", "synced", "size"}}``.
@@ -692,6 +707,7 @@ def _account_apply(cur, user, host, password, todo):
         cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password.reveal()))
 
 
+@rehearsal.refused_offline("connects to the local MariaDB")
 def monitor_present(node=None, test=False):
     """Ensure the monitoring database, its one-row table and the monitoring user (SELECT on that
     database only) exist with the pillar's password. Run on a Synced member: Galera replicates it.
@@ -759,6 +775,7 @@ def _monitor_present(n, g, inst, test):
 SST_PRIVILEGES = ("RELOAD", "PROCESS", "LOCK TABLES", "BINLOG MONITOR")
 
 
+@rehearsal.refused_offline("connects to the local MariaDB")
 def sst_user_present(node=None, test=False):
     """Ensure the account ``wsrep_sst_auth`` names (``galera:sst_user``@localhost with
     ``galera:sst_password``) exists with what a mariabackup SST needs on the donor
@@ -802,6 +819,7 @@ def _sst_user_present(n, g, inst, test):
     return {"node": n.id, "changed": todo, "test": False}
 
 
+@rehearsal.refused_offline("connects to a MariaDB over TCP")
 def health(node=None, host=None, port=None, timeout=2.0):
     """Run the balancer's Galera-aware check against this node over TCP as the monitoring user
     (``core.galera.health_query``): healthy only while Synced, ready and Primary, so a
@@ -869,6 +887,7 @@ def garbd_status(node=None):
     return {"node": n.id, "running": pid is not None, "pid": pid}
 
 
+@rehearsal.refused_offline("starts garbd on this host")
 def garbd_start(node=None):
     """Start garbd for this node (role garbd) detached, with its own pidfile and log next to the
     instance's pidfile/log (``galera:instances``), joined to the full members' group.

@@ -5,13 +5,18 @@ Reads the site from the ``mailha`` pillar; talks to every mail node's slapd over
 bound as ``mailha:ldap:replication:binddn`` (the suffix entry functions bind as
 ``mailha:ldap:rootdn``). Credentials never leave this module: not in argv (no ldapsearch), not in
 return data, not in logs.
+
+Rehearsals are offline: under a scratch ``mailha_root`` the functions that connect
+(``replication_status``, ``base_entry_status``, ``create_base_entry``) raise
+CommandExecutionError saying so; minion config ``mailha_live: True`` lifts that (see
+``salt_mailha.rehearsal``).
 """
 
 import logging
 
 from salt.exceptions import CommandExecutionError
 
-from salt_mailha import glue
+from salt_mailha import glue, rehearsal
 from salt_mailha.core import ldap as core_ldap
 from salt_mailha.core.errors import MailhaError, ValidationError
 from salt_mailha.core.model import load_site
@@ -74,6 +79,7 @@ def render(config_format=None):
     return redact(text, site.secrets())
 
 
+@rehearsal.refused_offline("connects to every LDAP server")
 def replication_status(timeout=3):
     """contextCSN of every mail node's slapd, per serverID, and whether they agree.
 
@@ -172,6 +178,7 @@ def base_entry_spec():
     return redact({"dn": entry.dn, "entry": entry.describe(), "creator": creator.node}, site.secrets())
 
 
+@rehearsal.refused_offline("connects to every LDAP server")
 def base_entry_status(force=False, timeout=3):
     """Whether every LDAP server holds the suffix entry, and what this node would do about it.
 
@@ -206,6 +213,7 @@ def _status(ctx, force, timeout):
     }, site.secrets())
 
 
+@rehearsal.refused_offline("writes to this node's LDAP server")
 def create_base_entry(force=False, timeout=3):
     """Create the suffix entry on this node's slapd when the decision says so: only on the first
     LDAP server (site order), and only when no server holds it; syncrepl carries it to the others.

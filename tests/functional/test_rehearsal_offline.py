@@ -162,3 +162,23 @@ def test_drain_in_a_rehearsal_leaves_the_ipvs_table_alone(tmp_path, live):
     else:
         assert out["restored"] == [] and out["not_changed"] == [], out  # the weights were never 0
         assert writes() == []
+
+
+@pytest.mark.parametrize(("node", "fun", "args"), [
+    pytest.param("db1", "mailha_galera.status", [], id="galera-status"),
+    pytest.param("db1", "mailha_galera.bootstrap", [], id="galera-bootstrap"),
+    pytest.param("db1", "mailha_galera.peers", [], id="galera-peers"),
+    pytest.param("filer1", "mailha_galera.garbd_start", [], id="garbd-start"),
+    pytest.param("mail1", "mailha_ldap.replication_status", [], id="ldap-replication"),
+    pytest.param("mail1", "mailha_ldap.create_base_entry", [], id="ldap-create"),
+    pytest.param("ns1", "mailha_dns.query", ["@", "MX"], id="dns-query"),
+])
+def test_live_execution_functions_are_refused_in_a_rehearsal(tmp_path, node, fun, args):
+    """Called by hand (or by the runner) on a rehearsing minion: refused before anything, by name."""
+    minion = Minion(tmp_path, node, example_pillar())
+    proc = subprocess.run(
+        ["unshare", "--net", "--", str(SALT_CALL), "--local", "-c", str(minion.base), "-l", "quiet",
+         "--skip-grains", fun, *args], capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert f"{fun}" in out and f"refused: a rehearsal (mailha_root {minion.root})" in out, out
