@@ -255,6 +255,8 @@ def _slapd_conf(ret, site, path, service, restart):
                                     f"runs the old config: fix and run service.restart {service}", secrets)
             return ret
         ret["comment"] += f" and restarted {service}"
+    elif not _live():
+        ret["comment"] += f"; REHEARSAL, {service} not restarted: {rehearsal.why(__opts__, __pillar__)}"  # noqa: F821
     else:
         ret["comment"] += f"; {service} must restart to apply it (watch this state)"
     return ret
