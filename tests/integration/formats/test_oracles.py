@@ -13,6 +13,7 @@ run (``conftest.py``) and kept in ``COUNTS``.
 
 import base64
 import collections
+import concurrent.futures
 import copy
 import random
 import re
@@ -228,20 +229,22 @@ def postconf_read(tmp, texts, name):
     parameter it does not know as ``unused parameter: name=value``, with '?' for every byte that
     is not printable ASCII; so a value without '$' is also read exactly, from the same file with
     that one line renamed to a parameter postconf knows (``smtpd_banner``; a '$' there would be
-    a macro of main.cf, which a lookup table does not expand)."""
-    out = []
-    for i, text in enumerate(texts):
+    a macro of main.cf, which a lookup table does not expand). A first line sets myhostname:
+    without it postconf spends seconds resolving this host's name. postconf still takes about two
+    seconds per file here, so the files are read in parallel."""
+
+    def read(i, text):
         d = tmp / f"postfix{i}"
         d.mkdir()
+        text = "myhostname = oracle.example\n" + text
         (d / "main.cf").write_bytes(text.encode("utf-8"))
         (d / "master.cf").write_text("")
-        res = _run(["postconf", "-c", str(d), "-n"])
+        res = _run(["postconf", "-c", str(d), "-h", "myhostname"])
         warned = [line.split(f"unused parameter: {name}=", 1)[1]
                   for line in res.stderr.decode("utf-8").split("\n") if f"unused parameter: {name}=" in line]
         assert len(warned) == 1, res.stderr.decode()
         if "$" in warned[0]:
-            out.append(warned[0])
-            continue
+            return warned[0]
         lines = text.split("\n")
         hits = [k for k, line in enumerate(lines) if line.startswith(f"{name} =")]
         assert len(hits) == 1, text
@@ -251,8 +254,10 @@ def postconf_read(tmp, texts, name):
         assert res.returncode == 0, res.stderr.decode()
         exact = res.stdout.decode("utf-8").removesuffix("\n")
         assert _postfix_printable(exact) == warned[0]
-        out.append(exact)
-    return out
+        return exact
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        return list(pool.map(read, range(len(texts)), texts))
 
 
 def doveconf_read(tmp, encoded):
