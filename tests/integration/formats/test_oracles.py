@@ -267,7 +267,7 @@ def doveconf_read(tmp, encoded):
     out = []
     for i, rhs in enumerate(encoded):
         f = tmp / f"dovecot{i}.conf"
-        f.write_bytes(f"postmaster_address = {rhs}\n".encode("utf-8"))
+        f.write_bytes(f"postmaster_address = {rhs}\n".encode())
         res = _run(["doveconf", "-c", str(f), "-h", "postmaster_address"])
         assert res.returncode == 0, res.stderr.decode()
         out.append(res.stdout.decode("utf-8").removesuffix("\n"))
@@ -432,7 +432,7 @@ def test_value_is_refused_or_read_back_identically(target, tmp_path):
                 accepted.append((cls, value, site))
     assert accepted, "every generated value was refused: the gate refuses too much"
     read = target.read(tmp_path, [s for _, _, s in accepted])
-    wrong = [(cls, v, r) for (cls, v, _), r in zip(accepted, read) if r != target.want(v)]
+    wrong = [(cls, v, r) for (cls, v, _), r in zip(accepted, read, strict=True) if r != target.want(v)]
     assert not wrong, f"{len(wrong)} value(s) the parser read back differently, e.g. {wrong[:3]!r}"
     for cls, counts in by_class.items():
         COUNTS[(target.name, cls, "refused")] += counts["refused"]
