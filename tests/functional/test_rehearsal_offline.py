@@ -5,7 +5,7 @@ Each ``salt-call --local`` runs in a network namespace of its own (``unshare --n
 ``lo`` that is down), so a state that still opened a socket, asked a peer, or changed ``lo`` would
 fail or report it. Without the rehearsal rule these states fail here (no MySQL socket, no slapd,
 no named) or change the namespace's ``lo``. The DNS tier's own proof, with a packet counter and a
-real named, is tests/integration/dns/test_rehearsal_offline.py."""
+real named, is tests/integration/dns/test_dns_rehearsal_sends_nothing.py."""
 
 import json
 import pathlib
