@@ -271,7 +271,7 @@ def postconf_read(tmp, texts, name):
         assert _postfix_printable(exact) == warned[0]
         return exact
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=128) as pool:
         return list(pool.map(read, range(len(texts)), texts))
 
 
@@ -421,9 +421,14 @@ TARGETS = [
 ]
 
 
+_PILLARS = {}
+
+
 def _outcome(target, value):
     """("refused", None) after checking the refusal, or ("accepted", site)."""
-    p = copy.deepcopy(target.pillar())
+    if target.name not in _PILLARS:  # reading the example's files costs more than parsing it
+        _PILLARS[target.name] = target.pillar()
+    p = copy.deepcopy(_PILLARS[target.name])
     target.put(p, value)
     try:
         site = parse_site(p)
