@@ -19,7 +19,7 @@ import random
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -205,9 +205,10 @@ def _ldif_entries(text):
     return out
 
 
-def slapd_read(tmp, texts):
+def slapd_read(tmp, texts, what="credentials"):
     """slaptest on each rendered slapd.conf, its conversion to cn=config, slaptest again on that
-    (slapd re-reads what it wrote), then the syncrepl credentials slapd holds."""
+    (slapd re-reads what it wrote), then what slapd holds: the syncrepl credentials, or the
+    rootdn (``what="rootdn"``)."""
     out = []
     for i, text in enumerate(texts):
         d = tmp / f"slapd{i}"
@@ -222,7 +223,11 @@ def slapd_read(tmp, texts):
         res = _run(["slaptest", "-u", "-F", str(d / "slapd.d")])
         assert res.returncode == 0, res.stderr.decode()
         (db,) = (d / "slapd.d" / "cn=config").glob("olcDatabase=*mdb.ldif")
-        syncrepls = _ldif_entries(db.read_text(encoding="utf-8"))["olcSyncrepl"]
+        entry = _ldif_entries(db.read_text(encoding="utf-8"))
+        if what == "rootdn":
+            out.append(entry["olcRootDN"][0])
+            continue
+        syncrepls = entry["olcSyncrepl"]
         creds = {re.search(r' credentials="(.*)" keepalive=', s, re.S).group(1) for s in syncrepls}
         assert len(syncrepls) == 2 and len(creds) == 1, syncrepls
         out.append(creds.pop())
@@ -335,7 +340,7 @@ class Target:
     # classes every value of which must be refused / must be carried
     refused: tuple = ("line-breaks", "tab", "control", "lone-surrogate", "unicode-line-separators")
     carried: tuple = ("name-like", "non-ascii", "long")
-    extra: dict = field(default_factory=dict)
+    also: tuple = ()  # other keys the same value was put under (named too when refused)
 
 
 def _galera(p, v):
@@ -375,6 +380,19 @@ def _own_lookup(p):
     return p
 
 
+def _dn(v):
+    return f"cn={v},dc=example,dc=net"
+
+
+def _rootdn(p, v):
+    p["ldap"]["rootdn"] = _dn(v)
+    p["ldap"]["replication"]["binddn"] = _dn(v)
+
+
+def _lookup_dn(p, v):
+    p["mail"]["lookup"] = {"bind_dn": _dn(v), "bind_password": "lookup-secret"}
+
+
 def _rendered_line(text, prefix):
     (line,) = [x for x in text.split("\n") if x.strip().startswith(prefix)][:1]
     return line
@@ -410,6 +428,21 @@ TARGETS = [
                _rendered_line(mail.render_dovecot_ldap_conf(s, s.node("mail1")), "dnpass").split(" = ", 1)[1]
                for s in sites]),
            refused=(*Target.refused, "blank-edges")),  # the same secret reaches Postfix
+    # DNs: the generated text is the value of the first RDN (cn=<value>,dc=example,dc=net)
+    Target("slapd.conf rootdn", "mailha:ldap:rootdn", _rootdn,
+           lambda tmp, sites: slapd_read(tmp, [ldap.render_native_slapd_conf(s, s.node("mail1")) for s in sites],
+                                         "rootdn"),
+           want=_dn, secret=False, refused=(*Target.refused, "blank-edges"),
+           also=("mailha:ldap:replication:binddn",)),
+    Target("postfix ldap table bind_dn", "mailha:mail:lookup:bind_dn", _lookup_dn,
+           lambda tmp, sites: postconf_read(
+               tmp, [mail.render_postfix_virtual_mailbox_maps(s, s.node("mail1")) for s in sites], "bind_dn"),
+           want=lambda v: postfix_want(_dn(v)), secret=False, refused=(*Target.refused, "blank-edges")),
+    Target("dovecot-ldap.conf.ext dn", "mailha:mail:lookup:bind_dn", _lookup_dn,
+           lambda tmp, sites: doveconf_read(tmp, [
+               _rendered_line(mail.render_dovecot_ldap_conf(s, s.node("mail1")), "dn =").split(" = ", 1)[1]
+               for s in sites]),
+           want=_dn, secret=False, refused=(*Target.refused, "blank-edges")),
     Target("iRedMail config MYSQL_ROOT_PASSWD", "mailha:mail:iredmail:admin_password", _iredmail,
            lambda tmp, sites: bash_read(tmp, [mail.render_iredmail_config(s, s.node("mail1")) for s in sites],
                                         "MYSQL_ROOT_PASSWD"),
@@ -434,7 +467,7 @@ def _outcome(target, value):
         site = parse_site(p)
     except ValidationError as exc:
         keys = [k for k, _ in exc.problems]
-        assert keys == [target.key], (value, exc.problems)
+        assert keys == [target.key, *target.also], (value, exc.problems)
         if target.secret and len(value) >= 4:
             assert value not in str(exc), "a refusal shows the secret"
         return "refused", None
