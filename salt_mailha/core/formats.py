@@ -52,6 +52,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import ValidationError
+
 # ------------------------------------------------------------------------- characters
 
 
@@ -294,10 +296,25 @@ KEEPALIVED_AUTH_BYTES = 8  # keepalived copies this many bytes of auth_pass (the
 
 def site_problems(site):
     """``[(pillar key, message)]`` for every value of ``site`` that one of the formats it reaches
-    cannot carry."""
+    cannot carry, and what the states would otherwise refuse only once files are written: the
+    health page outside the web root, a suffix whose entry the native path cannot create."""
     problems = []
     for route in routes(site):
         problems += value_problems(route)
+    keys = {k for k, _ in problems}
+    page = site.ldirectord.health_page
+    if site.mail is not None and page and (not page.lstrip("/") or ".." in page.lstrip("/").split("/")):
+        problems.append(("mailha:ldirectord:health_page", f"{page!r} leaves mail:web_root, where the mail nodes "
+                                                          f"write it: give a file name under it, e.g. ldirectord.txt"))
+    lds, mail = site.ldap, site.mail
+    native = mail is not None and mail.iredmail is None and site.nodes_with("mail")
+    if native and lds is not None and lds.suffix and "mailha:ldap:suffix" not in keys:
+        from . import ldap  # ldap imports this module
+
+        try:
+            ldap.base_entry(lds.suffix)  # the suffix entry mailha_ldap creates on the native path
+        except ValidationError as exc:
+            problems += exc.problems
     return problems
 
 
