@@ -47,7 +47,7 @@ def test_configured_redacts_the_sst_password_in_the_diff(lab):
     (lab.pillar_dir / "mailha.sls").write_text(yaml.safe_dump(pillar))
     try:
         r = single(db2, "test=True")
-        assert "wsrep_sst_auth = sst:<redacted>" in r["changes"]["diff"]
+        assert 'wsrep_sst_auth = "sst:<redacted>"' in r["changes"]["diff"]  # the value is quoted
         assert SST_PASSWORD not in repr(r)
     finally:
         pillar["mailha"]["galera"]["sst_method"] = "rsync"
