@@ -3,25 +3,26 @@
 A real salt-master and one real salt-minion per role of the example site (lb1, db1, filer1, mail1,
 ns1; minion id = node id), the example pillar with real (non-placeholder) secrets and every secret
 the model knows in use (VRRPv2 auth_pass, a mariabackup SST password, a lookup bind password, the
-monitor password, the LDAP rootpw, a TSIG key). Every minion rehearses its node
-(``mailha_root``: files are written there, nothing is started): ``mailha_site.validate``,
-``state.apply mailha`` with test=True, for real, and test=True again over edited files (diffs
-with old and new secret lines); ``mailha_site.show`` of every artifact on every node; a few
-module calls that fail without a cluster (DNS plan, health probes); and the runner through
-``salt-run`` (validate, status, drain/undrain/remediate/presence/reconcile with test=True, a
-refused remediation).
+monitor password, the LDAP rootpw, a TSIG key); each minion receives only the secrets of its roles,
+the master none. Every minion rehearses its node (``mailha_root``: files are written there,
+nothing is started): ``mailha_site.validate``, ``state.apply mailha`` with test=True, for real,
+and test=True again over edited files (diffs with old and new secret lines);
+``mailha_site.show`` of every artifact on every node; a few module calls that fail without a
+cluster (DNS plan, health probes); and the runner through ``salt-run`` (validate, status,
+drain/undrain/remediate/presence/reconcile with test=True, a refused remediation).
 
 Then every secret and each of its derived forms (``secret.derived_secrets``: slapd.conf's rootpw
 hash, encodings, keepalived's 8 characters, the TSIG key bytes ...) is searched for in: every job
 return and CLI output, every event the master and the minions saw, the master's and minions' log
-files (debug level), and every file under the master's and the minions' root dirs (the job cache's
-msgpack files as bytes and decoded). Excluded, explicitly: the rendered files under each node's
-``mailha_root`` (their purpose is to hold the secrets), the pillar files (the input), and the
-pillar in the master's minion data cache (Salt's copy of that input; the rest of the file is
-searched).
+files (trace level: Salt logs every event payload there), and every file under the master's and
+the minions' root dirs (the job cache's msgpack files as bytes and decoded). Excluded, explicitly:
+the rendered files under each node's ``mailha_root`` (their purpose is to hold the secrets), the
+pillar files (the input), and the pillar bank of the master's minion data cache (Salt's copy of
+that input).
 
 A canary proves the search sees each channel: a made-up value sent through ``test.echo`` and
-``event.send`` must be found in a return, an event, the job cache and a minion log, every run.
+``event.send`` must be found in a return, an event, the job cache (bytes and decoded) and a log,
+every run.
 """
 
 import base64
@@ -40,7 +41,7 @@ import yaml
 from salt_mailha.core import mail as core_mail
 from salt_mailha.core import render
 from salt_mailha.core import secret as core_secret
-from salt_mailha.core.model import parse_site
+from salt_mailha.core.model import parse_site, secret_fields
 from tests.support import example, leaks
 
 pytestmark = pytest.mark.integration
@@ -67,6 +68,24 @@ def real_secrets_pillar():
     m["dns"]["servers"] = [{"address": "127.0.0.1", "port": 9}]
     m["dns"]["tsig"]["secret"] = base64.b64encode(pysecrets.token_bytes(32)).decode()
     return pillar
+
+
+def pillar_of(pillar, site, node):
+    """``pillar`` with only the secrets ``node`` uses (``secret_fields``); None: no secret."""
+    out = copy.deepcopy(pillar)
+    for key, value, users in secret_fields(site):
+        if value is not None and node not in users:
+            *parents, last = key.split(":")
+            section = out
+            for name in parents:
+                section = section[name]
+            section.pop(last)
+    lookup = out["mailha"].get("mail", {}).get("lookup", {})
+    if "bind_dn" in lookup and "bind_password" not in lookup:
+        # core.model refuses a lookup bind_dn without its bind_password even on a node that
+        # does not use it (reported with issue 15, item 5): those nodes get neither, for now
+        lookup.pop("bind_dn")
+    return out
 
 
 # ------------------------------------------------------------------ the registry of derived forms
@@ -151,21 +170,30 @@ def run(salt_factories, event_listener, tmp_path_factory):
     r.site = parse_site(pillar["mailha"])
     r.pillar_dir = base / "pillar"
     r.pillar_dir.mkdir()
-    (r.pillar_dir / "top.sls").write_text("base:\n  '*':\n    - mailha\n")
-    (r.pillar_dir / "mailha.sls").write_text(yaml.safe_dump(pillar))
+    # least privilege, as a site deploys it: each minion receives only the secrets its roles use
+    # (secret_fields), the master the topology alone; every node of the site has its pillar (the
+    # runner's validate compiles each), five of them a minion
+    ids = [n.id for n in r.site.nodes]
+    top = {"base": {"nosecret-master": ["topology"], **{n: [f"node_{n}"] for n in ids}}}
+    (r.pillar_dir / "top.sls").write_text(yaml.safe_dump(top))
+    (r.pillar_dir / "topology.sls").write_text(yaml.safe_dump(pillar_of(pillar, r.site, None)))
+    for n in ids:
+        (r.pillar_dir / f"node_{n}.sls").write_text(yaml.safe_dump(pillar_of(pillar, r.site, n)))
     master = salt_factories.salt_master_daemon(
         "nosecret-master", defaults={"root_dir": str(base / "master")},
         overrides={"interface": "127.0.0.1", "auto_accept": True,
                    "file_roots": {"base": [str(example.REPO / "states")]},
                    "pillar_roots": {"base": [str(r.pillar_dir)]},
-                   "log_level_logfile": "debug"})
+                   "log_level_logfile": "trace",
+                   # lb2 has no minion: the runner's re-checks wait for it this long, not 11 s
+                   "mailha_job_startup": 1, "mailha_probe_timeout": 0.5})
     minions = {}
     for node in NODES:
         r.roots[node] = base / "roots" / node
         r.roots[node].mkdir(parents=True)
         minions[node] = master.salt_minion_daemon(
             node, defaults={"root_dir": str(base / "minions" / node)},
-            overrides={"mailha_root": str(r.roots[node]), "log_level_logfile": "debug"})
+            overrides={"mailha_root": str(r.roots[node]), "log_level_logfile": "trace"})
     started = time.time()
     r.master, r.minions = master, minions
     r.daemons = [master, *minions.values()]
@@ -266,6 +294,8 @@ def _exercise(r, master, keep_events):
             r.returns.append((f"salt-run {' '.join(args)}", json.loads(proc.stdout)))
         except ValueError:
             pass
+        if args == ["mailha.validate"]:
+            assert json.loads(proc.stdout).get("valid") is True, proc.stdout
         keep_events()
     time.sleep(1)  # the last events and log lines reach the listener and the files
     keep_events()
