@@ -10,27 +10,22 @@ Two tables make the rules:
   format's parser cannot carry even so (``refuses``). Each rule was read off the real parser
   (``tests/integration/formats/test_oracles.py`` feeds them generated values):
 
-  ======================  ===========================================  ================================
-  format                  written as                                   refused
-  ======================  ===========================================  ================================
-  mariadb-option-file     ``"..."``, ``\\`` and ``"`` backslash-escaped  control characters
-  keepalived              ``"..."`` (no escapes exist)                 ``"``, control characters,
-                                                                       auth_pass over 8 UTF-8 bytes
-  ldirectord              ``key="..."`` (the last ``"`` closes)        ``#`` (cuts the line), control
-                                                                       characters (a tab becomes 4
-                                                                       spaces)
-  ldirectord-receive      as ldirectord; the value is a Perl regex     and ``\\ ^ $ | ? * + ( ) [ ] { }``
-  slapd                   ``"..."`` in slapd.conf and olcSyncrepl      ``"``, ``\\`` (cn=config writes
-                                                                       them back unescaped), control
-                                                                       characters
-  postfix-table           ``name = value``                             leading/trailing blanks (Postfix
-                                                                       strips them), control characters
-  postfix-search-base     as postfix-table                             and ``%`` (expanded by the table)
-  dovecot-ldap            ``"..."``, ``\\`` and ``"`` backslash-escaped  control characters
-  shell                   ``'...'`` (``'`` as ``'"'"'``)               control characters
-  named                   a domain name, written quoted and as a path  anything but letters, digits,
-                                                                       ``-`` and ``.`` labels
-  ======================  ===========================================  ================================
+  - ``mariadb-option-file`` (galera.cnf): double-quoted, ``\\`` and ``"`` backslash-escaped;
+    refuses control characters.
+  - ``keepalived``: double-quoted (keepalived has no escapes); refuses ``"``, control characters
+    and an auth_pass over 8 UTF-8 bytes.
+  - ``ldirectord``: ``key="value"``, read up to the last ``"`` of the line; refuses ``#``
+    (ldirectord cuts the line there) and control characters (a tab becomes 4 spaces).
+  - ``ldirectord-receive``: the same, and the value is a Perl regular expression: refuses
+    ``\\ ^ $ | ? * + ( ) [ ] { }`` too.
+  - ``slapd`` (slapd.conf and olcSyncrepl): double-quoted; refuses ``"`` and ``\\`` (cn=config
+    writes a quoted value back unescaped) and control characters.
+  - ``postfix-table`` (``ldap:*.cf``): ``name = value``; refuses blanks at either end (Postfix strips
+    them) and control characters. ``postfix-search-base`` refuses ``%`` too (the table expands it).
+  - ``dovecot-ldap``: double-quoted, ``\\`` and ``"`` backslash-escaped; refuses control characters.
+  - ``shell`` (iRedMail's config): single-quoted, ``'`` as ``'"'"'``; refuses control characters.
+  - ``named``: a domain name, quoted and in a file path; refuses anything but labels of letters,
+    digits and ``-``.
 
   Every format also refuses text with no UTF-8 form (lone surrogates), and U+2028/U+2029: no
   file can hold the first, and Python's ``splitlines`` (the slapd.conf merge, the diffs) breaks
@@ -39,8 +34,11 @@ Two tables make the rules:
 * ``routes(site)``: which pillar value reaches which formats, for this site (the LDAP root
   password reaches the syncrepl statement only when replication binds as the rootdn, Postfix and
   Dovecot only when ``mail:lookup`` sets no DN of its own, ...). DNs are also checked as DNs
-  (``DN``): salt-mailha writes them as they are, so RFC 4514 specials, which would need a
+  (``dn_problem``): salt-mailha writes them as they are, so RFC 4514 specials, which would need a
   backslash escape, are refused.
+
+``site_problems`` also refuses what a state would otherwise refuse only after other files were
+written: a health page outside the web root, a suffix whose entry the native path cannot create.
 
 Messages name the key, say what the value contains and which file cannot carry it, and never
 show a secret's value.
