@@ -167,18 +167,16 @@ no warnings;
 for my $file (@ARGV) {
     $main::CONFIG = $file;
     main::read_config();
-    for my $v (@main::VIRTUAL) {
-        next unless $v->{service} eq "mysql";
-        print unpack("H*", $v->{login}), " ", unpack("H*", $v->{passwd}), "\n";
-        last;
-    }
+    my ($mysql) = grep { $_->{service} eq "mysql" } @main::VIRTUAL;
+    my ($http) = grep { $_->{service} eq "http" } @main::VIRTUAL;
+    print join(" ", map { unpack("H*", $_) . "." } ($mysql->{login}, $mysql->{passwd}, $http->{receive})), "\n";
 }
 """
 
 
 def ldirectord_read(tmp, texts):
     """ldirectord's own ``read_config`` (the installed script's code, its main not run) on each
-    rendered ldirectord.cf: ``(login, passwd)`` of the mysql check."""
+    rendered ldirectord.cf: ``(login, passwd, receive)`` of the mysql and http checks."""
     files = []
     for i, text in enumerate(texts):
         f = tmp / f"ldirectord{i}.cf"
@@ -187,11 +185,10 @@ def ldirectord_read(tmp, texts):
     (tmp / "read.pl").write_text(LDIRECTORD_READ)
     res = _run(["perl", str(tmp / "read.pl"), *files])
     assert res.returncode == 0, res.stderr.decode()
-    rows = res.stdout.decode().split()
-    pairs = [(bytes.fromhex(rows[k]).decode("utf-8"), bytes.fromhex(rows[k + 1]).decode("utf-8"))
-             for k in range(0, len(rows), 2)]
-    assert len(pairs) == len(texts)
-    return pairs
+    rows = [tuple(bytes.fromhex(h.rstrip(".")).decode("utf-8") for h in line.split())
+            for line in res.stdout.decode().splitlines()]
+    assert len(rows) == len(texts) and all(len(r) == 3 for r in rows), res.stdout
+    return rows
 
 
 def _ldif_entries(text):
@@ -407,11 +404,11 @@ TARGETS = [
                                                                    "auth_pass ") for s in sites]),
            maxlen=8, carried=("name-like", "blank-edges", "non-ascii", "long")),
     Target("ldirectord.cf monitor password", "mailha:galera:monitor:password", _monitor_password,
-           lambda tmp, sites: [p for _, p in ldirectord_read(
+           lambda tmp, sites: [p for _, p, _ in ldirectord_read(
                tmp, [lb.render_ldirectord_cf(s, s.node("lb1")) for s in sites])],
            carried=("name-like", "blank-edges", "non-ascii", "long")),
     Target("ldirectord.cf monitor user", "mailha:galera:monitor:user", _monitor_user,
-           lambda tmp, sites: [u for u, _ in ldirectord_read(
+           lambda tmp, sites: [u for u, _, _ in ldirectord_read(
                tmp, [lb.render_ldirectord_cf(s, s.node("lb1")) for s in sites])],
            secret=False, maxlen=80, carried=("name-like", "non-ascii")),
     Target("slapd.conf syncrepl credentials (rootpw)", "mailha:ldap:rootpw", _rootpw,
@@ -428,6 +425,11 @@ TARGETS = [
                _rendered_line(mail.render_dovecot_ldap_conf(s, s.node("mail1")), "dnpass").split(" = ", 1)[1]
                for s in sites]),
            refused=(*Target.refused, "blank-edges")),  # the same secret reaches Postfix
+    Target("ldirectord.cf receive (health_content)", "mailha:ldirectord:health_content",
+           lambda p, v: p.setdefault("ldirectord", {}).update(health_content=v),
+           lambda tmp, sites: [r for _, _, r in ldirectord_read(
+               tmp, [lb.render_ldirectord_cf(s, s.node("lb1")) for s in sites])],
+           secret=False, carried=("name-like", "blank-edges", "non-ascii", "long")),
     # DNs: the generated text is the value of the first RDN (cn=<value>,dc=example,dc=net)
     Target("slapd.conf rootdn", "mailha:ldap:rootdn", _rootdn,
            lambda tmp, sites: slapd_read(tmp, [ldap.render_native_slapd_conf(s, s.node("mail1")) for s in sites],
