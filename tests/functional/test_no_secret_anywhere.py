@@ -57,14 +57,16 @@ def _token(n):
 
 def real_secrets_pillar():
     """The whole example site with fresh real secrets, every kind of secret in use, and its DNS
-    server on a closed loopback port (the ns1 rehearsal's RFC 2136 UPDATE fails at once)."""
+    server on a closed loopback port (nothing may reach it: rehearsals are offline). Each secret
+    carries characters that shell, SQL, JSON, Python-repr or URL encoding changes (those its
+    formats accept), so an encoded form that leaks is caught too."""
     pillar = copy.deepcopy(example.example_pillar())
     m = pillar["mailha"]
-    m["keepalived"].update(vrrp_version=2, auth_pass=_token(8))
-    m["galera"].update(sst_method="mariabackup", sst_password=_token(24))
-    m["galera"]["monitor"]["password"] = _token(24)
-    m["ldap"]["rootpw"] = _token(24)
-    m["mail"]["lookup"] = {"bind_dn": "cn=vmail,dc=example,dc=net", "bind_password": _token(24)}
+    m["keepalived"].update(vrrp_version=2, auth_pass="K\\'%@:" + _token(2))
+    m["galera"].update(sst_method="mariabackup", sst_password="S\"'%@:/ ;=$é" + _token(20))
+    m["galera"]["monitor"]["password"] = "M\\'\"%@:/&;$" + _token(20)
+    m["ldap"]["rootpw"] = "R'%@:/&# ;=$é" + _token(20)
+    m["mail"]["lookup"] = {"bind_dn": "cn=vmail,dc=example,dc=net", "bind_password": "B\\'%@:/& é" + _token(20)}
     m["dns"]["servers"] = [{"address": "127.0.0.1", "port": 9}]
     m["dns"]["tsig"]["secret"] = base64.b64encode(pysecrets.token_bytes(32)).decode()
     return pillar
