@@ -280,16 +280,7 @@ def value_problems(route):
         why = f.refuses(text)
         if why:
             return [(route.key, f"{why}, which {f.title} cannot carry: {_fix(route)}")]
-    if route.key == "mailha:keepalived:auth_pass":
-        size = len(text.encode("utf-8"))
-        if len(text) <= KEEPALIVED_AUTH_BYTES < size:
-            return [(route.key, f"is {size} bytes in UTF-8; keepalived uses only the first "
-                                f"{KEEPALIVED_AUTH_BYTES} bytes: choose a password of at most "
-                                f"{KEEPALIVED_AUTH_BYTES} ASCII characters (value not shown)")]
     return []
-
-
-KEEPALIVED_AUTH_BYTES = 8  # keepalived copies this many bytes of auth_pass (the model counts characters)
 
 
 def site_problems(site):

@@ -29,7 +29,7 @@ SST_METHODS = ("rsync", "mariabackup", "mysqldump")
 ARBITRATORS = ("none", "garbd")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512")
 LDAP_FORMATS = ("slapd.conf", "cn=config")
-VRRP_AUTH_MAX = 8  # keepalived silently cuts auth_pass to 8 characters
+VRRP_AUTH_MAX = 8  # keepalived silently cuts auth_pass to 8 bytes
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DN_RDN = re.compile(r"^[A-Za-z][A-Za-z0-9-]*=.+$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -795,9 +795,14 @@ def _parse_keepalived(top):
     if k is None:
         return None
     auth = k.secret("auth_pass", None)  # required where used: _check_secrets
-    if auth is not None and len(auth) > VRRP_AUTH_MAX:
+    size = len(auth.reveal().encode("utf-8")) if auth is not None else 0
+    if size > VRRP_AUTH_MAX and size == len(auth):
         k.problem("auth_pass", f"is {len(auth)} characters; keepalived silently uses only the first "
                                f"{VRRP_AUTH_MAX}: set a password of at most {VRRP_AUTH_MAX} characters")
+    elif size > VRRP_AUTH_MAX:
+        k.problem("auth_pass", f"is {size} bytes in UTF-8; keepalived silently uses only the first "
+                               f"{VRRP_AUTH_MAX} bytes: set a password of at most {VRRP_AUTH_MAX} ASCII "
+                               f"characters (value not shown)")
     version = k.int("vrrp_version", 3, lo=2, hi=3)
     advert = k.number("advert_int", 1.0, lo=0.01, hi=255)
     if version == 2 and advert is not None and advert != int(advert):
@@ -836,7 +841,9 @@ def _parse_galera(top):
     m = g.section("monitor")
     monitor = None
     if m is not None:
-        monitor = MonitorSpec(m.str("user", "monitor"), m.secret("password", None),
+        monitor = MonitorSpec(m.str("user", "monitor", pattern=re.compile(r"^[A-Za-z0-9_.-]{1,80}$"),
+                                    hint=": a MariaDB user name (letters, digits, '_', '.', '-')"),
+                              m.secret("password", None),
                               m.str("database", "monitoring", pattern=re.compile(r"^\w{1,64}$")))
         m.done()
     if "root_password" in g.data:
@@ -999,7 +1006,7 @@ def _parse_dns(top):
         if not isinstance(n, str) or not _LABEL.fullmatch(n):
             s.problem(f"names:{i}", f"{n!r} is not a DNS label (lowercase letters, digits, '-')")
     spec = DnsSpec(
-        zone=s.str("zone"), updater=s.str("updater"), servers=tuple(servers), tsig=tsig,
+        zone=s.str("zone", pattern=_DNS_NAME, hint=": a DNS zone name such as example.net"), updater=s.str("updater"), servers=tuple(servers), tsig=tsig,
         ttl_default=ttl_default, ttl_failover=ttl_failover, mx=_frozen(mx), names=tuple(names),
         max_delete_share=s.number("max_delete_share", 0.3, lo=0.0, hi=1.0),
     )
@@ -1228,6 +1235,12 @@ def _check_topology(site, problems):  # noqa: C901 - one flat list of rules read
             p("mailha:nodes", f"{len(lbs)} load balancer(s) (role lb); the VIPs need at least 2 to fail over")
         if site.keepalived is None:
             p("mailha:keepalived", "is required when the site has VIPs or lb nodes (auth_pass, advert_int ...)")
+    ka = site.keepalived
+    if ka is not None and lbs and None not in (ka.priority_top, ka.priority_step):
+        last = ka.priority_top - (len(lbs) - 1) * ka.priority_step
+        if last < 1:
+            p("mailha:keepalived:priority_step", f"gives {lbs[-1].id} priority {last}; VRRP priorities are "
+                                                 f"1..254: lower priority_step or raise priority_top")
     vrids = {}
     for v in site.vips.values():
         if v.virtual_router_id in vrids:

@@ -31,7 +31,7 @@ def site(**galera):
 
 @pytest.mark.parametrize("galera", [
     {},
-    {"sst_method": "mariabackup", "evs": EVS},
+    {"sst_method": "mariabackup", "sst_password": "sst-pw", "evs": EVS},
     {"instances": {"db1": {"port": 33061, "gmcast_port": 45671, "ist_port": 45681, "sst_port": 44441,
                            "datadir": "/srv/g/db1/data", "socket": "/srv/g/db1/run/s.sock"}}},
 ], ids=["defaults", "mariabackup-tuned-evs", "instance-overrides"])
