@@ -103,3 +103,23 @@ def test_validate_reports_a_file_that_does_not_render(tmp_path, tree):
     assert ret["valid"] is False
     bad = [p for p in ret["problems"] if p.startswith(("mail1: ", "mail2: "))]
     assert len(bad) == 2 and all("did not render" in p and "mailha_secrets.mail" in p for p in bad), ret
+
+
+def test_a_minion_names_the_pillar_file_that_did_not_render(tmp_path, tree):
+    """A YAML mistake in a secret file: the minion's validate names the file that failed (Salt
+    otherwise says so only in its debug log, and the pillar merely lacks the secret)."""
+    import subprocess
+    import sys
+
+    (tree / "mailha_secrets" / "mail.sls").write_text("mailha:\n  ldap:\n    rootpw: [unclosed\n")
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "minion").write_text(yaml.safe_dump({
+        "id": "mail1", "file_client": "local", "pillar_roots": {"base": [str(tree)]},
+        "root_dir": str(tmp_path / "salt"), "mailha_root": str(tmp_path / "root")}))
+    salt_call = pathlib.Path(sys.executable).with_name("salt-call")
+    proc = subprocess.run([str(salt_call), "--local", "-c", str(conf), "--out", "json", "-l", "quiet",
+                           "mailha_site.validate"], capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "pillar mailha: the pillar did not render: Rendering SLS 'mailha_secrets.mail' failed" in out, out
