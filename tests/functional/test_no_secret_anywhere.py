@@ -14,15 +14,16 @@ drain/undrain/remediate/presence/reconcile with test=True, a refused remediation
 Then every secret and each of its derived forms (``secret.derived_secrets``: slapd.conf's rootpw
 hash, encodings, keepalived's 8 characters, the TSIG key bytes ...) is searched for in: every job
 return and CLI output, every event the master and the minions saw, the master's and minions' log
-files (trace level: Salt logs every event payload there), and every file under the master's and
-the minions' root dirs (the job cache's msgpack files as bytes and decoded). Excluded, explicitly:
+files (trace level: Salt logs every event payload there), every file under the master's and the
+minions' root dirs (the job cache's msgpack files as bytes and decoded), and the argv and
+environment of every process on the host, sampled every 0.1 s during the run. Excluded, explicitly:
 the rendered files under each node's ``mailha_root`` (their purpose is to hold the secrets), the
 pillar files (the input), and the pillar bank of the master's minion data cache (Salt's copy of
 that input).
 
-A canary proves the search sees each channel: a made-up value sent through ``test.echo`` and
-``event.send`` must be found in a return, an event, the job cache (bytes and decoded) and a log,
-every run.
+A canary proves the search sees each channel: a made-up value sent through ``test.echo``,
+``event.send`` and ``cmd.run`` must be found in a return, an event, the job cache (bytes and
+decoded), a log and a process's argv, every run.
 """
 
 import base64
@@ -162,6 +163,7 @@ class Run:
         self.pillar_dir = None
         self.canary = None
         self.timings = []
+        self.sampler = None
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +214,8 @@ def run(salt_factories, event_listener, tmp_path_factory):
                 m.start(start_timeout=120)
                 up.append(m)
             r.timings.append(("daemons up", round(time.time() - started, 1)))
-            _exercise(r, master, keep_events)
+            with leaks.ProcessSampler(interval=0.1) as r.sampler:
+                _exercise(r, master, keep_events)
             yield r
         finally:
             for m in reversed(up):
@@ -240,6 +243,7 @@ def _exercise(r, master, keep_events):
     r.canary = "canary-" + _token(16)
     call("test.echo", [r.canary], tgt=["lb1"])
     call("event.send", ["mailha/test/canary"], tgt=["lb1"], canary=r.canary)
+    call("cmd.run", [f"sleep 1; true {r.canary}"], tgt=["lb1"])  # a shell whose argv holds it
 
     ret = call("mailha_site.validate")
     assert all(isinstance(v, dict) and v.get("valid") for v in ret.values()), ret
@@ -311,6 +315,7 @@ def _search(r, finder):
         finder.text(f"output of {what}", text, kind="CLI outputs")
     for ev in r.events.values():
         finder.data(f"event {ev.tag} on {ev.daemon_id}", ev.full_data, kind="events")
+    r.sampler.search(finder)
     log_lines = 0
     for d in r.daemons:
         with open(d.config["log_file"], errors="replace") as fh:
@@ -342,7 +347,7 @@ def test_no_secret_nor_derived_form_in_any_output(run):
     counts = finder.counts
     print(f"searched {len(needles)} values: {counts}; timings {run.timings}")
     assert counts["job returns"] >= 20 and counts["events"] >= 50 and counts["log lines"] >= 1000, counts
-    assert counts["job cache files"] >= 20, counts
+    assert counts["job cache files"] >= 20 and counts["process argv/environ samples"] >= 100, counts
     assert not finder.hits, f"secrets leaked:\n{finder.report()}"
 
 
@@ -355,3 +360,4 @@ def test_the_search_finds_a_canary_in_every_channel(run):
     assert any("/jobs/" in w and "decoded" in w for w in where), where
     assert any("/jobs/" in w and "decoded" not in w for w in where), where
     assert any(w.endswith(".log") or "/log/" in w for w in where), where
+    assert any(w.startswith("cmdline of process") for w in where), where

@@ -110,3 +110,45 @@ def _unpack_all(raw):
         return list(unpacker)
     except Exception:  # noqa: BLE001 - not msgpack after all: its bytes were searched already
         return []
+
+
+class ProcessSampler:
+    """Samples the argv and environment of every process on the host while a run goes on (a
+    thread, every ``interval`` seconds), so that a secret passed in argv or an environment
+    variable is searched too. A sample, not a trace: a process that lives less than ``interval``
+    can be missed."""
+
+    def __init__(self, interval=0.05):
+        import threading
+
+        self.interval = interval
+        self.seen = {}  # (pid, kind) -> bytes
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self):
+        own = str(__import__("os").getpid())
+        while not self._stop.is_set():
+            for proc in pathlib.Path("/proc").iterdir():
+                if not proc.name.isdigit() or proc.name == own:
+                    continue
+                for kind in ("cmdline", "environ"):
+                    try:
+                        data = (proc / kind).read_bytes()
+                    except OSError:
+                        continue
+                    if data:
+                        self.seen.setdefault((proc.name, kind, data), data)
+            self._stop.wait(self.interval)
+
+    def search(self, finder):
+        for (pid, kind, _), data in list(self.seen.items()):
+            finder.text(f"{kind} of process {pid}", data, kind="process argv/environ samples")
