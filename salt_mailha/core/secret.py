@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import urllib.parse
 
 REDACTED = "<redacted>"
@@ -82,6 +83,38 @@ def _redact(data, values):
     if isinstance(data, (list, tuple, set)):
         return type(data)(_redact(v, values) for v in data)
     return data
+
+
+def redact_diff(diff, secrets):
+    """``redact`` for a unified diff of a file that holds secrets, including the secrets it held
+    before: once a secret is rotated, the old value is no pillar secret any more, yet the diff's
+    removed line still shows it (``-    auth_pass "<old>"``). Every line the diff adds or keeps that
+    holds a redacted secret becomes a template (``    auth_pass "<redacted>"``); every removed line
+    that the template matches, whatever stands where the secret was, is shown as the template. A
+    removed line with no such counterpart (a secret the new file no longer holds at all) cannot
+    be recognised here; the caller can withhold the whole diff of such a file."""
+    text = redact(diff, secrets)
+    lines = text.splitlines(keepends=True)
+    templates, in_hunk = [], False
+    for line in lines:
+        in_hunk = in_hunk or line.startswith("@@")
+        if in_hunk and line[:1] in "+ " and REDACTED in line:
+            body = line[1:].rstrip("\r\n")
+            pattern = "(.+?)".join(re.escape(part) for part in body.split(REDACTED))
+            templates.append((re.compile(f"^{pattern}$", re.S), body))
+    if not templates:
+        return text
+    out, in_hunk = [], False
+    for line in lines:
+        in_hunk = in_hunk or line.startswith("@@")
+        if in_hunk and line.startswith("-"):
+            body = line[1:].rstrip("\r\n")
+            for rx, template in templates:
+                if rx.match(body):
+                    line = "-" + template + line[1 + len(body):]
+                    break
+        out.append(line)
+    return "".join(out)
 
 
 def ssha(password, salt):

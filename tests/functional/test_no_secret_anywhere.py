@@ -28,6 +28,7 @@ decoded), a log and a process's argv, every run.
 
 import base64
 import copy
+import difflib
 import json
 import pathlib
 import secrets as pysecrets
@@ -140,6 +141,40 @@ def test_encoded_forms_hold_what_each_format_writes(value, form):
 def test_keepalived_keeps_eight_characters():
     assert core_secret.keepalived_auth_pass_forms("0123456789") == ("01234567",)
     assert core_secret.keepalived_auth_pass_forms("01234567") == ()
+
+
+@pytest.mark.parametrize("rotated", ["keepalived:auth_pass", "galera:sst_password", "galera:monitor:password",
+                                     "ldap:rootpw", "mail:lookup:bind_password", "dns:tsig:secret"])
+def test_a_rotated_secret_leaves_no_trace_in_a_diff(rotated):
+    """Once a secret changes, the old value is no secret of the site any more, yet a diff of every
+    file that held it removes a line with it: ``secret.redact_diff`` masks those lines too. (The
+    states' diffs go through ``glue.redacted_diff``, which must call it.)"""
+    pillar = real_secrets_pillar()
+    before = parse_site(pillar["mailha"])
+    section = pillar["mailha"]
+    *parents, last = rotated.split(":")
+    for name in parents:
+        section = section[name]
+    section[last] = base64.b64encode(pysecrets.token_bytes(24)).decode() if last == "secret" else \
+        _token(8 if last == "auth_pass" else 24)
+    after = parse_site(pillar["mailha"])
+    old_values = [s.reveal() for s in before.secrets()]
+    diffs = 0
+    for node in after.nodes:
+        files = [(a.path, a.render(before, node), a.render(after, node))
+                 for a in render.ARTIFACTS if a.applies(after, node)]
+        if node.has("mail"):
+            old_files = {f.path: f.content for f in core_mail.mail_files(before, node)}
+            files += [(f.path, old_files[f.path], f.content) for f in core_mail.mail_files(after, node)]
+        for path, old, new in files:
+            diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
+            if not diff:
+                continue
+            diffs += 1
+            shown = core_secret.redact_diff(diff, after.secrets())
+            assert not [v for v in old_values if v in shown], f"{rotated}: {path} of {node.id}"
+            assert shown.count("\n-") == diff.count("\n-"), "a removed line went missing"
+    assert diffs, f"rotating {rotated} changed no file"
 
 
 # ------------------------------------------------------------------------------- the real run
