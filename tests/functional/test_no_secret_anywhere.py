@@ -9,7 +9,8 @@ nothing is started): ``mailha_site.validate``, ``state.apply mailha`` with test=
 and test=True again over edited files (diffs with old and new secret lines);
 ``mailha_site.show`` of every artifact on every node; a few module calls that fail without a
 cluster (DNS plan, health probes); and the runner through ``salt-run`` (validate, status,
-drain/undrain/remediate/presence/reconcile with test=True, a refused remediation).
+drain/undrain/remediate/presence/reconcile with test=True, a refused remediation); all along,
+lb1's health beacon probes every real server (its mysql check logs in with the monitor password).
 
 Then every secret and each of its derived forms (``secret.derived_secrets``: slapd.conf's rootpw
 hash, encodings, keepalived's 8 characters, the TSIG key bytes ...) is searched for in: every job
@@ -29,6 +30,7 @@ decoded), a log and a process's argv, every run.
 import base64
 import copy
 import difflib
+import fnmatch
 import json
 import pathlib
 import secrets as pysecrets
@@ -230,9 +232,11 @@ def run(salt_factories, event_listener, tmp_path_factory):
     for node in NODES:
         r.roots[node] = base / "roots" / node
         r.roots[node].mkdir(parents=True)
+        over = {"mailha_root": str(r.roots[node]), "log_level_logfile": "trace"}
+        if node == "lb1":  # the health beacon probes every real server (the mysql check logs in)
+            over.update(loop_interval=1, beacons={"mailha_health": [{"interval": 1}, {"timeout": 0.5}]})
         minions[node] = master.salt_minion_daemon(
-            node, defaults={"root_dir": str(base / "minions" / node)},
-            overrides={"mailha_root": str(r.roots[node]), "log_level_logfile": "trace"})
+            node, defaults={"root_dir": str(base / "minions" / node)}, overrides=over)
     started = time.time()
     r.master, r.minions = master, minions
     r.daemons = [master, *minions.values()]
@@ -340,6 +344,8 @@ def _exercise(r, master, keep_events):
         keep_events()
     time.sleep(1)  # the last events and log lines reach the listener and the files
     keep_events()
+    assert any(fnmatch.fnmatch(ev.tag, "salt/beacon/lb1/mailha_health/*") for ev in r.events.values()), \
+        "the health beacon reported nothing"
 
 
 def _search(r, finder):
