@@ -17,10 +17,11 @@ hash, encodings, keepalived's 8 characters, the TSIG key bytes ...) is searched 
 return and CLI output, every event the master and the minions saw, the master's and minions' log
 files (trace level: Salt logs every event payload there), every file under the master's and the
 minions' root dirs (the job cache's msgpack files as bytes and decoded), and the argv and
-environment of every process on the host, sampled every 0.1 s during the run. Excluded, explicitly:
-the rendered files under each node's ``mailha_root`` (their purpose is to hold the secrets), the
-pillar files (the input), and the pillar bank of the master's minion data cache (Salt's copy of
-that input).
+environment of every process on the host, sampled every 0.1 s during the run. Every file each
+rehearsal wrote under its ``mailha_root`` is searched too, except, explicitly, the rendered files
+whose purpose is to hold a secret (``holds_secrets``: the registry's secret artifacts and the mail
+tier's private files; each must be closed to other users). Also excluded: the pillar files (the
+input) and the pillar bank of the master's minion data cache (Salt's copy of that input).
 
 A canary proves the search sees each channel: a made-up value sent through ``test.echo``,
 ``event.send`` and ``cmd.run`` must be found in a return, an event, the job cache (bytes and
@@ -49,6 +50,18 @@ from salt_mailha.core.model import parse_site, secret_fields
 from tests.support import example, leaks
 
 pytestmark = pytest.mark.integration
+
+
+
+def holds_secrets(site, node):
+    """The files whose purpose is to hold a secret, that ``node``'s formula writes: the registry's
+    secret artifacts and the mail tier's private files (the lookup bind password). The only files
+    of a rehearsal that are not searched; each must be closed to other users."""
+    paths = {a.path for a in render.ARTIFACTS if a.secret and a.applies(site, node)}
+    if node.has("mail"):
+        paths |= {f.path for f in core_mail.mail_files(site, node) if f.mode[-1] == "0"}
+    return sorted(paths)
+
 
 NODES = ("lb1", "db1", "filer1", "mail1", "ns1")  # every role: lb, db, filer + quorum, mail, dns
 SALT_RUN = pathlib.Path(sys.executable).with_name("salt-run")
@@ -357,6 +370,11 @@ def _search(r, finder):
     for ev in r.events.values():
         finder.data(f"event {ev.tag} on {ev.daemon_id}", ev.full_data, kind="events")
     r.sampler.search(finder)
+    for node, root in r.roots.items():  # what each rehearsal wrote, but the files meant to hold secrets
+        private = [root / p.lstrip("/") for p in holds_secrets(r.site, r.site.node(node))]
+        for path in private:
+            assert not path.is_file() or path.stat().st_mode & 0o007 == 0, f"{path} is open to other users"
+        finder.tree(root, exclude=private, kind="rehearsal files")
     log_lines = 0
     for d in r.daemons:
         with open(d.config["log_file"], errors="replace") as fh:
