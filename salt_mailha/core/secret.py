@@ -178,6 +178,7 @@ def encoded_forms(value):
     raw = value.encode()
     forms = [
         shell_quoted(value), mysql_escaped(value), double_quoted(value),
+        double_quoted(value)[1:-1],  # inside a longer quoted value: my.cnf's "user:password"
         urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value),
         json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], repr(value)[1:-1],
         base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),

@@ -147,7 +147,8 @@ def test_derived_forms_are_registered(iredmail_site, what, expected):
     ('q"x', 'q\\"x'),                          # JSON / double-quoted config value
     ("p@ss/w:rd", "p%40ss%2Fw%3Ard"),          # URL userinfo
     ("password", "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19"),  # MySQL's PASSWORD('password')
-], ids=["shell", "sql", "json", "url", "mysql-hash"])
+    ("S\"'\tx", "S\\\"'\tx"),               # inside my.cnf's "sst:<password>" (neither JSON nor SQL)
+], ids=["shell", "sql", "json", "url", "mysql-hash", "mycnf-body"])
 def test_encoded_forms_hold_what_each_format_writes(value, form):
     assert form in core_secret.encoded_forms(value)
     assert core_secret.redact(f"x {form} y", [value, *core_secret.encoded_forms(value)]) == "x <redacted> y"
