@@ -13,6 +13,7 @@ import grp
 import inspect
 import os
 import posixpath
+import re
 import shutil
 import stat
 import tarfile
@@ -23,7 +24,7 @@ from salt.exceptions import CommandExecutionError
 
 from salt_mailha.core.errors import MailhaError
 from salt_mailha.core.model import load_site
-from salt_mailha.core.secret import redact
+from salt_mailha.core.secret import REDACTED, redact_diff
 
 # Salt 3008.0 masks secrets in what ``pillar.get`` returns (``**********``) unless it is called
 # with ``unmask=True``; 3006 and 3007 neither mask nor accept that argument (TypeError). Decided
@@ -210,13 +211,28 @@ def extract_tar(tarball, dest_parent):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+# The settings of the files we write that hold a secret (keepalived, ldirectord, galera.cnf,
+# slapd, Postfix/Dovecot lookups, the TSIG key, iRedMail's config).
+_SECRET_SETTING = re.compile(r"auth_pass|passw|rootpw|sst_auth|secret|credentials|bind_?pw|dnpass", re.I)
+
+
 def redacted_diff(old, new, path, secrets):
-    """Unified diff of old -> new with every secret value replaced by ``<redacted>``."""
+    """Unified diff of old -> new with every secret value replaced by ``<redacted>``, the secrets
+    the file held before included: once a secret is rotated the old value is no pillar secret any
+    more, yet the removed line still shows it. ``redact_diff`` rewrites such a line after its new
+    counterpart; a removed line that still names a secret setting (the new file dropped it) is
+    withheld."""
     lines = difflib.unified_diff(
         (old or "").splitlines(keepends=True), new.splitlines(keepends=True),
         fromfile=path if old is not None else "/dev/null", tofile=path,
     )
-    return redact("".join(lines), secrets)
+    out, in_hunk = [], False
+    for line in redact_diff("".join(lines), secrets).splitlines(keepends=True):
+        in_hunk = in_hunk or line.startswith("@@")
+        if in_hunk and line.startswith("-") and REDACTED not in line and _SECRET_SETTING.search(line):
+            line = "-<a line that held a secret: withheld>\n"
+        out.append(line)
+    return "".join(out)
 
 
 def state_ret(name):

@@ -589,7 +589,7 @@ def secret_fields(site):
     if m is not None and m.iredmail is not None:
         out.append(("mailha:mail:iredmail:admin_password", m.iredmail.admin_password, ids("mail")))
         out.append(("mailha:mail:iredmail:postmaster_password", m.iredmail.postmaster_password, ids("mail")))
-    if m is not None and m.lookup.bind_password is not None:
+    if m is not None and (m.lookup.bind_dn is not None or m.lookup.bind_password is not None):
         out.append(("mailha:mail:lookup:bind_password", m.lookup.bind_password, ids("mail")))
     return out
 
@@ -1085,9 +1085,9 @@ def _parse_mail(top):
         lookup = MailLookup(lk.str("bind_dn", None), lk.secret("bind_password", None),
                             lk.str("object_class", "inetOrgPerson", pattern=re.compile(r"^[A-Za-z][A-Za-z0-9-]*$"),
                                    hint=": an LDAP objectClass name such as mailUser"))
-        if (lookup.bind_dn is None) != (lookup.bind_password is None):
-            lk.problem("bind_dn" if lookup.bind_dn is None else "bind_password",
-                       "bind_dn and bind_password go together: set both, or neither to use the rootdn")
+        if lookup.bind_dn is None and lookup.bind_password is not None:
+            # (bind_dn without its password: _check_secrets, where the mail nodes use it)
+            lk.problem("bind_dn", "bind_dn and bind_password go together: set both, or neither to use the rootdn")
         lk.done()
     instances = {}
     ins = s.section("instances", {})

@@ -128,6 +128,10 @@ def show(artifact, node=None):
     site = _site()
     n = glue.this_node(site, __opts__, node)
     try:
-        return redact(render.artifact(artifact).render(site, n), site.secrets())
+        art = render.artifact(artifact)
+        if not art.applies(site, n):
+            raise MailhaError(f"{n.id} does not get {artifact} ({art.path}); its artifacts: "
+                              f"{', '.join(a.id for a in render.artifacts_for(site, n)) or 'none'}")
+        return redact(art.render(site, n), site.secrets())
     except MailhaError as exc:
         raise glue.CommandExecutionError(str(exc)) from None

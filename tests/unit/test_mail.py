@@ -44,7 +44,7 @@ def example():
     ({"vmail": {"nfs_server": "filer1", "export": "/srv/v", "network": "public"}, "instances": {}},
      None, None),
     ({"tls": {"cert": "cert.pem"}}, "mailha:mail:tls:cert", "absolute path"),
-    ({"lookup": {"bind_dn": "cn=vmail,dc=example,dc=net"}}, "mailha:mail:lookup:bind_password", "go together"),
+    ({"lookup": {"bind_dn": "cn=vmail,dc=example,dc=net"}}, "mailha:mail:lookup:bind_password", "is required: mail1, mail2"),
     ({"lookup": {"bind_dn": "cn=vmail,dc=other,dc=org", "bind_password": "x"}}, "mailha:mail:lookup:bind_dn",
      "not under the suffix"),
     ({"lookup": {"object_class": "mail User"}}, "mailha:mail:lookup:object_class", "objectClass"),

@@ -385,3 +385,12 @@ def test_a_pillar_that_did_not_render_says_so_not_missing_key():
         with pytest.raises(ValidationError) as err:
             load_site(pillar)
         assert err.value.problems == [("mailha", f"the pillar did not render: {msg}")]
+
+
+def test_a_lookup_bind_dn_needs_its_password_only_on_the_mail_nodes():
+    data = example()
+    data["mail"]["lookup"] = {"bind_dn": "cn=vmail,dc=example,dc=net"}
+    assert parse_site(copy.deepcopy(data), node="lb1").mail.lookup.bind_password is None
+    with pytest.raises(ValidationError) as err:
+        parse_site(data, node="mail2")
+    assert [k for k, _ in err.value.problems] == ["mailha:mail:lookup:bind_password"]
