@@ -248,6 +248,14 @@ def _rehearsal_zone(site):
     return core.parse_rrsets("\n".join(lines)), basis
 
 
+def _report(site, the_plan, current, test, **extra):
+    """What a run returns: the plan against the zone as read (``current``), nothing sent yet."""
+    adds, deletes = the_plan.counts()
+    return {"result": True, "changes": the_plan.changes_dict(), "plan": the_plan.text(), "adds": adds,
+            "deletes": deletes, "withdrawn": sorted(the_plan.withdrawn),
+            "serial": core.soa_serial(current, site.dns.zone), "updates_sent": 0, "test": bool(test), **extra}
+
+
 def _rehearse(site, test, **plan_kwargs):
     """The plan of a rehearsal: computed from :func:`_rehearsal_zone`, never sent."""
     try:
@@ -258,21 +266,8 @@ def _rehearse(site, test, **plan_kwargs):
         return redact({"result": False, "comment": str(exc), "updates_sent": 0, "rehearsal": True,
                        "error": type(exc).__name__}, site.secrets())
     servers = ", ".join(f"{s.address}:{s.port}" for s in site.dns.servers)
-    out = {
-        "result": True,
-        "changes": the_plan.changes_dict(),
-        "plan": the_plan.text(),
-        "adds": the_plan.counts()[0],
-        "deletes": the_plan.counts()[1],
-        "withdrawn": sorted(the_plan.withdrawn),
-        "server": None,
-        "read": basis,
-        "serial": core.soa_serial(current, site.dns.zone),
-        "updates_sent": 0,
-        "test": bool(test),
-        "rehearsal": True,
-        "not_sent": (f"nothing sent to {servers}: {rehearsal.why(__opts__, __pillar__)}"),  # noqa: F821
-    }
+    out = _report(site, the_plan, current, test, server=None, read=basis, rehearsal=True,
+                  not_sent=f"nothing sent to {servers}: {rehearsal.why(__opts__, __pillar__)}")  # noqa: F821
     log.info("mailha_dns: rehearsal, nothing sent; planned against %s:\n%s", basis, the_plan.text())
     return redact(out, site.secrets())
 
@@ -285,22 +280,8 @@ def _run(site, timeout, test, **plan_kwargs):
     conn = _Conn(site, timeout)
     try:
         current, method = conn.read(site)
-        serial_before = core.soa_serial(current, site.dns.zone)
         the_plan = core.plan(site, current, **plan_kwargs)
-        out = {
-            "result": True,
-            "changes": the_plan.changes_dict(),
-            "plan": the_plan.text(),
-            "adds": the_plan.counts()[0],
-            "deletes": the_plan.counts()[1],
-            "withdrawn": sorted(the_plan.withdrawn),
-            "server": conn.where(),
-            "read": method,
-            "serial": serial_before,
-            "updates_sent": 0,
-            "test": bool(test),
-            "rehearsal": False,
-        }
+        out = _report(site, the_plan, current, test, server=conn.where(), read=method, rehearsal=False)
         if the_plan and not test:
             conn.send(the_plan)
             out["updates_sent"] = conn.updates_sent
