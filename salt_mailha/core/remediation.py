@@ -290,14 +290,6 @@ def plan_operator_undrain(snap):
                 NodeRecord(None, 0.0, False, record.actions), "operator")
 
 
-def assert_applied(plan, results):
-    """Raise ``Refused`` if any action failed; ``results`` maps action index -> (ok, detail)."""
-    failed = [f"{plan.actions[i].kind} on {plan.actions[i].target}: {detail}"
-              for i, (ok, detail) in sorted(results.items()) if not ok]
-    if failed:
-        raise Refused("; ".join(failed))
-
-
 # ----------------------------------------------------------------------------- coalescing
 
 
