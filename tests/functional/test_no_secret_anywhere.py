@@ -35,9 +35,11 @@ import fnmatch
 import json
 import pathlib
 import secrets as pysecrets
+import shutil
 import string
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -215,7 +217,8 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(salt_factories, event_listener, tmp_path_factory):
-    base = tmp_path_factory.mktemp("nosecret")
+    # short: Salt 3006's IPC sockets live under each daemon's root (AF_UNIX paths are <= 107 bytes)
+    base = pathlib.Path(tempfile.mkdtemp(prefix="ns", dir="/tmp"))
     pillar = real_secrets_pillar()
     r = Run()
     r.site = parse_site(pillar["mailha"])
@@ -272,6 +275,7 @@ def run(salt_factories, event_listener, tmp_path_factory):
             for root in r.roots.values():  # the vmail mountpoint is made immutable (chattr +i)
                 for vmail in root.rglob("vmail"):
                     subprocess.run(["chattr", "-i", str(vmail)], check=False)
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _exercise(r, master, keep_events):
