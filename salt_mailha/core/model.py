@@ -795,7 +795,7 @@ def _parse_keepalived(top):
     if k is None:
         return None
     auth = k.secret("auth_pass", None)  # required where used: _check_secrets
-    size = len(auth.reveal().encode("utf-8")) if auth is not None else 0
+    size = len(auth.reveal().encode("utf-8", "surrogatepass")) if auth is not None else 0  # (formats refuses a lone surrogate)
     if size > VRRP_AUTH_MAX and size == len(auth):
         k.problem("auth_pass", f"is {len(auth)} characters; keepalived silently uses only the first "
                                f"{VRRP_AUTH_MAX}: set a password of at most {VRRP_AUTH_MAX} characters")
@@ -841,8 +841,9 @@ def _parse_galera(top):
     m = g.section("monitor")
     monitor = None
     if m is not None:
-        monitor = MonitorSpec(m.str("user", "monitor", pattern=re.compile(r"^[A-Za-z0-9_.-]{1,80}$"),
-                                    hint=": a MariaDB user name (letters, digits, '_', '.', '-')"),
+        monitor = MonitorSpec(m.str("user", "monitor", pattern=re.compile(r"^[^\s'\"`\\#]{1,80}$"),
+                                    hint=": a MariaDB user name of at most 80 characters, without blanks, "
+                                         "quotes, backslashes or '#'"),
                               m.secret("password", None),
                               m.str("database", "monitoring", pattern=re.compile(r"^\w{1,64}$")))
         m.done()
